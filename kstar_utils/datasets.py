@@ -1,0 +1,385 @@
+"""Labelled evaluation sets by name, read only from local folders (nothing is downloaded).
+
+Names:
+- ``digits``                 scikit-learn's 8x8 digits via ``kstar_utils.zoo.load_digits`` (embedded, always present)
+- ``cifar10``, ``cifar100``  torchvision's format under ``<data_root>/cifar-10-batches-py`` / ``cifar-100-python``
+- ``imagenet``               ``<data_root>/imagenet/<split>/<wnid>/*.JPEG`` (split "val"/"test" -> the val folder);
+                             option ``subset="robustbench"``: RobustBench's fixed 5,000-image subset of val
+- ``imagenet16``             the 16 coarse classes of Geirhos et al. (data/imagenet16/) from the same ImageNet folder
+- ``folder:<path>``          any ImageFolder (``<path>/<split>/<class>/*`` if that exists, else ``<path>/<class>/*``)
+- ``features:<path>``        bring-your-own features (.npy with a sibling labels file, .npz, .parquet); not images:
+                             read with :func:`load_feature_file`
+
+``data_root`` defaults to ``$KSTAR_DATA_ROOT`` or ``~/.cache/kstar/data``. Missing data raises
+:class:`DatasetNotFoundError` naming the path searched and how to provide the data.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "imagenet16")
+PREFIXES = ("folder:", "features:")
+DEFAULT_DATA_ROOT = "~/.cache/kstar/data"
+_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+IMAGENET16_FILE = _DATA_DIR / "imagenet16" / "imagenet16_classes.csv"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data is not where it was searched. The message names the path and how to provide the data."""
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """An evaluation set ready for a DataLoader.
+
+    dataset:     a torch Dataset whose items are (image, label); image is what `transform` returns (without a
+                 transform: a PIL image, or a (C, H, W) float tensor in [0, 1] for digits).
+    labels:      (N,) int64 class index of each item, in item order.
+    class_names: (C,) human-readable names, indexed by label.
+    source:      JSON-able description (path read, subset, sampling) for provenance.
+    """
+
+    name: str
+    split: str
+    dataset: Any
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class DataRequirement:
+    """One dataset a run needs: the path searched, whether it is there, and how to provide it."""
+
+    dataset: str
+    path: Path | None
+    present: bool
+    how_to_provide: str
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    return Path(data_root or os.environ.get("KSTAR_DATA_ROOT") or DEFAULT_DATA_ROOT).expanduser()
+
+
+def check_dataset_name(name: str) -> str:
+    """Raise ValueError, with the closest names, unless `name` is a dataset name this module understands."""
+    if not isinstance(name, str):
+        raise ValueError(f"dataset name must be a string; got {name!r}")
+    if name in DATASETS or (name.startswith(PREFIXES) and len(name.split(":", 1)[1]) > 0):
+        return name
+    close = difflib.get_close_matches(name, list(DATASETS) + ["folder:<path>", "features:<path>"], n=3, cutoff=0.4)
+    raise ValueError(f"unknown dataset {name!r}; valid: {list(DATASETS)} or 'folder:<path>' / 'features:<path>'"
+                     + (f"; closest: {close}" if close else ""))
+
+
+# ---------------------------------------------------------------------------------------------- where data lives
+def _cifar_dir(name: str, root: Path) -> Path:
+    return root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+
+
+def _imagenet_split_dir(root: Path, split: str) -> Path:
+    # ImageNet's labelled evaluation images are the validation set; "test" means val here, as in RobustBench
+    folder = "train" if split == "train" else "val"
+    return root / "imagenet" / folder
+
+
+def _folder_dir(path: str, split: str) -> Path:
+    base = Path(path).expanduser()
+    return base / split if (base / split).is_dir() else base
+
+
+def requirements(name: str, split: str = "test", data_root=None) -> list[DataRequirement]:
+    """What data `name` needs and whether it is present (used by the pre-flight check)."""
+    check_dataset_name(name)
+    root = resolve_data_root(data_root)
+    if name == "digits":
+        return [DataRequirement(name, None, True, "embedded (scikit-learn's digits); nothing to provide")]
+    if name in ("cifar10", "cifar100"):
+        path = _cifar_dir(name, root)
+        how = (f"download the python version of {name.upper()} (e.g. torchvision.datasets."
+               f"{'CIFAR10' if name == 'cifar10' else 'CIFAR100'}(root, download=True) on a machine with internet) "
+               f"and copy the folder '{path.name}' into {root} (or set KSTAR_DATA_ROOT / data_root)")
+        return [DataRequirement(name, path, path.is_dir(), how)]
+    if name in ("imagenet", "imagenet16"):
+        path = _imagenet_split_dir(root, split)
+        how = (f"put the ILSVRC-2012 {path.name} images in {path}/<wnid>/*.JPEG (one folder per WordNet id, e.g. "
+               f"with the 'valprep.sh' layout) or set KSTAR_DATA_ROOT / data_root to the folder containing 'imagenet'")
+        return [DataRequirement(name, path, path.is_dir() and any(path.iterdir()), how)]
+    if name.startswith("folder:"):
+        path = _folder_dir(name.split(":", 1)[1], split)
+        return [DataRequirement(name, path, path.is_dir(), "point folder:<path> at an ImageFolder: <path>/<class>/<image>")]
+    path = Path(name.split(":", 1)[1]).expanduser()
+    return [DataRequirement(name, path, path.is_file(), "save features and labels as .npz (features, labels[, "
+                            "class_names]), .parquet (feature columns + 'label') or .npy + <stem>_labels.npy")]
+
+
+def _require(name: str, split: str, data_root) -> Path | None:
+    req = requirements(name, split, data_root)[0]
+    if not req.present:
+        raise DatasetNotFoundError(f"dataset {name!r} ({split}) not found: searched {req.path}. "
+                                   f"To provide it: {req.how_to_provide}")
+    return req.path
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+def subsample_per_class(labels: np.ndarray, n_per_class: int | None, seed: int = 0) -> np.ndarray:
+    """Indices (sorted) of at most `n_per_class` items of each class, drawn without replacement with `seed`.
+
+    labels: (N,) ints. Classes with fewer items keep all of them. None -> all indices.
+    """
+    labels = np.asarray(labels)
+    if n_per_class is None:
+        return np.arange(labels.shape[0])
+    if int(n_per_class) < 1:
+        raise ValueError(f"n_per_class must be >= 1; got {n_per_class}")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep.append(idx[rng.permutation(idx.size)[: int(n_per_class)]] if idx.size > n_per_class else idx)
+    return np.sort(np.concatenate(keep))
+
+
+class _Subset:
+    """torch.utils.data.Subset without importing torch at module import; also maps labels (for ImageNet-16)."""
+
+    def __init__(self, base, indices: np.ndarray, label_map: Mapping[int, int] | None = None):
+        self.base, self.indices, self.label_map = base, np.asarray(indices), label_map
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __getitem__(self, i):
+        x, y = self.base[int(self.indices[i])]
+        return x, (self.label_map[int(y)] if self.label_map is not None else int(y))
+
+
+class _TensorImages:
+    """(N, C, H, W) float images + labels, with an optional per-item transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None):
+        import torch
+
+        self.images = torch.as_tensor(images)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i):
+        x = self.images[i]
+        return (self.transform(x) if self.transform is not None else x), int(self.labels[i])
+
+
+# ---------------------------------------------------------------------------------------------- loaders
+def load_dataset(name: str, split: str = "test", *, data_root=None, transform: Callable | None = None,
+                 n_per_class: int | None = None, seed: int = 0, subset: str | None = None) -> LabelledImages:
+    """The labelled images of dataset `name`, optionally subsampled to `n_per_class` items per class with `seed`.
+
+    subset: "robustbench" (ImageNet / ImageNet-16 only) restricts val to RobustBench's fixed 5,000-image list.
+    transform: applied to each image (e.g. a model's preprocessing). Raises DatasetNotFoundError for missing data.
+    """
+    check_dataset_name(name)
+    if name.startswith("features:"):
+        raise ValueError(f"{name!r} holds features, not images: use load_feature_file() or extract_features()")
+    if subset is not None and name not in ("imagenet", "imagenet16"):
+        raise ValueError(f"subset={subset!r} applies to imagenet/imagenet16 only, not {name!r}")
+    if name == "digits":
+        base, labels, class_names, src = _load_digits(split, transform)
+    elif name in ("cifar10", "cifar100"):
+        base, labels, class_names, src = _load_cifar(name, split, data_root, transform)
+    elif name in ("imagenet", "imagenet16"):
+        base, labels, class_names, src = _load_imagenet(name, split, data_root, transform, subset)
+    else:
+        base, labels, class_names, src = _load_folder(name, split, data_root, transform)
+    keep = subsample_per_class(labels, n_per_class, seed)
+    if n_per_class is not None:
+        base = _Subset(base, keep)
+        labels = labels[keep]
+    source = {**src, "n_per_class": n_per_class, "seed": seed if n_per_class is not None else None, "n": int(len(labels))}
+    return LabelledImages(name, split, base, np.asarray(labels, dtype=np.int64), tuple(class_names), source)
+
+
+def _load_digits(split: str, transform):
+    from kstar_utils.models import zoo_adapter
+
+    images, labels = zoo_adapter.zoo_module().load_digits(split)
+    return (_TensorImages(images, labels, transform), np.asarray(labels, dtype=np.int64),
+            [str(i) for i in range(10)], {"path": "sklearn.datasets.load_digits (kstar_utils.zoo split)"})
+
+
+def _load_cifar(name: str, split: str, data_root, transform):
+    from torchvision import datasets as tvd
+
+    if split not in ("train", "test"):
+        raise ValueError(f"{name} splits are 'train' and 'test'; got {split!r}")
+    path = _require(name, split, data_root)
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    try:
+        ds = cls(root=str(path.parent), train=(split == "train"), transform=transform, download=False)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise DatasetNotFoundError(f"{name} at {path} is incomplete or corrupt ({e}); "
+                                   f"{requirements(name, split, data_root)[0].how_to_provide}") from None
+    return ds, np.asarray(ds.targets, dtype=np.int64), list(ds.classes), {"path": str(path)}
+
+
+def _robustbench_ids() -> list[str]:
+    """RobustBench's fixed 5,000 ImageNet val images ('<wnid>/<file>'), shipped inside the robustbench package."""
+    from importlib import resources
+
+    text = resources.files("robustbench").joinpath("helper_files/imagenet_test_image_ids.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def imagenet16_mapping() -> dict[str, str]:
+    """wnid -> coarse category for the 207 ImageNet classes of ImageNet-16 (data/imagenet16/, with provenance)."""
+    with open(IMAGENET16_FILE, newline="") as f:
+        return {row["wnid"]: row["category"] for row in csv.DictReader(f)}
+
+
+def _imagenet_class_names(wnids: Sequence[str]) -> list[str]:
+    # human-readable names: open_clip's 1000 ImageNet names are in sorted-wnid order; fall back to the wnids
+    try:
+        import open_clip
+
+        all_wnids = sorted(_imagenet_all_wnids())
+        name_of = dict(zip(all_wnids, open_clip.IMAGENET_CLASSNAMES))
+        return [name_of.get(w, w) for w in wnids]
+    except Exception:  # noqa: BLE001 -- names are cosmetic; never fail the load over them
+        return list(wnids)
+
+
+def _imagenet_all_wnids() -> list[str]:
+    import json
+    from importlib import resources
+
+    text = resources.files("robustbench").joinpath("helper_files/imagenet_class_to_id_map.json").read_text()
+    return list(json.loads(text))
+
+
+def _load_imagenet(name: str, split: str, data_root, transform, subset):
+    from torchvision.datasets.folder import default_loader
+
+    path = _require(name, split, data_root)
+    wnids = sorted(d.name for d in path.iterdir() if d.is_dir())
+    if subset == "robustbench":
+        rel = _robustbench_ids()
+        items = [(path / r, r.split("/")[0]) for r in rel]
+        missing = [str(p) for p, _ in items if not p.is_file()]
+        if missing:
+            raise DatasetNotFoundError(f"{len(missing)} of the {len(items)} images of RobustBench's ImageNet subset "
+                                       f"are missing under {path} (first: {missing[0]}); provide the full val set")
+    elif subset is None:
+        items = [(f, w) for w in wnids for f in sorted((path / w).iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    else:
+        raise ValueError(f"unknown ImageNet subset {subset!r}; valid: None, 'robustbench'")
+    if name == "imagenet16":
+        mapping = imagenet16_mapping()
+        class_names = sorted(set(mapping.values()))
+        code = {c: i for i, c in enumerate(class_names)}
+        items = [(p, code[mapping[w]]) for p, w in items if w in mapping]
+    else:
+        # ImageNet labels are the standard 0..999 indices (sorted wnids of all 1000 classes), not folder positions,
+        # so that a folder holding only some classes still lines up with a classifier's logits
+        try:
+            all_wnids = sorted(_imagenet_all_wnids())
+        except Exception:  # noqa: BLE001 -- robustbench missing: use the folders present
+            all_wnids = wnids
+        index = {w: i for i, w in enumerate(all_wnids)}
+        unknown = sorted({w for _, w in items if w not in index})
+        if unknown:
+            raise ValueError(f"folders under {path} are not ImageNet wnids: {unknown[:5]}")
+        items = [(p, index[w]) for p, w in items]
+        class_names = _imagenet_class_names(all_wnids)
+    if not items:
+        raise DatasetNotFoundError(f"no images found for {name!r} under {path}")
+    ds = _ImageList([str(p) for p, _ in items], [y for _, y in items], default_loader, transform)
+    src = {"path": str(path), "subset": subset, "n_classes_in_folder": len(wnids)}
+    return ds, np.asarray(ds.targets, dtype=np.int64), class_names, src
+
+
+class _ImageList:
+    """A list of (image file, label) pairs read with torchvision's default loader."""
+
+    def __init__(self, files: list[str], targets: list[int], loader, transform):
+        self.files, self.targets, self.loader, self.transform = files, targets, loader, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        img = self.loader(self.files[i])
+        return (self.transform(img) if self.transform is not None else img), self.targets[i]
+
+
+def _load_folder(name: str, split: str, data_root, transform):
+    from torchvision.datasets import ImageFolder
+
+    path = _require(name, split, data_root)
+    ds = ImageFolder(str(path), transform=transform)
+    return ds, np.asarray(ds.targets, dtype=np.int64), list(ds.classes), {"path": str(path)}
+
+
+# ---------------------------------------------------------------------------------------------- own features
+def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Bring-your-own features (text, audio, any embedding): returns (features (N, D) float32, labels (N,) int64,
+    class_names (C,)).
+
+    Accepted: .npz with arrays `features` and `labels` (ints or strings) and optional `class_names`; .npy of features
+    with labels in `<stem>_labels.npy` beside it; .parquet with a `label` column and numeric feature columns (or one
+    list-valued `features` column). String labels become codes 0..C-1 in sorted order, named by the strings.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetNotFoundError(f"feature file not found: {path}. {requirements('features:' + str(path))[0].how_to_provide}")
+    class_names: tuple[str, ...] | None = None
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "features" not in z or "labels" not in z:
+                raise ValueError(f"{path} must contain arrays 'features' and 'labels'; found {list(z.keys())}")
+            X, y = z["features"], z["labels"]
+            if "class_names" in z:
+                class_names = tuple(str(c) for c in z["class_names"])
+    elif path.suffix == ".npy":
+        lab = path.with_name(path.stem + "_labels.npy")
+        if not lab.is_file():
+            raise DatasetNotFoundError(f"labels for {path} not found: searched {lab}")
+        X, y = np.load(path, allow_pickle=False), np.load(lab, allow_pickle=False)
+    elif path.suffix == ".parquet":
+        import pandas as pd
+
+        df = pd.read_parquet(path)
+        if "label" not in df.columns:
+            raise ValueError(f"{path} needs a 'label' column; found {list(df.columns)[:10]}")
+        y = df["label"].to_numpy()
+        if "features" in df.columns:
+            X = np.stack(df["features"].to_numpy())
+        else:
+            X = df.drop(columns=["label"]).select_dtypes("number").to_numpy()
+    else:
+        raise ValueError(f"unsupported feature file {path}: use .npz, .npy (+ _labels.npy) or .parquet")
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] != len(y):
+        raise ValueError(f"{path}: features must be (N, D) with N labels; got {X.shape} and {len(y)} labels")
+    y = np.asarray(y)
+    if y.dtype.kind in "iu":
+        labels = y.astype(np.int64)
+        if class_names is None:
+            class_names = tuple(str(i) for i in range(int(labels.max()) + 1))
+    else:
+        names, labels = np.unique(y.astype(str), return_inverse=True)
+        labels = labels.astype(np.int64)
+        class_names = class_names or tuple(str(n) for n in names)
+    return X, labels, class_names

@@ -1,0 +1,374 @@
+"""Feature extraction: the only module that runs models. Labelled images in, one cached .npz per layer out.
+
+    paths = extract_features("zoo:standard", "digits", layers=("penultimate", "logits"))
+    fs = load_features(paths["penultimate"])          # fs.features (N, D) float32, fs.labels (N,) int64
+
+Each layer's file is keyed (kstar_utils.cache.artifact_path) by everything that changes its values: model, weights
+tag, dataset, split, layer, sampling, pooling, embedding normalisation and numeric precision. Asking again for the same
+spec reuses the file; ``force=True`` rebuilds it. Large runs write chunk files plus a manifest as they go, so an
+interrupted run resumes at the first missing chunk; the finished file and its JSON sidecar are written atomically.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import cache, datasets
+from . import models as registry
+
+#: options passed to the model adapter (they may change the weights or the model's outputs)
+MODEL_OPTIONS = ("allow_download", "weights_path", "weights_dir", "model_dir", "cache_dir", "pretrained", "normalize")
+#: options of the dataset (they change which images are read)
+DATA_OPTIONS = ("n_per_class", "seed", "subset")
+#: options of the extraction itself; `pool` changes values, the rest only speed or bookkeeping
+RUN_OPTIONS = ("pool", "amp", "num_workers", "chunk_batches", "progress", "on_chunk")
+POOLS = ("avg", "flatten", "cls")
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of one layer: features (N, D) float32, labels (N,) int64, class_names (C,), meta = the sidecar."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------- file format
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """np.savez, but byte-for-byte reproducible: fixed member timestamps, so equal arrays give an equal file."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(arr), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+
+
+def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray, class_names, sidecar: Mapping) -> Path:
+    """Write a feature file and then its sidecar, each atomically (a reader never sees a partial file)."""
+    path = Path(path)
+    with cache.atomic_path(path) as tmp:
+        _write_npz(tmp, {"features": np.asarray(features, dtype=np.float32),
+                         "labels": np.asarray(labels, dtype=np.int64),
+                         "class_names": np.asarray([str(c) for c in class_names], dtype=str)})
+    cache.write_json_atomic(cache.sidecar_path(path), dict(sidecar))
+    return path
+
+
+def load_features(path: str | Path) -> FeatureSet:
+    """Read a feature file written by :func:`extract_features` (its sidecar, when present, becomes `meta`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        X = z["features"].astype(np.float32, copy=False)
+        y = z["labels"].astype(np.int64, copy=False)
+        names = tuple(str(c) for c in z["class_names"]) if "class_names" in z else ()
+    meta = cache.read_sidecar(path) if cache.sidecar_path(path).exists() else {}
+    return FeatureSet(X, y, names, meta, path)
+
+
+# ---------------------------------------------------------------------------------------------- layers
+def pool_output(t, pool: str = "avg"):
+    """Turn one layer's output into (B, D) features.
+
+    (B, D) stays. (B, C, H, W) conv maps: "avg" -> global average over H, W; "flatten" -> (B, C*H*W).
+    (B, L, D) token sequences: "avg" -> mean over tokens; "cls" -> token 0; "flatten" -> (B, L*D).
+    Tuple/list outputs use their first element.
+    """
+    if isinstance(t, (tuple, list)):
+        t = t[0]
+    if t.ndim == 2:
+        return t
+    if pool == "flatten":
+        return t.reshape(t.shape[0], -1)
+    if t.ndim == 4:
+        if pool == "cls":
+            raise ValueError("pool='cls' needs a (B, L, D) token output; this layer gives (B, C, H, W)")
+        return t.mean(dim=(2, 3))
+    if t.ndim == 3:
+        return t[:, 0] if pool == "cls" else t.mean(dim=1)
+    return t.reshape(t.shape[0], -1)
+
+
+def forward_layers(loaded: registry.LoadedModel, x, layers: tuple[str, ...], pool: str = "avg") -> dict[str, Any]:
+    """One forward pass of batch x (B, C, H, W); returns {layer: (B, D) tensor} for every requested layer.
+
+    Intermediate layers are read with forward hooks (several in the same pass); "penultimate" is the input of the
+    model's final linear layer (a forward pre-hook on `loaded.head_module`).
+    """
+    captured: dict[str, Any] = {}
+    modules = dict(loaded.module.named_modules())
+    handles = []
+
+    def grab_output(layer):
+        return lambda mod, args, out: captured.__setitem__(layer, out)
+
+    def grab_input(layer):
+        return lambda mod, args: captured.__setitem__(layer, args[0])
+
+    for layer in layers:
+        if layer == loaded.output_layer:
+            continue
+        if layer == "penultimate":
+            handles.append(modules[loaded.head_module].register_forward_pre_hook(grab_input(layer)))
+        else:
+            handles.append(modules[layer].register_forward_hook(grab_output(layer)))
+    try:
+        out = loaded.run(x)
+    finally:
+        for h in handles:
+            h.remove()
+    captured[loaded.output_layer] = out
+    result = {}
+    for layer in layers:
+        if layer not in captured:
+            raise ValueError(f"layer {layer!r} of {loaded.name!r} did not run in the forward pass "
+                             f"(a module outside the image path?)")
+        result[layer] = pool_output(captured[layer], pool)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- specs
+def feature_spec(model: str, dataset: str, split: str, layer: str, *, pretrained: str, model_opts: Mapping,
+                 data_opts: Mapping, pool: str, precision: str) -> dict[str, Any]:
+    """Everything that changes a layer's features (the cache key). Paths and batch size are provenance, not key."""
+    spec = {"kind": "features", "model": model, "pretrained": pretrained, "dataset": dataset, "split": split,
+            "layer": layer, "pool": pool, "precision": precision}
+    if "normalize" in model_opts:
+        spec["normalize"] = bool(model_opts["normalize"])
+    if model_opts.get("weights_path"):
+        spec["weights_path"] = str(Path(model_opts["weights_path"]).expanduser().resolve())
+    for k in ("n_per_class", "seed", "subset"):
+        if data_opts.get(k) is not None:
+            spec[k] = data_opts[k]
+    if "n_per_class" not in spec:
+        spec.pop("seed", None)  # the seed only matters when sampling
+    return spec
+
+
+def _split_options(options: Mapping[str, Any]):
+    unknown = sorted(set(options) - set(MODEL_OPTIONS) - set(DATA_OPTIONS) - set(RUN_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown extract_features options {unknown}; valid: model {MODEL_OPTIONS}, "
+                        f"data {DATA_OPTIONS}, run {RUN_OPTIONS}")
+    pick = lambda keys: {k: options[k] for k in keys if k in options}  # noqa: E731
+    return pick(MODEL_OPTIONS), pick(DATA_OPTIONS), pick(RUN_OPTIONS)
+
+
+def _resolve_device(device):
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------------------------------------- extraction
+def extract_features(model: str, dataset: str, *, split: str = "test", layers=("penultimate", "logits"),
+                     root: str | Path = "outputs", data_root=None, batch_size: int = 256, device=None,
+                     force: bool = False, **options) -> dict[str, Path]:
+    """Extract features of `dataset` from `model` at each of `layers`; returns {layer: path of its .npz}.
+
+    model:   registry name, e.g. "zoo:standard", "openclip:ViT-B-32/laion2b_s34b_b79k",
+             "robustbench:cifar10/Linf/Carmon2019Unlabeled", "torchvision:resnet50@IMAGENET1K_V2".
+    dataset: "digits", "cifar10", "cifar100", "imagenet", "imagenet16", "folder:<path>" or "features:<path>"
+             (bring-your-own features: then `model` is ignored and the file is imported as layer "features").
+    layers:  "logits" / "embedding" (the model output), "penultimate" (input of the final Linear) or any module name.
+    Each file holds `features` (N, D) float32, `labels` (N,) int64 and `class_names` (C,); its JSON sidecar holds the
+    spec and provenance (weights sha256, preprocessing, N, D, library versions, date).
+
+    options -- model: allow_download, weights_path, weights_dir, model_dir, cache_dir, pretrained, normalize;
+    data: n_per_class, seed (per-class subsampling), subset ("robustbench" ImageNet list);
+    run: pool ("avg" | "flatten" | "cls" for conv / token outputs), amp (default True on CUDA), num_workers,
+    chunk_batches (batches per resumable chunk, default 8), progress (tqdm bar, default True),
+    on_chunk (callable(chunk_index, n_chunks) after each chunk is saved).
+    """
+    model_opts, data_opts, run_opts = _split_options(options)
+    datasets.check_dataset_name(dataset)
+    if dataset.startswith("features:"):
+        return {"features": _import_feature_file(dataset, root=root, force=force, **data_opts)}
+    registry.check_model_name(model)
+    layers = (layers,) if isinstance(layers, str) else tuple(dict.fromkeys(layers))
+    pool = run_opts.get("pool", "avg")
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}; got {pool!r}")
+    dev = _resolve_device(device)
+    amp = bool(run_opts.get("amp", dev.type == "cuda")) and dev.type == "cuda"
+    precision = "amp-fp16" if amp else "fp32"
+    pretrained = registry.model_pretrained_tag(model, **model_opts)
+    specs = {layer: feature_spec(model, dataset, split, layer, pretrained=pretrained, model_opts=model_opts,
+                                 data_opts=data_opts, pool=pool, precision=precision) for layer in layers}
+    paths = {layer: cache.artifact_path(root, "features", spec, ".npz") for layer, spec in specs.items()}
+    todo = tuple(layer for layer in layers if force or not cache.is_complete(paths[layer]))
+    if not todo:
+        return paths
+
+    loaded = registry.load_model(model, device=dev, **model_opts)
+    loaded.check_layers(todo)
+    data = datasets.load_dataset(dataset, split, data_root=data_root, transform=loaded.preprocess, **data_opts)
+    run_spec = {"kind": "features-run", "layers": list(todo), **{k: v for k, v in specs[todo[0]].items() if k != "layer"}}
+    parts_dir = cache.artifact_path(root, "features_parts", run_spec, "")
+    if force and parts_dir.exists():
+        shutil.rmtree(parts_dir)
+    arrays = _extract_chunks(loaded, data, todo, parts_dir, run_spec, batch_size=batch_size, device=dev, amp=amp,
+                             pool=pool, num_workers=int(run_opts.get("num_workers", 0)),
+                             chunk_batches=int(run_opts.get("chunk_batches", 8)),
+                             progress=bool(run_opts.get("progress", True)), on_chunk=run_opts.get("on_chunk"))
+    weights_sha = _weights_sha256(loaded)
+    for layer in todo:
+        X = arrays[layer]
+        if layer == "penultimate":
+            _check_penultimate_width(loaded, X.shape[1])
+        sidecar = cache.provenance(
+            specs[layer], model=model, pretrained=loaded.pretrained, weights_file=str(loaded.weights_file or ""),
+            weights_sha256=weights_sha, dataset=dataset, split=split, layer=layer,
+            preprocessing=dict(loaded.preprocessing), data_source=dict(data.source), n=int(X.shape[0]),
+            d=int(X.shape[1]), n_classes=len(data.class_names), device=str(dev), batch_size=batch_size,
+            features_sha256=cache.spec_hash({"x": _array_digest(X)}, length=64),
+            model_extra=dict(loaded.extra))
+        save_features(paths[layer], X, arrays["__labels__"], data.class_names, sidecar)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return paths
+
+
+def _array_digest(X: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()
+
+
+def _weights_sha256(loaded: registry.LoadedModel) -> str | None:
+    f = loaded.weights_file
+    if f is None or not Path(f).is_file():
+        return None
+    from .models._common import sha256_file
+
+    return sha256_file(f)
+
+
+def _check_penultimate_width(loaded: registry.LoadedModel, width: int) -> None:
+    expected = loaded.extra.get("penultimate_dim") if loaded.extra else None
+    if expected and int(expected) != width:
+        raise RuntimeError(f"{loaded.name}: penultimate width {width} differs from the expected {int(expected)} "
+                           f"(data/robustbench/feature_layers.csv); the head module may be wrong")
+
+
+def _manifest_ok(parts_dir: Path, expected: Mapping) -> bool:
+    try:
+        return json.loads((parts_dir / MANIFEST).read_text()) == json.loads(json.dumps(expected, default=str))
+    except (OSError, ValueError):
+        return False
+
+
+def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Path, run_spec, *, batch_size, device,
+                    amp, pool, num_workers, chunk_batches, progress, on_chunk: Callable | None):
+    """Run the model over `data` chunk by chunk; each chunk (chunk_batches batches) is saved under parts_dir.
+
+    Chunks already on disk with a matching manifest are skipped, so a killed run resumes where it stopped. Chunk
+    boundaries are multiples of batch_size, so a resumed run sees exactly the same batches as an uninterrupted one.
+    Returns {layer: (N, D) float32, "__labels__": (N,) int64}.
+    """
+    import torch
+    from torch.utils.data import DataLoader, Subset
+    from tqdm.auto import tqdm
+
+    n = len(data)
+    chunk = max(1, int(batch_size)) * max(1, int(chunk_batches))
+    n_chunks = (n + chunk - 1) // chunk
+    manifest = {"run_spec": run_spec, "n": n, "chunk_size": chunk, "batch_size": int(batch_size),
+                "n_chunks": n_chunks, "layers": list(layers)}
+    if parts_dir.exists() and not _manifest_ok(parts_dir, manifest):
+        shutil.rmtree(parts_dir)  # parts from a different batch size or data: they cannot be combined
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_json_atomic(parts_dir / MANIFEST, manifest)
+
+    def part(i: int) -> Path:
+        return parts_dir / f"chunk_{i:06d}.npz"
+
+    bar = tqdm(total=n, desc=f"{loaded.name} -> {','.join(layers)}", unit="img", disable=not progress)
+    use_amp = amp and device.type == "cuda"
+    try:
+        for i in range(n_chunks):
+            lo, hi = i * chunk, min(n, (i + 1) * chunk)
+            if part(i).is_file():
+                bar.update(hi - lo)
+                continue
+            loader = DataLoader(Subset(data.dataset, range(lo, hi)), batch_size=batch_size, shuffle=False,
+                                num_workers=num_workers, pin_memory=device.type == "cuda")
+            outs: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+            labels: list[np.ndarray] = []
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                for x, y in loader:
+                    feats = forward_layers(loaded, x.to(device, non_blocking=True), layers, pool)
+                    for layer, f in feats.items():
+                        outs[layer].append(f.float().cpu().numpy())
+                    labels.append(np.asarray(y, dtype=np.int64))
+                    bar.update(len(y))
+            arrays = {f"layer{j}": np.concatenate(outs[layer]) for j, layer in enumerate(layers)}
+            arrays["labels"] = np.concatenate(labels)
+            with cache.atomic_path(part(i)) as tmp:
+                _write_npz(tmp, arrays)
+            if on_chunk is not None:
+                on_chunk(i, n_chunks)
+    finally:
+        bar.close()
+
+    result: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    labels = []
+    for i in range(n_chunks):
+        with np.load(part(i), allow_pickle=False) as z:
+            for j, layer in enumerate(layers):
+                result[layer].append(z[f"layer{j}"])
+            labels.append(z["labels"])
+    out = {layer: np.ascontiguousarray(np.concatenate(v).astype(np.float32, copy=False)) for layer, v in result.items()}
+    out["__labels__"] = np.concatenate(labels).astype(np.int64)
+    if not np.array_equal(out["__labels__"], data.labels):
+        raise RuntimeError("labels read back from the chunks differ from the dataset's labels; delete "
+                           f"{parts_dir} and run again")
+    return out
+
+
+def _import_feature_file(dataset: str, *, root, force: bool, n_per_class=None, seed: int = 0, subset=None) -> Path:
+    """Bring-your-own features: copy a features file into the cache format (with a sidecar), optionally subsampled."""
+    if subset is not None:
+        raise ValueError("subset applies to ImageNet datasets only")
+    src = Path(dataset.split(":", 1)[1]).expanduser().resolve()
+    X, y, names = datasets.load_feature_file(src)
+    from .models._common import sha256_file
+
+    src_sha = sha256_file(src)
+    spec = {"kind": "features", "model": "external", "pretrained": src_sha[:16], "dataset": src.stem, "split": "given",
+            "layer": "features"}
+    if n_per_class is not None:
+        spec.update(n_per_class=n_per_class, seed=seed)
+    path = cache.artifact_path(root, "features", spec, ".npz")
+    if cache.is_complete(path) and not force:
+        return path
+    keep = datasets.subsample_per_class(y, n_per_class, seed)
+    X, y = X[keep], y[keep]
+    sidecar = cache.provenance(spec, model="external", source_file=str(src), source_sha256=src_sha, dataset=dataset,
+                               layer="features", n=int(X.shape[0]), d=int(X.shape[1]), n_classes=len(names))
+    return save_features(path, X, y, names, sidecar)
+
+
+__all__ = ["extract_features", "load_features", "FeatureSet", "forward_layers", "pool_output", "save_features",
+           "feature_spec"]

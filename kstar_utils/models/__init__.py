@@ -1,0 +1,178 @@
+"""One registry of vision models: ``<source>:<name>`` -> a loaded model, its preprocessing and its layers.
+
+Sources (one adapter module each, imported lazily so that e.g. the digits zoo works without open_clip):
+
+- ``zoo:<name>``                                   the embedded digits models (``kstar_utils.zoo``)
+- ``openclip:<arch>/<pretrained tag>``             e.g. ``openclip:ViT-B-32/laion2b_s34b_b79k``; ``openclip:RN50``
+                                                    without a tag builds random weights
+- ``robustbench:<dataset>/<threat>/<name>``        e.g. ``robustbench:cifar10/Linf/Carmon2019Unlabeled``
+- ``torchvision:<name>[@<weights tag>]``           e.g. ``torchvision:resnet50@IMAGENET1K_V2``
+- ``timm:<name>[@<pretrained tag>]``               e.g. ``timm:resnet18`` (random weights unless ``pretrained=True``)
+
+Layer names understood by every model: ``logits`` (or ``embedding`` for OpenCLIP), ``penultimate`` (the input of the
+final linear layer, where the model has one) and any qualified module name of ``module.named_modules()``.
+Weights come only from local caches unless ``allow_download=True`` (see ``docs/models_and_data.md``).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+SOURCES = {
+    "zoo": "kstar_utils.models.zoo_adapter",
+    "openclip": "kstar_utils.models.openclip_adapter",
+    "robustbench": "kstar_utils.models.robustbench_adapter",
+    "torchvision": "kstar_utils.models.torchvision_adapter",
+    "timm": "kstar_utils.models.timm_adapter",
+}
+
+#: Layer names with a meaning across models; anything else must be a module name of the model.
+SPECIAL_LAYERS = ("logits", "embedding", "penultimate")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are not in the local cache. The message names the path searched and how to provide them."""
+
+
+class CorruptWeightsError(RuntimeError):
+    """A weights file exists but cannot be a checkpoint (truncated, an HTML error page, ...). Names the file."""
+
+
+@dataclass(frozen=True)
+class WeightsRequirement:
+    """One weights file (or cache entry) a model needs: where it is searched and how to provide it."""
+
+    model: str
+    path: Path | None  # the file or cache folder searched; None for random-init models (nothing needed)
+    present: bool
+    how_to_provide: str
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for feature extraction.
+
+    module:      the nn.Module in eval mode.
+    preprocess:  callable turning one dataset item (PIL image or CHW tensor) into a CHW float tensor.
+    run:         callable (batch (B, C, H, W) tensor) -> the model output of layer `output_layer`, (B, K).
+    output_layer: "logits" for classifiers, "embedding" for OpenCLIP image encoders.
+    head_module: qualified name of the final Linear layer; its input is the "penultimate" layer. None if none.
+    pretrained:  the weights tag or file name ("random" when randomly initialised).
+    weights_file: the checkpoint file read, when there is one (its sha256 goes into the provenance).
+    preprocessing: a JSON-able description of `preprocess` (image size, mean, std, ...), for the provenance.
+    """
+
+    name: str
+    module: Any
+    preprocess: Callable[[Any], Any]
+    run: Callable[[Any], Any]
+    output_layer: str
+    head_module: str | None
+    pretrained: str
+    weights_file: Path | None = None
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def layer_names(self) -> list[str]:
+        """Every layer name this model accepts: the special names it supports, then its module names."""
+        special = [self.output_layer] + (["penultimate"] if self.head_module is not None else [])
+        return special + [n for n, _ in self.module.named_modules() if n]
+
+    def check_layers(self, layers) -> tuple[str, ...]:
+        """Validate layer names early; unknown names raise ValueError with the closest valid names."""
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+        if not layers:
+            raise ValueError("no layers requested")
+        valid = self.layer_names()
+        valid_set = set(valid)
+        for layer in layers:
+            if layer not in valid_set:
+                close = difflib.get_close_matches(layer, valid, n=5, cutoff=0.5)
+                hint = f"; closest: {close}" if close else f"; special layers: {valid[:2]}"
+                raise ValueError(f"unknown layer {layer!r} for model {self.name!r}{hint}")
+        return layers
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """'openclip:ViT-B-32/openai' -> ('openclip', 'ViT-B-32/openai'); raises ValueError for an unknown source."""
+    if not isinstance(name, str) or ":" not in name:
+        raise ValueError(
+            f"model names look like '<source>:<name>' with source in {sorted(SOURCES)}, e.g. 'zoo:standard'; "
+            f"got {name!r}" + _suggest(str(name), known_model_names())
+        )
+    source, rest = name.split(":", 1)
+    if source not in SOURCES:
+        close = difflib.get_close_matches(source, list(SOURCES), n=3, cutoff=0.4)
+        raise ValueError(f"unknown model source {source!r} in {name!r}; valid sources: {sorted(SOURCES)}"
+                         + (f"; closest: {close}" if close else ""))
+    return source, rest
+
+
+def _adapter(source: str):
+    return importlib.import_module(SOURCES[source])
+
+
+def _suggest(name: str, candidates) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=5, cutoff=0.5)
+    return f"; closest valid names: {close}" if close else ""
+
+
+def known_model_names(source: str | None = None) -> list[str]:
+    """Valid names of one source (or all sources whose library is installed), prefixed with the source."""
+    out: list[str] = []
+    for src in [source] if source else list(SOURCES):
+        try:
+            out += [f"{src}:{n}" for n in _adapter(src).known_names()]
+        except ImportError:  # an optional library is missing: that source simply has no names
+            continue
+    return out
+
+
+def check_model_name(name: str) -> str:
+    """Raise ValueError, with the closest valid names, unless `name` is a model the registry can build."""
+    source, rest = split_name(name)
+    adapter = _adapter(source)
+    if not adapter.is_valid(rest):
+        candidates = [f"{source}:{n}" for n in adapter.known_names()]
+        raise ValueError(f"unknown model {name!r}" + (_suggest(name, candidates) or
+                                                      f"; e.g. {candidates[:5]}"))
+    return name
+
+
+def load_model(name: str, *, device=None, **options) -> LoadedModel:
+    """Build model `name` with its weights from the local cache (see the module docstring for names and options).
+
+    Common options: ``allow_download`` (False), ``weights_path`` (an explicit checkpoint file), ``pretrained``
+    (timm/torchvision), ``normalize`` (OpenCLIP embedding, True). Raises ValueError for unknown names,
+    WeightsNotFoundError when weights are missing, CorruptWeightsError when a checkpoint cannot be read.
+    """
+    check_model_name(name)
+    source, rest = split_name(name)
+    loaded = _adapter(source).load(rest, **options)
+    if device is not None:
+        loaded.module.to(device)
+    loaded.module.eval()
+    return loaded
+
+
+def weights_requirements(name: str, **options) -> list[WeightsRequirement]:
+    """What weights `name` needs and whether they are present locally (for the pre-flight check)."""
+    check_model_name(name)
+    source, rest = split_name(name)
+    return list(_adapter(source).requirements(rest, **options))
+
+
+def model_pretrained_tag(name: str, **options) -> str:
+    """The weights identity recorded in cache keys, without loading the model."""
+    source, rest = split_name(name)
+    return _adapter(source).pretrained_tag(rest, **options)
+
+
+__all__ = [
+    "LoadedModel", "WeightsRequirement", "WeightsNotFoundError", "CorruptWeightsError", "SOURCES",
+    "load_model", "check_model_name", "known_model_names", "weights_requirements", "split_name",
+    "model_pretrained_tag",
+]

@@ -1,0 +1,60 @@
+"""Adapter for the embedded digits zoo (``zoo:<name>``): small CNNs on 8x8 digits, weights shipped with the package.
+
+``kstar_utils.zoo`` is imported lazily: it provides ZOO_MODELS, load_zoo_model(name, weights_dir=None) (eval mode,
+input (B, 1, 8, 8) in [0, 1], output logits (B, 10), final Linear named ``fc``) and load_digits(split).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import LoadedModel, WeightsRequirement
+from ._common import to_tensor_if_needed
+
+
+def zoo_module():
+    """kstar_utils.zoo, imported on first use (tests may substitute a stand-in with the same contract)."""
+    from kstar_utils import zoo
+
+    return zoo
+
+
+def _zoo():
+    return zoo_module()
+
+
+def known_names() -> list[str]:
+    try:
+        return list(_zoo().ZOO_MODELS)
+    except ImportError:
+        return []
+
+
+def is_valid(name: str) -> bool:
+    return name in known_names()
+
+
+def pretrained_tag(name: str, **options) -> str:
+    return "random" if name == "untrained" else f"zoo:{name}"
+
+
+def _weights_file(name: str, weights_dir=None) -> Path | None:
+    zoo = _zoo()
+    return Path(zoo.weights_path(name, weights_dir)) if hasattr(zoo, "weights_path") else None
+
+
+def requirements(name: str, weights_dir=None, **options) -> list[WeightsRequirement]:
+    # the zoo's weights ship with the project in data/zoo/ and are rebuilt offline by `python -m kstar_utils.zoo train`
+    path = _weights_file(name, weights_dir)
+    present = path is None or path.exists()
+    return [WeightsRequirement(f"zoo:{name}", path, present,
+                               "shipped in data/zoo/; rebuild with `python -m kstar_utils.zoo train`")]
+
+
+def load(name: str, weights_dir=None, **options) -> LoadedModel:
+    module = _zoo().load_zoo_model(name, weights_dir=weights_dir)
+    module.eval()
+    return LoadedModel(
+        name=f"zoo:{name}", module=module, preprocess=to_tensor_if_needed, run=module, output_layer="logits",
+        head_module="fc", pretrained=pretrained_tag(name), weights_file=_weights_file(name, weights_dir),
+        preprocessing={"input": "(1, 8, 8) float32 in [0, 1]", "normalisation": "none"},
+    )
