@@ -131,7 +131,8 @@ def summarize_skewness(kstar, labels) -> SkewnessSummary:
     skews = per_class.loc[inc, "skew"].to_numpy(dtype=np.float64)
     pooled_mask = inc[codes]
     true_skew = distribution_skew(khat[pooled_mask]) if pooled_mask.any() else float("nan")
-    spread = float(np.std(_replace_infinite(skews))) if skews.size else float("nan")
+    replaced = _replace_infinite(skews)
+    spread = float(np.std(replaced)) if skews.size and np.isfinite(replaced).all() else float("nan")
     return SkewnessSummary(
         per_class=per_class,
         true_skewness=true_skew,

@@ -1,0 +1,232 @@
+"""The embedded model zoo: small CNNs on scikit-learn's digits that span robustness, trained by this project.
+
+Everything here runs offline: the images ship with scikit-learn and the trained weights ship in data/zoo/ together
+with the accuracies measured when they were trained (`python -m kstar_utils.zoo train` rebuilds both).
+
+Images are 8x8 grey levels 0..16 scaled to [0, 1]; the held-out "test" split is a seeded, stratified half of the
+1,797 images. Robust accuracy is AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square) under an L-inf budget.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "zoo"
+METRICS_FILE = "zoo_metrics.csv"
+SPLIT_SEED = 0
+TEST_FRACTION = 0.5
+EVAL_EPS = 0.1  # L-inf budget of the robust-accuracy evaluation, in [0, 1] pixel units (1.6 of 16 grey levels)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one zoo model is trained. kind: "none" (random init), "clean", "noise" (Gaussian, sigma=eps) or "pgd"
+    (Madry L-inf adversarial training at eps with `pgd_steps` steps)."""
+
+    name: str
+    kind: str
+    eps: float = 0.0
+    epochs: int = 40
+    pgd_steps: int = 7
+    seed: int = 0
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("untrained", "none"),
+    Recipe("standard", "clean"),
+    Recipe("noise-0.1", "noise", eps=0.1),
+    Recipe("noise-0.3", "noise", eps=0.3),
+    Recipe("pgd-0.05", "pgd", eps=0.05),
+    Recipe("pgd-0.1", "pgd", eps=0.1),
+    Recipe("pgd-0.2", "pgd", eps=0.2),
+    Recipe("pgd-0.3", "pgd", eps=0.3),
+)
+ZOO_MODELS: tuple[str, ...] = tuple(r.name for r in RECIPES)
+
+
+class SmallCNN(nn.Module):
+    """(B, 1, 8, 8) images in [0, 1] -> (B, 10) logits. The final Linear is `fc`; its input (B, 64) is the
+    penultimate feature."""
+
+    def __init__(self, n_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
+        )
+        self.fc = nn.Linear(64, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def recipe(name: str) -> Recipe:
+    for r in RECIPES:
+        if r.name == name:
+            return r
+    import difflib
+
+    close = difflib.get_close_matches(name, ZOO_MODELS, n=3, cutoff=0.3)
+    raise ValueError(f"unknown zoo model {name!r}; closest: {close or list(ZOO_MODELS)}")
+
+
+@lru_cache(maxsize=None)
+def _digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from sklearn.datasets import load_digits as _load
+    from sklearn.model_selection import train_test_split
+
+    d = _load()
+    X = (d.images / 16.0).astype(np.float32)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
+    return {"train": (Xtr, ytr), "test": (Xte, yte)}
+
+
+def load_digits(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Digits images (N, 1, 8, 8) float32 in [0, 1] and labels (N,) int64 for split "train" or "test"."""
+    splits = _digits_split()
+    if split not in splits:
+        raise ValueError(f"unknown digits split {split!r}; choose one of {sorted(splits)}")
+    X, y = splits[split]
+    return X.copy(), y.copy()
+
+
+def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
+    return Path(weights_dir or DATA_DIR) / f"{recipe(name).name}.pt"
+
+
+def load_zoo_model(name: str, weights_dir: str | Path | None = None) -> nn.Module:
+    """The trained zoo model `name` in eval mode (weights from data/zoo/<name>.pt)."""
+    path = weights_path(name, weights_dir)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"zoo weights for {name!r} not found at {path}; rebuild them with `python -m kstar_utils.zoo train`"
+        )
+    model = SmallCNN()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def load_zoo_metrics(weights_dir: str | Path | None = None) -> pd.DataFrame:
+    """Per-model table measured at training time: model (registry name, "zoo:<name>"), kind, train_eps, clean_acc,
+    robust_acc (fractions), eval_eps."""
+    path = Path(weights_dir or DATA_DIR) / METRICS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"zoo metrics not found at {path}; rebuild with `python -m kstar_utils.zoo train`")
+    table = pd.read_csv(path)
+    return table.assign(model="zoo:" + table["model"])
+
+
+def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, gen: torch.Generator) -> torch.Tensor:
+    """Madry et al. PGD with a random start, step 2.5*eps/steps, images kept in [0, 1]."""
+    alpha = 2.5 * eps / steps
+    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
+    x_adv = (x + delta).clamp(0, 1).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1).detach()
+    return x_adv
+
+
+def train(r: Recipe, X: np.ndarray, y: np.ndarray, batch_size: int = 64, lr: float = 2e-3) -> nn.Module:
+    """Train one zoo model on (N, 1, 8, 8) images and (N,) labels, deterministically from r.seed."""
+    torch.manual_seed(r.seed)
+    model = SmallCNN()
+    if r.kind == "none":
+        return model.eval()
+    gen = torch.Generator().manual_seed(r.seed)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r.epochs)
+    for _ in range(r.epochs):
+        perm = torch.randperm(len(Xt), generator=gen)
+        for i in range(0, len(Xt), batch_size):
+            idx = perm[i : i + batch_size]
+            xb, yb = Xt[idx], yt[idx]
+            if r.kind == "noise":
+                xb = (xb + r.eps * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
+            elif r.kind == "pgd":
+                model.eval()
+                xb = pgd_linf(model, xb, yb, r.eps, r.pgd_steps, gen)
+                model.train()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return model.eval()
+
+
+def accuracy(model: nn.Module, X: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
+    """Top-1 accuracy (fraction) of `model` on images (N, 1, 8, 8) with labels (N,)."""
+    with torch.no_grad():
+        pred = model(torch.as_tensor(X)).argmax(1)
+    return float((pred == torch.as_tensor(y)).float().mean())
+
+
+def robust_accuracy(model: nn.Module, X: np.ndarray, y: np.ndarray, eps: float = EVAL_EPS, seed: int = 0) -> float:
+    """Accuracy (fraction) under standard AutoAttack (pyautoattack) at L-inf budget eps."""
+    from pyautoattack import AutoAttack
+
+    attack = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, device="cpu")
+    attack.verbose = False
+    x_adv, _ = attack.run_standard_evaluation(torch.from_numpy(X), torch.from_numpy(y), batch_size=500)
+    return accuracy(model, x_adv, y)
+
+
+def build_zoo(out_dir: str | Path = DATA_DIR, eval_eps: float = EVAL_EPS) -> pd.DataFrame:
+    """Train every recipe, save weights and the metrics table to out_dir, return the table."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Xtr, ytr = load_digits("train")
+    Xte, yte = load_digits("test")
+    rows = []
+    for r in tqdm(RECIPES, desc="zoo"):
+        t0 = time.perf_counter()
+        model = train(r, Xtr, ytr)
+        torch.save(model.state_dict(), out_dir / f"{r.name}.pt")
+        rows.append(
+            {
+                "model": r.name,
+                "kind": r.kind,
+                "train_eps": r.eps,
+                "clean_acc": round(accuracy(model, Xte, yte), 4),
+                "robust_acc": round(robust_accuracy(model, Xte, yte, eval_eps), 4),
+                "eval_eps": eval_eps,
+                "epochs": r.epochs if r.kind != "none" else 0,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        tqdm.write(str(rows[-1]))
+    table = pd.DataFrame(rows)
+    table.to_csv(out_dir / METRICS_FILE, index=False)
+    return table
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Train the embedded digits zoo and measure clean and AutoAttack accuracy.")
+    p.add_argument("command", choices=["train"])
+    p.add_argument("--out-dir", default=str(DATA_DIR))
+    p.add_argument("--eval-eps", type=float, default=EVAL_EPS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(build_zoo(args.out_dir, args.eval_eps).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
