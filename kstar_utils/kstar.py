@@ -1,17 +1,25 @@
-"""k* of every sample: the 1-based rank of its nearest neighbour from another class (docs/METHOD.md section 1)."""
+"""k* of every sample: the 1-based rank of its nearest neighbour from another class (docs/METHOD.md section 1).
+
+Public entry of the k* engine. `compute_kstar` is exact: every k* equals a float64 evaluation of the definition with
+the arithmetic of `reference_sq_distances` (see kstar_engine/exact.py for the rigorous float32 screen bound), never
+materialises an N x N matrix, and runs on torch (CPU BLAS or CUDA) or faiss.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from .validation import check_features_labels, encode_labels
+from .validation import check_features, check_features_labels, encode_labels
 
 METRICS = ("euclidean", "cosine")
+BACKENDS = ("auto", "torch", "faiss", "numpy")
+AUTO_PROGRESS_PAIRS = 50_000 * 50_000  # show a progress bar by default from about N = 50k
 
 
 def reference_sq_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Float64 squared Euclidean distances by explicit differences: (n, D), (m, D) -> (n, m).
 
-    This is the arithmetic that defines "exact" in this project; every fast path must agree with it.
+    This is the arithmetic that defines "exact" in this project; every fast path must agree with it: elementwise
+    differences, squared, numpy sum over the contiguous last axis; decisions compare these squared values.
     """
     A = np.asarray(A, dtype=np.float64)
     B = np.asarray(B, dtype=np.float64)
@@ -34,28 +42,90 @@ def prepare_metric(X: np.ndarray, metric: str) -> np.ndarray:
     return X
 
 
-def compute_kstar(features, labels, *, metric: str = "euclidean", block_size: int = 256) -> np.ndarray:
+def compute_kstar(
+    features,
+    labels,
+    *,
+    metric: str = "euclidean",
+    device=None,
+    backend: str = "auto",
+    pool_features=None,
+    pool_labels=None,
+    tile_size: int | None = None,
+    progress: bool | None = None,
+    block_size: int = 256,
+) -> np.ndarray:
     """Raw k* per sample.
 
     features: (N, D) array or tensor; labels: (N,) ints or strings.
     Returns int64 array (N,) with 1 <= k*_p <= n_{y_p}:
     k*_p = 1 + #{q != p : y_q = y_p and d(p, q) < min_{y_r != y_p} d(p, r)}  (strict: a classmate tied with the nearest
-    foreign sample does not count). Distances are float64; "cosine" uses Euclidean distance of L2-normalised rows,
-    which orders neighbours exactly as cosine distance does.
+    foreign sample does not count; an exact duplicate in another class gives k* = 1). Exact: every decision equals the
+    float64 reference arithmetic (`reference_sq_distances`, comparing squared distances). "cosine" uses Euclidean
+    distance of L2-normalised float64 rows, which orders neighbours exactly as cosine distance does.
+
+    device: "cpu", "cuda", a torch.device, or None (cuda when available, else cpu).
+    backend: "auto" (= "torch"), "torch", "faiss" (faiss k-NN as the screen; GPU faiss when device is cuda), or
+        "numpy" (the plain float64 definition in row blocks of `block_size`; slow, for checking).
+    pool_features (M, D), pool_labels (M,): optional separate neighbour pool. Then each query's neighbours are the
+        pool samples only (no self exclusion) and k*_p lies in 1..n_{y_p}^pool + 1; the pool needs >= 2 classes.
+    tile_size: edge of the T x T distance tiles (None: sized from free RAM / GPU memory).
+    progress: tqdm bar (None: on when N x pool size >= 50k^2).
     """
-    X, y, _ = check_features_labels(features, labels)
-    X = prepare_metric(X, metric)
-    n = X.shape[0]
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    if tile_size is not None and (not isinstance(tile_size, (int, np.integer)) or tile_size < 1):
+        raise ValueError(f"tile_size must be a positive integer or None; got {tile_size!r}")
+    if (pool_features is None) != (pool_labels is None):
+        raise ValueError("give both pool_features and pool_labels, or neither")
+
+    if pool_features is None:
+        X, y, classes = check_features_labels(features, labels)
+        Xq = prepare_metric(X, metric)
+        Xp, yq, yp = None, y, None
+    else:
+        Xq_raw = check_features(features)
+        yq_local, cq = encode_labels(labels, Xq_raw.shape[0])
+        Xp_raw, yp_local, cp = check_features_labels(pool_features, pool_labels)
+        if Xp_raw.shape[1] != Xq_raw.shape[1]:
+            raise ValueError(
+                f"features and pool_features differ in dimension: {Xq_raw.shape[1]} vs {Xp_raw.shape[1]}"
+            )
+        try:
+            classes = np.union1d(cq, cp)
+        except TypeError as e:
+            raise ValueError(f"labels and pool_labels must be of one comparable type: {e}") from None
+        yq = np.searchsorted(classes, cq)[yq_local]
+        yp = np.searchsorted(classes, cp)[yp_local]
+        Xq = prepare_metric(Xq_raw, metric)
+        Xp = prepare_metric(Xp_raw, metric)
+
+    if backend == "numpy":
+        return _kstar_numpy(Xq, yq, Xp, yp, block_size)
+    from .kstar_engine.run import run_engine
+
+    return run_engine(Xq, yq, Xp, yp, n_classes=classes.shape[0], device=device, backend=backend,
+                      tile_size=tile_size, progress=progress)
+
+
+def _kstar_numpy(Xq, yq, Xp, yp, block_size: int) -> np.ndarray:
+    """The definition evaluated directly in float64 row blocks (one set when Xp is None). Memory O(block x N x D)."""
+    one_set = Xp is None
+    if one_set:
+        Xp, yp = Xq, yq
+    n, m = Xq.shape[0], Xp.shape[0]
     out = np.empty(n, dtype=np.int64)
-    # bound the (block, N, D) difference tensor to ~64 MB
-    rows = max(1, min(block_size, int(8e6 // max(1, n * X.shape[1]))))
+    rows = max(1, min(block_size, int(8e6 // max(1, m * Xq.shape[1]))))  # bound the (rows, m, D) tensor to ~64 MB
     for start in range(0, n, rows):
         stop = min(n, start + rows)
-        d = reference_sq_distances(X[start:stop], X)
-        same = y[start:stop, None] == y[None, :]
+        d = reference_sq_distances(Xq[start:stop], Xp)
+        same = yq[start:stop, None] == yp[None, :]
         d_enemy = np.where(same, np.inf, d).min(axis=1)
         closer = same & (d < d_enemy[:, None])
-        closer[np.arange(stop - start), np.arange(start, stop)] = False  # the sample itself
+        if one_set:
+            closer[np.arange(stop - start), np.arange(start, stop)] = False  # the sample itself
         out[start:stop] = 1 + closer.sum(axis=1)
     return out
 

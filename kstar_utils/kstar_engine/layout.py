@@ -1,0 +1,84 @@
+"""Class-sorted views of a labelled set, and tile sizing.
+
+Sorting samples by class makes every class a contiguous range, so "same class" and "other class" parts of a tile are
+rectangles (no per-element masks) and pass 2 touches only the diagonal class blocks.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SortedSet:
+    """One side of the computation (queries or pool), sorted by class.
+
+    X: (n, D) float64, C-contiguous, rows sorted by class; codes: (n,) int64 sorted class codes; order: (n,) original
+    index of each sorted row; starts: (C + 1,) class c occupies rows starts[c]:starts[c + 1]; sqnorm: (n,) float64
+    ||x||^2 (for error bounds).
+    """
+
+    X: np.ndarray
+    codes: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+    sqnorm: np.ndarray
+
+    @classmethod
+    def build(cls, X: np.ndarray, codes: np.ndarray, n_classes: int) -> "SortedSet":
+        order = np.argsort(codes, kind="stable")
+        Xs = np.ascontiguousarray(X[order], dtype=np.float64)
+        cs = codes[order]
+        starts = np.searchsorted(cs, np.arange(n_classes + 1)).astype(np.int64)
+        return cls(Xs, cs, order, starts, np.einsum("ij,ij->i", Xs, Xs))
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    def class_range(self, c: int) -> tuple[int, int]:
+        return int(self.starts[c]), int(self.starts[c + 1])
+
+    def same_class_rects(self, i0: int, i1: int, other: "SortedSet", j0: int, j1: int):
+        """Rectangles (r0, r1, c0, c1), relative to the tile [i0, i1) x [j0, j1), where row and column classes agree."""
+        rects = []
+        for c in range(int(self.codes[i0]), int(self.codes[i1 - 1]) + 1):
+            r0, r1 = max(i0, self.starts[c]), min(i1, self.starts[c + 1])
+            c0, c1 = max(j0, other.starts[c]), min(j1, other.starts[c + 1])
+            if r0 < r1 and c0 < c1:
+                rects.append((int(r0 - i0), int(r1 - i0), int(c0 - j0), int(c1 - j0)))
+        return rects
+
+
+def available_ram_bytes() -> int:
+    """Free-for-use host memory (MemAvailable), or 4 GiB when it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def auto_tile_size(device_type: str, free_bytes: int | None = None) -> int:
+    """Tile edge T: a T x T float32 tile plus ~2 same-sized temporaries use at most a small share of free memory.
+
+    CPU: at most 2048 (BLAS is already near peak, larger tiles only add memory); CUDA: up to 16384.
+    """
+    if free_bytes is None:
+        free_bytes = available_ram_bytes()
+    budget = free_bytes // 8
+    t = int((budget / 12) ** 0.5)
+    cap = 16384 if device_type == "cuda" else 2048
+    return int(max(256, min(cap, t)) // 64 * 64)
+
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1

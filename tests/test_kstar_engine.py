@@ -1,0 +1,276 @@
+"""The k* engine against the slow float64 oracle: exactness on hard data, invariances, backends, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kstar_utils.kstar import compute_kstar, reference_sq_distances
+from kstar_utils.kstar_engine.exact import check_screen, pair_sq_distances, screen_eps
+from oracle import kstar_oracle
+
+ENGINES = [
+    pytest.param(dict(backend="torch", device="cpu"), id="torch-cpu"),
+    pytest.param(dict(backend="torch", device="cpu", tile_size=5), id="torch-cpu-tile5"),
+    pytest.param(dict(backend="faiss", device="cpu"), id="faiss-cpu"),
+]
+
+
+def gaussian_classes(seed, n, d, c, spread=1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    y[:c] = np.arange(c)  # every class present
+    X = rng.normal(size=(n, d)) + spread * rng.normal(size=(c, d))[y]
+    return X, y
+
+
+def near_tie_set(seed, groups=12, d=16, offset=1e3):
+    """Points whose distances differ by ~1e-9 relative, far from the origin: float32 cannot order them.
+
+    Each group: a query p, one foreign point at distance r, classmates at r * (1 + delta), delta in +-{0,1,2,3}e-9.
+    The large offset makes float32 rounding of ||a||^2 (~1e6) dwarf the distance differences (~1e-9 r^2).
+    """
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    deltas = np.array([-3, -2, -1, 0, 1, 2, 3]) * 1e-9
+    for g in range(groups):
+        centre = rng.normal(size=d)
+        centre *= offset / np.linalg.norm(centre)
+        r = 1.0 + rng.random()
+        cls_p, cls_f = 2 * (g % 3), 2 * (g % 3) + 1
+        X.append(centre)
+        y.append(cls_p)
+        u = rng.normal(size=d)
+        X.append(centre + r * u / np.linalg.norm(u))
+        y.append(cls_f)
+        for delta in deltas:
+            u = rng.normal(size=d)
+            X.append(centre + r * (1 + delta) * u / np.linalg.norm(u))
+            y.append(cls_p)
+    return np.array(X), np.array(y)
+
+
+def float32_bruteforce(X, y):
+    """k* from plain float32 distances (what the engine must NOT reproduce on near-ties)."""
+    a = torch.from_numpy(np.asarray(X, dtype=np.float32))
+    d = torch.cdist(a, a).double().numpy() ** 2
+    same = y[:, None] == y[None, :]
+    enemy = np.where(same, np.inf, d).min(1)
+    closer = same & (d < enemy[:, None])
+    np.fill_diagonal(closer, False)
+    return 1 + closer.sum(1)
+
+
+def check(X, y, engine, **kw):
+    ref = kstar_oracle(X, y, metric=kw.get("metric", "euclidean"))
+    got = compute_kstar(X, y, **engine, **kw)
+    assert got.dtype == np.int64 and got.shape == (len(y),)
+    bad = np.flatnonzero(got != ref)
+    assert bad.size == 0, f"{bad.size} samples differ, first {bad[:5]}: engine {got[bad[:5]]} vs oracle {ref[bad[:5]]}"
+    return got
+
+
+# -- the definition's arithmetic -------------------------------------------------------------------------------------
+def test_pair_distances_are_the_reference_bit_for_bit():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(37, 123)) * 10.0 ** rng.integers(-3, 4, size=(37, 1))
+    B = rng.normal(size=(29, 123))
+    S = reference_sq_distances(A, B)
+    ia, ib = np.meshgrid(np.arange(37), np.arange(29), indexing="ij")
+    s = pair_sq_distances(A, B, ia.ravel(), ib.ravel(), chunk_elems=1000)
+    assert np.array_equal(s, S.ravel())
+    # symmetric bit for bit, so one evaluation serves both samples of a pair
+    assert np.array_equal(pair_sq_distances(B, A, ib.ravel(), ia.ravel()), s)
+
+
+def test_screen_bound_holds_and_the_check_catches_reduced_precision():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 512)) * 3 + 5
+    a = torch.from_numpy(X.astype(np.float32))
+    g = (a * a).sum(1)[:, None] + (a * a).sum(1)[None, :] - 2 * a @ a.T
+    n = np.einsum("ij,ij->i", X, X)
+    ia, ib = np.meshgrid(np.arange(200), np.arange(200), indexing="ij")
+    eps = screen_eps(512)
+    check_screen(g.double().numpy().ravel(), X, X, ia.ravel(), ib.ravel(), n, n, eps)  # float32: within the bound
+    g16 = (a.bfloat16() @ a.bfloat16().T).float()
+    g16 = (a * a).sum(1)[:, None] + (a * a).sum(1)[None, :] - 2 * g16
+    with pytest.raises(RuntimeError, match="error bound"):
+        check_screen(g16.double().numpy().ravel(), X, X, ia.ravel(), ib.ravel(), n, n, eps)
+
+
+# -- exactness against the oracle ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("seed,n,d,c", [(0, 10, 3, 2), (1, 120, 8, 4), (2, 300, 32, 5), (3, 200, 2, 3)])
+def test_random_gaussian(engine, seed, n, d, c):
+    X, y = gaussian_classes(seed, n, d, c)
+    check(X, y, engine)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cosine(engine):
+    X, y = gaussian_classes(4, 250, 24, 4, spread=0.3)
+    got = check(X, y, engine, metric="cosine")
+    # cosine ignores the scale of each row
+    scaled = X * np.random.default_rng(5).uniform(0.1, 10, size=(len(y), 1))
+    assert np.array_equal(compute_kstar(scaled, y, metric="cosine", **engine), got)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_exact_duplicates_within_and_across_classes(engine):
+    X, y = gaussian_classes(6, 80, 6, 3)
+    X = np.concatenate([X, X[:10], X[10:20]])  # copies of 0..9 in the same class, of 10..19 in another class
+    y = np.concatenate([y, y[:10], (y[10:20] + 1) % 3])
+    got = check(X, y, engine)
+    assert (got[10:20] == 1).all() and (got[-10:] == 1).all()  # a duplicate in another class: d_enemy = 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_integer_lattice_with_many_equal_distances(engine):
+    g = np.stack(np.meshgrid(np.arange(6), np.arange(6), np.arange(3), indexing="ij"), -1).reshape(-1, 3)
+    X = g.astype(np.float64)
+    y = (g[:, 0] + 2 * g[:, 1] + g[:, 2]) % 3  # classes interleaved on the lattice: ties everywhere
+    check(X, y, engine)
+    y2 = (g[:, 0] >= 3).astype(int)  # two half-lattices: many classmates tied with the nearest enemy
+    check(X, y2, engine)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_near_ties_below_float32_resolution(engine):
+    X, y = near_tie_set(7)
+    ref = check(X, y, engine)
+    # the data really is beyond float32: a plain float32 evaluation gets some samples wrong
+    assert (float32_bruteforce(X, y) != ref).any()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tiny_classes_and_one_huge_class(engine):
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(260, 10))
+    y = np.zeros(260, dtype=int)
+    y[0] = 1  # n_c = 1
+    y[1:3] = 2  # n_c = 2
+    y[3:5] = 3
+    got = check(X, y, engine)
+    assert got[0] == 1 and got[1:5].max() <= 2 and got[5:].max() <= 255
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_two_far_apart_classes_reach_n_c(engine):
+    X, y = gaussian_classes(9, 150, 5, 2, spread=50.0)
+    got = check(X, y, engine)
+    assert np.array_equal(got, np.bincount(y)[y])  # every sample ranks all classmates first
+
+
+@pytest.mark.parametrize("tile", [1, 2, 3, 17, 64, 1000])
+def test_tile_sizes_smaller_than_a_class(tile):
+    X, y = gaussian_classes(10, 150, 7, 3)
+    X = np.round(X * 2)  # some ties too
+    check(X, y, dict(backend="torch", device="cpu", tile_size=tile))
+
+
+def test_permutation_and_relabelling_invariance():
+    X, y = gaussian_classes(11, 200, 12, 4)
+    X[50:60] = X[0:10]  # ties make order-dependence visible if it existed
+    base = compute_kstar(X, y, device="cpu", tile_size=16)
+    perm = np.random.default_rng(12).permutation(len(y))
+    assert np.array_equal(compute_kstar(X[perm], y[perm], device="cpu", tile_size=16), base[perm])
+    names = np.array(["zebra", "ant", "moth", "cat"])[y]  # strings, different sort order of the classes
+    assert np.array_equal(compute_kstar(X, names, device="cpu", tile_size=16), base)
+    assert np.array_equal(compute_kstar(torch.from_numpy(X).float().double(), torch.from_numpy(y), device="cpu"), base)
+
+
+def test_translation_invariance_on_integer_data():
+    rng = np.random.default_rng(13)
+    X = rng.integers(-4, 5, size=(180, 5)).astype(np.float64)
+    y = rng.integers(0, 3, 180)
+    base = check(X, y, dict(device="cpu"))
+    shift = rng.integers(-1000, 1000, size=5).astype(np.float64)  # exact in float64: differences are unchanged
+    assert np.array_equal(compute_kstar(X + shift, y, device="cpu"), base)
+    assert np.array_equal(compute_kstar(X + shift, y, backend="faiss", device="cpu"), base)
+
+
+def test_numpy_backend_is_the_definition():
+    X, y = near_tie_set(14)
+    assert np.array_equal(compute_kstar(X, y, backend="numpy"), kstar_oracle(X, y))
+
+
+# -- separate neighbour pool -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_pool_against_oracle(engine, metric):
+    Xp, yp = gaussian_classes(15, 220, 9, 4)
+    Xq, yq = gaussian_classes(16, 90, 9, 5)  # class 4 is absent from the pool: no classmates, k* = 1
+    Xq[:6] = Xp[:6]  # queries identical to pool samples (no self exclusion across sets)
+    yq[:6] = yp[:6]
+    ref = kstar_oracle(Xq, yq, metric=metric, pool_X=Xp, pool_y=yp)
+    got = compute_kstar(Xq, yq, metric=metric, pool_features=Xp, pool_labels=yp, **engine)
+    assert np.array_equal(got, ref)
+    assert (got[yq == 4] == 1).all()
+
+
+def test_pool_equal_to_queries_counts_self():
+    X, y = gaussian_classes(17, 100, 4, 3)
+    one_set = compute_kstar(X, y, device="cpu")
+    pooled = compute_kstar(X, y, pool_features=X, pool_labels=y, device="cpu")
+    assert np.array_equal(pooled, one_set + 1)  # the query itself (distance 0) is a classmate in the pool
+
+
+# -- larger runs -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_medium_set_against_numpy_definition(backend):
+    X, y = gaussian_classes(18, 3000, 64, 10, spread=0.35)
+    X[100:150] = X[:50]
+    assert np.array_equal(compute_kstar(X, y, backend=backend, device="cpu"), compute_kstar(X, y, backend="numpy"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_oracle():
+    X, y = near_tie_set(19)
+    check(X, y, dict(device="cuda", tile_size=8))
+    X, y = gaussian_classes(20, 300, 32, 5)
+    check(X, y, dict(device="cuda"))
+
+
+# -- bad input -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X), y), "NaN"),
+        (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.inf, X), y), "inf"),
+        (lambda X, y: (X, y[:-1]), "differ in length"),
+        (lambda X, y: (X, np.zeros_like(y)), "at least 2 classes"),
+        (lambda X, y: (X[:0], y[:0]), "empty"),
+        (lambda X, y: (X[:, 0], y), "2-D"),
+    ],
+    ids=["nan", "inf", "length", "one-class", "empty", "1-d"],
+)
+def test_bad_input_raises(make, match):
+    X, y = gaussian_classes(21, 20, 3, 2)
+    Xb, yb = make(X, y)
+    with pytest.raises(ValueError, match=match):
+        compute_kstar(Xb, yb, device="cpu")
+
+
+def test_bad_options_raise():
+    X, y = gaussian_classes(22, 20, 3, 2)
+    with pytest.raises(ValueError, match="metric"):
+        compute_kstar(X, y, metric="manhattan")
+    with pytest.raises(ValueError, match="backend"):
+        compute_kstar(X, y, backend="annoy")
+    with pytest.raises(ValueError, match="device"):
+        compute_kstar(X, y, device="tpu")
+    with pytest.raises(ValueError, match="tile_size"):
+        compute_kstar(X, y, tile_size=0)
+    with pytest.raises(ValueError, match="pool"):
+        compute_kstar(X, y, pool_features=X)
+    with pytest.raises(ValueError, match="dimension"):
+        compute_kstar(X, y, pool_features=X[:, :2], pool_labels=y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        compute_kstar(X, y, pool_features=X, pool_labels=np.zeros_like(y))
+    with pytest.raises(ValueError, match="all-zero"):
+        compute_kstar(np.zeros_like(X), y, metric="cosine")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            compute_kstar(X, y, device="cuda")
