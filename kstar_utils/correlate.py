@@ -127,7 +127,8 @@ def correlate(
       data), the interval falls back to the percentile interval of the finite resampled statistics, with a
       RuntimeWarning that says how many resamples were dropped. n_boot=0 skips the interval (NaN).
     - p_value: two-sided scipy.stats.permutation_test with the pairings permuted, n_perm random resamples
-      (scipy enumerates all pairings exactly when there are no more than n_perm of them). n_perm=0 skips it (NaN).
+      (scipy enumerates all pairings exactly when there are no more than n_perm of them). With random
+      permutations the smallest attainable p-value is 2 / (n_perm + 1). n_perm=0 skips it (NaN).
     - n: the number of pairs.
     Results depend only on the inputs and `seed`.
     """
