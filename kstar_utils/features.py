@@ -153,8 +153,8 @@ def feature_spec(model: str, dataset: str, split: str, layer: str, *, pretrained
     """Everything that changes a layer's features (the cache key). Paths and batch size are provenance, not key."""
     spec = {"kind": "features", "model": model, "pretrained": pretrained, "dataset": dataset, "split": split,
             "layer": layer, "pool": pool, "precision": precision}
-    if "normalize" in model_opts:
-        spec["normalize"] = bool(model_opts["normalize"])
+    if model.startswith("openclip:"):  # only OpenCLIP embeddings are normalised (default True)
+        spec["normalize"] = bool(model_opts.get("normalize", True))
     if model_opts.get("weights_path"):
         spec["weights_path"] = str(Path(model_opts["weights_path"]).expanduser().resolve())
     for k in ("n_per_class", "seed", "subset"):

@@ -86,3 +86,19 @@ def to_tensor_if_needed(x):
     from torchvision.transforms.functional import to_tensor
 
     return to_tensor(x)
+
+
+def pil_transform(transform):
+    """Wrap a PIL-image transform so it also accepts (C, H, W) tensors in [0, 1] (converted to PIL first)."""
+
+    def apply(x):
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            from torchvision.transforms.functional import to_pil_image
+
+            x = to_pil_image(x)
+        return transform(x)
+
+    apply.transform = transform  # keep the wrapped transform inspectable
+    return apply

@@ -1,0 +1,275 @@
+"""Adapter for RobustBench model-zoo classifiers: ``robustbench:<dataset>/<threat_model>/<model_name>``.
+
+Weights are read from ``<model_dir>/<dataset>/<threat_model>/<model_name>.pt`` (RobustBench's own layout; ensembles:
+``<model_name>.pt_m<i>.pt``), with model_dir = option ``model_dir``, else ``$KSTAR_ROBUSTBENCH_DIR``, else
+``~/.cache/kstar/robustbench``. The 12 entries RobustBench loads through timm, and ImageNet ``Standard_R50`` (through
+torchvision), read their file from the torch hub cache (``torch.hub.get_dir()/checkpoints``). Nothing is downloaded
+unless ``allow_download=True``. ``pretrained=False`` builds the architecture with random weights (tests, dry runs).
+
+Inputs are images in [0, 1]; normalisation is inside the models. ``penultimate`` is the input of the classifier
+Linear named in data/robustbench/feature_layers.csv.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from . import CorruptWeightsError, LoadedModel, WeightsNotFoundError, WeightsRequirement
+from ._common import check_checkpoint_file
+
+FEATURE_LAYERS = Path(__file__).resolve().parents[2] / "data" / "robustbench" / "feature_layers.csv"
+DEFAULT_MODEL_DIR = "~/.cache/kstar/robustbench"
+N_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+# torchvision's resnet50 IMAGENET1K_V1 file, which robustbench's ImageNet Standard_R50 uses
+_TORCHVISION_R50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, dict]:
+    """'<dataset>/<threat>/<name>' -> its row of feature_layers.csv (the 206 loadable model-zoo entries)."""
+    with open(FEATURE_LAYERS, newline="") as f:
+        return {f"{r['dataset']}/{r['threat_model']}/{r['model_name']}": r for r in csv.DictReader(f)}
+
+
+def known_names() -> list[str]:
+    return list(_table())
+
+
+def is_valid(name: str) -> bool:
+    return name in _table()
+
+
+def _parts(name: str) -> tuple[str, str, str]:
+    dataset, threat, model_name = name.split("/", 2)
+    return dataset, threat, model_name
+
+
+def model_dir(option=None) -> Path:
+    return Path(option or os.environ.get("KSTAR_ROBUSTBENCH_DIR") or DEFAULT_MODEL_DIR).expanduser()
+
+
+def pretrained_tag(name: str, pretrained: bool = True, weights_path=None, **options) -> str:
+    if not pretrained:
+        return "random"
+    return f"robustbench:{name}" if weights_path is None else f"file:{Path(weights_path).name}"
+
+
+def _rb():
+    from kstar_utils.compat import import_robustbench
+
+    import_robustbench()
+    import robustbench.utils  # noqa: F401 -- registers robustbench's timm models
+
+    return robustbench
+
+
+def _timm_name(name: str) -> str:
+    dataset, threat, model_name = _parts(name)
+    return f"{model_name.lower().replace('-', '_')}_{dataset}_{threat.lower()}"
+
+
+def _loads_via_timm(name: str) -> bool:
+    return _table()[name].get("via") == "timm"
+
+
+def _is_torchvision_standard(name: str) -> bool:
+    dataset, _, model_name = _parts(name)
+    return dataset == "imagenet" and model_name == "Standard_R50"
+
+
+def _hub_checkpoint(url: str) -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _weight_files(name: str, model_dir_opt=None) -> list[Path]:
+    """The files RobustBench would read for `name` (without downloading anything)."""
+    if _is_torchvision_standard(name):
+        return [_hub_checkpoint(_TORCHVISION_R50_URL)]
+    if _loads_via_timm(name):
+        import timm
+
+        _rb()
+        cfg = timm.models.get_pretrained_cfg(_timm_name(name))
+        return [_hub_checkpoint(cfg.url)] if cfg is not None and cfg.url else []
+    dataset, threat, model_name = _parts(name)
+    base = model_dir(model_dir_opt) / dataset / threat / f"{model_name}.pt"
+    _rb()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    gdrive = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)][model_name]["gdrive_id"]
+    if isinstance(gdrive, list):
+        return [Path(f"{base}_m{i}.pt") for i in range(len(gdrive))]
+    return [base]
+
+
+def _how_to_provide(name: str, path: Path) -> str:
+    if _is_torchvision_standard(name) or _loads_via_timm(name):
+        return (f"copy the checkpoint to {path} (torch hub cache; set TORCH_HOME to move it), or pass "
+                f"allow_download=True on a machine with internet")
+    dataset, threat, model_name = _parts(name)
+    return (f"put RobustBench's checkpoint at {path} (e.g. run robustbench.utils.load_model('{model_name}', "
+            f"model_dir=..., dataset='{dataset}', threat_model='{threat}') on a machine with internet and copy "
+            f"<model_dir>/{dataset}/{threat}/), set KSTAR_ROBUSTBENCH_DIR or model_dir=, or pass allow_download=True")
+
+
+def requirements(name: str, pretrained: bool = True, model_dir=None, weights_path=None, **options):
+    if not pretrained:
+        return [WeightsRequirement(f"robustbench:{name}", None, True, "random weights: nothing needed")]
+    files = [Path(weights_path).expanduser()] if weights_path else _weight_files(name, model_dir)
+    return [WeightsRequirement(f"robustbench:{name}", f, f.is_file(), _how_to_provide(name, f)) for f in files]
+
+
+@contextmanager
+def _env(**values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def build_architecture(name: str):
+    """The architecture of `name` with random weights (no file read, nothing downloaded)."""
+    _rb()
+    import timm
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.architectures.utils_architectures import normalize_model
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    dataset, threat, model_name = _parts(name)
+    if _is_torchvision_standard(name):
+        from torchvision.models import resnet50
+
+        return normalize_model(resnet50(weights=None), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    if _loads_via_timm(name):
+        return timm.create_model(_timm_name(name), pretrained=False, num_classes=N_CLASSES[dataset])
+    return model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)][model_name]["model"]()
+
+
+def _load_pretrained(name: str, files: list[Path], model_dir_opt, allow_download: bool, weights_path):
+    import pickle
+
+    import torch
+
+    dataset, threat, model_name = _parts(name)
+    if weights_path is not None:  # an explicit checkpoint: build the architecture and load its state dict
+        from ._common import torch_load_trusted
+
+        model = build_architecture(name)
+        _load_state_dict_loosely(model, torch_load_trusted(files[0]), files[0])
+        return model
+    if _is_torchvision_standard(name):
+        model = build_architecture(name)
+        model.model.load_state_dict(torch.load(files[0], map_location="cpu", weights_only=True))
+        return model
+    if _loads_via_timm(name):
+        import timm
+
+        overlay = {"file": str(files[0])} if files and files[0].is_file() else None
+        return timm.create_model(_timm_name(name), pretrained=True, num_classes=N_CLASSES[dataset],
+                                 pretrained_cfg_overlay=overlay)
+    from robustbench.utils import load_model as rb_load_model
+
+    kwargs = dict(model_name=model_name, model_dir=str(model_dir(model_dir_opt)), dataset=dataset, threat_model=threat)
+    try:
+        return rb_load_model(**kwargs)
+    except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e) and "Weights only" not in str(e):
+            raise CorruptWeightsError(f"cannot read RobustBench weights {files}: {e}") from None
+    # torch >= 2.6 loads with weights_only=True; some research checkpoints pickle other objects. These files are in
+    # the user's own cache (checked above), so a full unpickle is acceptable for them, and only for this call.
+    with _env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"):
+        return rb_load_model(**kwargs)
+
+
+def _load_state_dict_loosely(model, checkpoint, path: Path) -> None:
+    """Load a checkpoint saved in any of the usual wrappings: {'state_dict': ...}, DataParallel 'module.' prefixes,
+    with or without the 'model.' prefix of RobustBench's normalising wrapper."""
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    if not isinstance(state, dict):
+        raise CorruptWeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
+
+    def strip(d, prefix):
+        return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in d.items()}
+
+    candidates = [strip(state, "module."), strip(strip(state, "module."), "model."),
+                  {f"model.{k}": v for k, v in strip(state, "module.").items()}]
+    wanted = set(model.state_dict())
+    best = max(candidates, key=lambda d: len(wanted & set(d)))
+    missing = wanted - set(best)
+    # the normalising wrapper's mean/std buffers are not in most checkpoints
+    if {m for m in missing if not m.endswith(("mean", "std", "mu", "sigma"))}:
+        raise CorruptWeightsError(f"{path} does not match the architecture: missing {sorted(missing)[:5]}")
+    model.load_state_dict(best, strict=False)
+
+
+def load(name: str, pretrained: bool = True, model_dir=None, allow_download: bool = False, weights_path=None,
+         **options) -> LoadedModel:
+    """Build `name`; with pretrained=True read its weights from the local cache (see the module docstring)."""
+    row = _table()[name]
+    dataset, threat, model_name = _parts(name)
+    files: list[Path] = []
+    if pretrained:
+        reqs = requirements(name, pretrained=True, model_dir=model_dir, weights_path=weights_path)
+        files = [r.path for r in reqs]
+        missing = [r for r in reqs if not r.present]
+        if missing and not allow_download:
+            r = missing[0]
+            raise WeightsNotFoundError(f"weights for robustbench:{name} not found: searched {r.path}. "
+                                       f"To provide them: {r.how_to_provide}")
+        for f in files:
+            if f.is_file():
+                check_checkpoint_file(f)  # an HTML page or truncated file fails here, naming it, in milliseconds
+        with _env(HF_HUB_OFFLINE=None if allow_download else "1"):
+            module = _load_pretrained(name, files, model_dir, allow_download, weights_path)
+    else:
+        module = build_architecture(name)
+    module.eval()
+    head = row.get("head_module") or None
+    if head is not None and head not in dict(module.named_modules()):
+        head = None  # the csv was measured on the architecture RobustBench builds; a mismatch means no penultimate
+    preprocess, description = _preprocessing(name)
+    extra = {"dataset": dataset, "threat_model": threat, "head_kind": row.get("head_kind")}
+    if row.get("penultimate_dim"):
+        extra["penultimate_dim"] = int(float(row["penultimate_dim"]))
+    return LoadedModel(
+        name=f"robustbench:{name}", module=module, preprocess=preprocess, run=module, output_layer="logits",
+        head_module=head, pretrained=pretrained_tag(name, pretrained, weights_path),
+        weights_file=files[0] if len(files) == 1 else None, preprocessing=description, extra=extra,
+    )
+
+
+def _preprocessing(name: str):
+    """RobustBench's own test-time preprocessing (CIFAR: ToTensor; ImageNet: per-model resize/crop), no normalisation."""
+    _rb()
+    from robustbench.data import PREPROCESSINGS
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from ._common import pil_transform
+
+    dataset, threat, model_name = _parts(name)
+    if dataset != "imagenet":
+        key = None
+    elif _loads_via_timm(name):
+        from robustbench.data import get_timm_model_preprocessing
+
+        tf = get_timm_model_preprocessing(_timm_name(name))
+        return pil_transform(tf), {"robustbench_preprocessing": "timm default_cfg", "transform": repr(tf),
+                                   "normalisation": "inside the model"}
+    else:
+        key = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)][model_name].get("preprocessing")
+    tf = PREPROCESSINGS[key]
+    return pil_transform(tf), {"robustbench_preprocessing": key, "transform": repr(tf),
+                               "normalisation": "inside the model"}
