@@ -1,0 +1,51 @@
+# The workbook's commands. Everything runs inside .venv, created on first use.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KERNEL := kstar
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+EXECUTED := outputs/executed
+PYTEST_NB := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-kernel-name $(KERNEL)
+
+.PHONY: venv demo test test-unit test-notebooks lab notebooks bench zoo clean
+
+venv: $(STAMP)
+
+# pinned install (requirements.lock holds the exact versions the project was tested with), then the named kernel
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (kstar)" > /dev/null
+	touch $(STAMP)
+
+# the whole study on the embedded default: executed notebooks, tables and figures under outputs/
+demo: $(STAMP)
+	mkdir -p $(EXECUTED)
+	for nb in $(NOTEBOOKS); do \
+	  $(BIN)/papermill $$nb $(EXECUTED)/$$(basename $$nb) --cwd notebooks -k $(KERNEL) --progress-bar || exit 1; \
+	done
+	@echo "done: executed notebooks in $(EXECUTED), tables in outputs/tables, figures in outputs/figures"
+
+# unit tests, then the notebooks as regression tests against their stored outputs
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest notebooks $(PYTEST_NB) -q
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+# re-store the notebooks' outputs from a fresh run of the defaults (on purpose, after a reviewed change)
+notebooks: demo
+	cp $(EXECUTED)/*.ipynb notebooks/
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_kstar.py
+
+# retrain the embedded zoo and re-measure its accuracies (rewrites data/zoo/)
+zoo: $(STAMP)
+	$(BIN)/python -m kstar_utils.zoo train
+
+clean:
+	rm -rf outputs/features outputs/features_parts outputs/kstar outputs/tables outputs/figures $(EXECUTED)

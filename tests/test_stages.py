@@ -1,0 +1,74 @@
+"""The notebook stages end to end on two zoo models, in a temporary output folder."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from kstar_utils import compute_kstar, stages, summarize_skewness
+from kstar_utils.features import load_features
+
+MODELS = ["zoo:standard", "zoo:pgd-0.1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    feats = stages.extract_stage(MODELS, "digits", layers=["penultimate", "logits"], root=root, progress=False)
+    kidx = stages.kstar_stage(feats, root=root, progress=False)
+    models_table, per_class = stages.skewness_stage(kidx)
+    return root, feats, kidx, models_table, per_class
+
+
+def test_indexes_have_one_row_per_model_and_layer(run):
+    _, feats, kidx, models_table, per_class = run
+    assert len(feats) == len(kidx) == len(models_table) == 4
+    assert set(feats["d"]) == {64, 10} and set(feats["n"]) == {899}
+    assert len(per_class) == 4 * 10
+
+
+def test_kstar_files_hold_the_engine_result_on_the_feature_files(run):
+    _, _, kidx, models_table, _ = run
+    for row in kidx.itertuples():
+        fs = load_features(row.features_path)
+        res = stages.load_kstar(row.kstar_path)
+        np.testing.assert_array_equal(res.kstar, compute_kstar(fs.features, fs.labels))
+        s = summarize_skewness(res.kstar, res.named_labels)
+        got = stages.select(models_table, model=row.model, layer=row.layer).iloc[0]
+        assert got["approx_skewness"] == pytest.approx(s.approx_skewness)
+        assert got["true_skewness"] == pytest.approx(s.true_skewness)
+
+
+def test_finished_work_is_reused_and_force_recomputes(run):
+    root, feats, kidx, _, _ = run
+    path = kidx["kstar_path"].iloc[0]
+    before = pd.Timestamp(__import__("os").path.getmtime(path), unit="s")
+    again = stages.kstar_stage(feats, root=root, progress=False)
+    assert list(again["kstar_path"]) == list(kidx["kstar_path"])
+    assert pd.Timestamp(__import__("os").path.getmtime(path), unit="s") == before
+    cosine = stages.kstar_stage(feats.iloc[:1], root=root, metric="cosine", progress=False)
+    assert cosine["kstar_path"].iloc[0] != path  # another metric is another artefact
+
+
+def test_tables_round_trip_and_accuracy_join(run, tmp_path):
+    _, _, _, models_table, _ = run
+    path = stages.write_table(models_table, tmp_path / "t.csv")
+    study = stages.join_accuracy(path, "zoo")
+    assert study["robust_acc"].between(0, 1).all() and len(study) == 4
+    with pytest.raises(ValueError, match="no accuracy for model"):
+        stages.join_accuracy(path, pd.DataFrame({"model": ["zoo:standard"], "clean_acc": [0.9], "robust_acc": [0.5]}))
+    with pytest.raises(ValueError, match="fractions"):
+        stages.load_accuracy(pd.DataFrame({"model": ["m"], "clean_acc": [95.0], "robust_acc": [50.0]}))
+    with pytest.raises(ValueError, match="unsupported table format"):
+        stages.write_table(models_table, tmp_path / "t.xlsx")
+
+
+def test_select_names_missing_values(run):
+    _, _, _, models_table, _ = run
+    with pytest.raises(ValueError, match="no rows"):
+        stages.select(models_table, model="zoo:nope")
+    with pytest.raises(ValueError, match="no column"):
+        stages.select(models_table, colour="red")
+
+
+def test_missing_index_points_to_the_previous_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="previous notebook"):
+        stages.kstar_stage(tmp_path / "nope.csv", root=tmp_path)
