@@ -235,11 +235,20 @@ def _load_cifar(name: str, split: str, data_root, transform):
     return ds, np.asarray(ds.targets, dtype=np.int64), list(ds.classes), {"path": str(path)}
 
 
+def _robustbench_helper_file(name: str) -> Path:
+    """A file of robustbench's helper_files/, found without importing robustbench (whose import is heavy and needs
+    kstar_utils.compat)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("robustbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("robustbench is not installed; it ships the ImageNet id lists (pip install robustbench)")
+    return Path(list(spec.submodule_search_locations)[0]) / "helper_files" / name
+
+
 def _robustbench_ids() -> list[str]:
     """RobustBench's fixed 5,000 ImageNet val images ('<wnid>/<file>'), shipped inside the robustbench package."""
-    from importlib import resources
-
-    text = resources.files("robustbench").joinpath("helper_files/imagenet_test_image_ids.txt").read_text()
+    text = _robustbench_helper_file("imagenet_test_image_ids.txt").read_text()
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -263,10 +272,8 @@ def _imagenet_class_names(wnids: Sequence[str]) -> list[str]:
 
 def _imagenet_all_wnids() -> list[str]:
     import json
-    from importlib import resources
 
-    text = resources.files("robustbench").joinpath("helper_files/imagenet_class_to_id_map.json").read_text()
-    return list(json.loads(text))
+    return list(json.loads(_robustbench_helper_file("imagenet_class_to_id_map.json").read_text()))
 
 
 def _load_imagenet(name: str, split: str, data_root, transform, subset):
@@ -295,7 +302,10 @@ def _load_imagenet(name: str, split: str, data_root, transform, subset):
         # so that a folder holding only some classes still lines up with a classifier's logits
         try:
             all_wnids = sorted(_imagenet_all_wnids())
-        except Exception:  # noqa: BLE001 -- robustbench missing: use the folders present
+        except ImportError:  # robustbench missing: number the folders present (a warning-worthy fallback)
+            import warnings
+
+            warnings.warn("robustbench not installed: ImageNet labels are folder positions, not the 0-999 indices")
             all_wnids = wnids
         index = {w: i for i, w in enumerate(all_wnids)}
         unknown = sorted({w for _, w in items if w not in index})
