@@ -82,3 +82,35 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+def class_blocks(starts: np.ndarray, T: int) -> list[tuple[int, int]]:
+    """Split the class-sorted range into blocks of at most T rows whose boundaries are class boundaries.
+
+    A class of >= T/2 rows is cut into near-equal pieces of that class alone; smaller classes are packed, whole and
+    consecutive, into shared blocks. Tiles between two blocks of the same big class are then pure same-class (skipped
+    by pass 1), and pass 1 computes almost only foreign pairs. starts: (C + 1,) class offsets. Returns [(b0, b1)].
+    """
+    blocks: list[tuple[int, int]] = []
+    open_start = None
+    for c in range(starts.shape[0] - 1):
+        s, e = int(starts[c]), int(starts[c + 1])
+        n = e - s
+        if n == 0:
+            continue
+        if 2 * n >= T:
+            if open_start is not None:
+                blocks.append((open_start, s))
+                open_start = None
+            k = -(-n // T)
+            cuts = np.linspace(s, e, k + 1).round().astype(int)
+            blocks.extend((int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]))
+        else:
+            if open_start is not None and e - open_start > T:
+                blocks.append((open_start, s))
+                open_start = None
+            if open_start is None:
+                open_start = s
+    if open_start is not None:
+        blocks.append((open_start, int(starts[-1])))
+    return blocks

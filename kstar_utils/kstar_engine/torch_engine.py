@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .exact import check_screen, pair_sq_distances
-from .layout import SortedSet
+from .layout import SortedSet, class_blocks
 
 _PAD = 8  # augmented width D + 2 rounded up to a multiple of 8 (friendlier to BLAS kernels)
 
@@ -35,6 +35,20 @@ def exact_float32_matmul():
             yield
     finally:
         torch.set_float32_matmul_precision(prev)
+
+
+@contextmanager
+def single_thread(device: torch.device):
+    """One CPU thread for bursts of tiny ops: OpenMP start-up per op costs more than the op (ms each on a busy box)."""
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _augmented(S: SortedSet, device, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +78,35 @@ def _scatter_min(target: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
     np.minimum.at(target, idx, vals)
 
 
+def _count_less(g: torch.Tensor, thr: torch.Tensor, axis: int) -> torch.Tensor:
+    """#(g < thr) along `axis` (thr broadcasts). On CPU numpy's compare + uint8 sum is several times faster."""
+    if g.device.type == "cpu":
+        b = np.less(g.numpy(), thr.numpy())
+        return torch.from_numpy(b.view(np.uint8).sum(axis, dtype=np.int64))
+    return (g < thr).sum(axis)
+
+
+def _chunk_min(g: torch.Tensor, ch: int, *, dim: int) -> torch.Tensor:
+    """Minimum over consecutive groups of ch entries along `dim` (last group may be short).
+
+    g: (a, b). dim=1 -> (a, ceil(b / ch)); dim=0 -> (ceil(a / ch), b).
+    """
+    n = g.shape[dim]
+    full = n // ch * ch
+    parts = []
+    if dim == 1:
+        if full:
+            parts.append(g[:, :full].reshape(g.shape[0], full // ch, ch).amin(2))
+        if full < n:
+            parts.append(g[:, full:].amin(1, keepdim=True))
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+    if full:
+        parts.append(g[:full].reshape(full // ch, ch, g.shape[1]).amin(1))
+    if full < n:
+        parts.append(g[full:].amin(0, keepdim=True))
+    return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+
+
 class TorchEngine:
     """k* of `rows` against `cols` (the same SortedSet object in the one-set case, self excluded).
 
@@ -83,36 +126,56 @@ class TorchEngine:
         else:
             self.R, self.nc = _augmented(cols, self.device, left=False)
         self._screen_checked = False
+        self.gemm_threads = torch.get_num_threads()
+        self.rblocks = class_blocks(rows.starts, self.T)
+        self.cblocks = self.rblocks if self.symmetric else class_blocks(cols.starts, self.T)
+        self.ch = self.chunk_size()
 
     # -- tile bookkeeping -------------------------------------------------------------------------------------------
-    def pass1_tiles(self) -> list[tuple[int, int, int, int]]:
-        rows, cols, T = self.rows, self.cols, self.T
+    def pass1_tiles(self) -> list[tuple[int, int, int, int, int, int]]:
+        """(i0, i1, j0, j1, bi, bj) over class-aligned blocks; the upper triangle in the one-set case."""
+        rows, cols = self.rows, self.cols
         tiles = []
-        for i0 in range(0, rows.n, T):
-            i1 = min(i0 + T, rows.n)
-            for j0 in range(i0 if self.symmetric else 0, cols.n, T):
-                j1 = min(j0 + T, cols.n)
+        for bi, (i0, i1) in enumerate(self.rblocks):
+            for bj in range(bi if self.symmetric else 0, len(self.cblocks)):
+                j0, j1 = self.cblocks[bj]
                 c = rows.codes[i0]
                 if rows.codes[i1 - 1] == c and cols.codes[j0] == c and cols.codes[j1 - 1] == c:
-                    continue  # entirely one class: nothing foreign
-                tiles.append((i0, i1, j0, j1))
+                    continue  # one class on both sides: nothing foreign
+                tiles.append((i0, i1, j0, j1, bi, bj))
         return tiles
 
     def pass2_tiles(self) -> list[tuple[int, int, int, int]]:
-        rows, cols, T = self.rows, self.cols, self.T
+        """Same-class tiles. One-set case: each class in sub-blocks of ~n_c / 8, upper triangle only."""
+        rows, cols = self.rows, self.cols
         tiles = []
         for c in range(rows.starts.shape[0] - 1):
             r0, r1 = rows.class_range(c)
             c0, c1 = cols.class_range(c)
             if r0 == r1 or c0 == c1:
                 continue
-            for i0 in range(r0, r1, T):
-                i1 = min(i0 + T, r1)
-                for j0 in range(i0 if self.symmetric else c0, c1, T):
-                    tiles.append((i0, i1, j0, min(j0 + T, c1)))
+            t = min(self.T, max(256, -(-(r1 - r0) // 8))) if self.symmetric else self.T
+            for i0 in range(r0, r1, t):
+                i1 = min(i0 + t, r1)
+                for j0 in range(i0 if self.symmetric else c0, c1, t):
+                    tiles.append((i0, i1, j0, min(j0 + t, c1)))
         return tiles
 
+    def _chunk_grid(self, blocks) -> tuple[np.ndarray, np.ndarray]:
+        """Chunks of <= ch columns inside each block: (first chunk index per block (nb,), chunk starts (nch,))."""
+        offs, starts = [], []
+        for b0, b1 in blocks:
+            offs.append(len(starts))
+            starts.extend(range(b0, b1, self.ch))
+        return np.array(offs, dtype=np.int64), np.array(starts, dtype=np.int64)
+
     def _tile(self, i0, i1, j0, j1) -> torch.Tensor:
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.gemm_threads)  # the GEMM scales; the cheap passes around it run on one thread
+            try:
+                return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
+            finally:
+                torch.set_num_threads(1)
         return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
 
     def _check(self, g: torch.Tensor, i0: int, j0: int) -> None:
@@ -127,65 +190,86 @@ class TorchEngine:
         self._screen_checked = True
 
     # -- pass 1 -----------------------------------------------------------------------------------------------------
+    def chunk_size(self) -> int:
+        """Column-chunk width of the pass-1 minima table: a power of two >= cols.n / 1024 (so the table stays small)."""
+        ch = 64
+        while ch * 1024 < self.cols.n and ch < self.T:
+            ch *= 2
+        return max(1, min(ch, self.T))
+
     def nearest_foreign(self) -> np.ndarray:
-        """Exact m_p = min over foreign q of s(p, q), float64 (rows.n,)."""
-        rows, cols, eps, sym = self.rows, self.cols, self.eps, self.symmetric
-        inf = math.inf
-        ub_r = torch.full((rows.n,), inf, device=self.device)
-        ub_c = ub_r if sym else None
-        best = np.full(rows.n, inf)
-        for i0, i1, j0, j1 in self.pass1_tiles():
+        with single_thread(self.device):
+            return self._nearest_foreign()
+
+    def _nearest_foreign(self) -> np.ndarray:
+        """Exact m_p = min over foreign q of s(p, q), float64 (rows.n,).
+
+        Pass 1a keeps, for every row and every chunk of ch columns, the smallest screened foreign distance (an
+        (n, n / ch) float32 table: one strided min per tile side, no candidate lists). The bound U_p follows; only
+        chunks whose minimum is within U_p + E are recomputed (tiny GEMMs) and their candidates evaluated in float64.
+        """
+        rows, cols, sym, ch = self.rows, self.cols, self.symmetric, self.ch
+        coff, cstarts = self._chunk_grid(self.cblocks)
+        roff = coff if sym else None
+        M = torch.full((rows.n, cstarts.shape[0]), math.inf, device=self.device)
+        for i0, i1, j0, j1, bi, bj in self.pass1_tiles():
             g = self._tile(i0, i1, j0, j1)
             for r0, r1, c0, c1 in rows.same_class_rects(i0, i1, cols, j0, j1):
-                g[r0:r1, c0:c1] = inf
+                g[r0:r1, c0:c1] = math.inf
             if not self._screen_checked:
                 self._check(g, i0, j0)
-            ia, ib = [], []
-            # rows of the tile
-            Er = eps * (self.nr[i0:i1] + self.nc[j0:j1].max())
-            rmin = g.amin(1)
-            ub = torch.minimum(ub_r[i0:i1], rmin + Er)
-            ub_r[i0:i1] = ub
-            thr = ub + Er
-            sel = torch.nonzero((rmin <= thr) & torch.isfinite(rmin)).squeeze(1)
-            if sel.numel():
-                rr, cc = torch.nonzero(g.index_select(0, sel) <= thr[sel, None], as_tuple=True)
-                ia.append((i0 + sel[rr]).cpu().numpy())
-                ib.append((j0 + cc).cpu().numpy())
-            # columns of the tile: the same distances seen from the other side (one-set case, off-diagonal tiles)
-            if sym and j0 != i0:
-                Ec = eps * (self.nc[j0:j1] + self.nr[i0:i1].max())
-                cmin = g.amin(0)
-                ub = torch.minimum(ub_c[j0:j1], cmin + Ec)
-                ub_c[j0:j1] = ub
-                thc = ub + Ec
-                selc = torch.nonzero((cmin <= thc) & torch.isfinite(cmin)).squeeze(1)
-                if selc.numel():
-                    rr, cc = torch.nonzero(g.index_select(1, selc) <= thc[selc][None, :], as_tuple=True)
-                    ia.append((i0 + rr).cpu().numpy())
-                    ib.append((j0 + selc[cc]).cpu().numpy())
-            if ia:
-                self._resolve_pass1(best, np.concatenate(ia), np.concatenate(ib), ub_r)
+            M[i0:i1, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = _chunk_min(g, ch, dim=1)
+            if sym and bi != bj:  # the same distances seen from the columns' side
+                M[j0:j1, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = _chunk_min(g, ch, dim=0).T
             if self.bar is not None:
                 self.bar.update(1)
-        return best
+        return self._resolve_candidates(M, cstarts)
 
-    def _resolve_pass1(self, best, ia, ib, ub_r) -> None:
-        if ia.size == 0:
-            return
-        s = pair_sq_distances(self.rows.X, self.cols.X, ia, ib)
+    def _resolve_candidates(self, M: torch.Tensor, cstarts: np.ndarray) -> np.ndarray:
+        rows, cols, eps = self.rows, self.cols, self.eps
+        cends = np.append(cstarts[1:], cols.n)
+        nmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
+        best = np.full(rows.n, math.inf)
+        pairs = []
+        for s0 in range(0, rows.n, 1 << 16):  # row blocks keep the (rows, nch) temporaries small
+            Mb = M[s0 : s0 + (1 << 16)]
+            slack = eps * (self.nr[s0 : s0 + (1 << 16), None] + nmax[None, :])
+            ub = (Mb + slack).amin(1, keepdim=True)  # >= m_p
+            rr, kk = torch.nonzero(Mb <= ub + slack, as_tuple=True)  # chunks that may hold a minimiser
+            pairs.append((rr + s0, kk, ub[rr, 0]))
+        rr = torch.cat([p[0] for p in pairs])
+        kk = torch.cat([p[1] for p in pairs])
+        ub = torch.cat([p[2] for p in pairs])
+        order = torch.argsort(kk, stable=True)
+        rr, kk, ub = rr[order], kk[order], ub[order]
+        ks, counts = torch.unique_consecutive(kk, return_counts=True)
+        rcodes = torch.from_numpy(rows.codes).to(self.device)
+        ccodes = torch.from_numpy(cols.codes).to(self.device)
+        ia, ib = [], []
+        start = 0
+        for k, cnt in zip(ks.tolist(), counts.tolist()):
+            r = rr[start : start + cnt]
+            u = ub[start : start + cnt]
+            start += cnt
+            j0, j1 = int(cstarts[k]), int(cends[k])
+            g = torch.mm(self.L.index_select(0, r), self.R[j0:j1].T)
+            g[rcodes[r][:, None] == ccodes[None, j0:j1]] = math.inf
+            thr = u[:, None] + eps * (self.nr[r][:, None] + self.nc[None, j0:j1])
+            a, b = torch.nonzero(g <= thr, as_tuple=True)
+            ia.append(r[a].cpu().numpy())
+            ib.append((j0 + b).cpu().numpy())
+        ia = np.concatenate(ia)
+        ib = np.concatenate(ib)
+        s = pair_sq_distances(rows.X, cols.X, ia, ib)
         _scatter_min(best, ia, s)
-        touched = ia
-        if self.symmetric:  # s(p, q) == s(q, p): the pair is a foreign distance of both samples
-            _scatter_min(best, ib, s)
-            touched = np.concatenate([ia, ib])
-        touched = np.unique(touched)
-        t = torch.from_numpy(touched).to(self.device)
-        exact = torch.from_numpy(best[touched].astype(np.float32)).to(self.device)
-        ub_r[t] = torch.minimum(ub_r[t], exact)
+        return best
 
     # -- pass 2 -----------------------------------------------------------------------------------------------------
     def count_closer(self, m: np.ndarray) -> np.ndarray:
+        with single_thread(self.device):
+            return self._count_closer(m)
+
+    def _count_closer(self, m: np.ndarray) -> np.ndarray:
         """#{classmates q != p : s(p, q) < m_p} for every row, int64 (rows.n,)."""
         sym = self.symmetric
         m32 = torch.from_numpy(m.astype(np.float32)).to(self.device)
@@ -209,8 +293,8 @@ class TorchEngine:
         shape = (-1, 1) if axis == 1 else (1, -1)
         lo = (mt - E).view(shape)
         hi = (mt + E).view(shape)
-        below = (g < lo).sum(axis)
-        maybe = (g < hi).sum(axis)
+        below = _count_less(g, lo, axis)
+        maybe = _count_less(g, hi, axis)
         cnt_view += below
         amb = torch.nonzero(maybe > below).squeeze(1)
         if not amb.numel():
