@@ -233,3 +233,37 @@ def test_real_openclip_weights_if_cached():
         pytest.skip(f"real weights not in the local cache ({req.path}); see docs/models_and_data.md")
     m = load_model("openclip:ViT-B-32/laion2b_s34b_b79k")
     assert forward_layers(m, batch(m), ("embedding",))["embedding"].shape == (2, 512)
+
+
+def test_robustbench_checkpoint_rejected_by_weights_only_still_loads(tmp_path):
+    # research checkpoints often pickle extra objects (here a numpy scalar), which torch>=2.6's weights_only refuses
+    m = load_model(f"robustbench:{SMALL_WRN}", pretrained=False).module
+    path = tmp_path / "cifar10" / "Linf" / "Ding2020MMA.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": m.state_dict(), "best_acc": np.float64(0.5), "args": {"lr": np.array([0.1])}}, path)
+    loaded = load_model(f"robustbench:{SMALL_WRN}", model_dir=tmp_path)
+    x = batch(loaded)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), m.eval()(x))
+    import os
+
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ  # the override was scoped to that one load
+
+
+@pytest.mark.slow
+def test_openclip_tag_loads_from_a_filled_hf_cache(tmp_path):
+    """The real loading path for a tag: a (random) checkpoint in the hub cache layout, loaded with the tag's
+    preprocessing."""
+    ref = load_model("openclip:RN50")
+    snap = tmp_path / "models--timm--resnet50_clip.openai" / "snapshots" / ("1" * 40)
+    snap.mkdir(parents=True)
+    (tmp_path / "models--timm--resnet50_clip.openai" / "refs").mkdir()
+    (tmp_path / "models--timm--resnet50_clip.openai" / "refs" / "main").write_text("1" * 40)
+    torch.save(ref.module.state_dict(), snap / "open_clip_pytorch_model.bin")
+    m = load_model("openclip:RN50/openai", cache_dir=tmp_path)
+    assert m.pretrained == "openai" and m.weights_file.name == "open_clip_pytorch_model.bin"
+    assert m.extra["quick_gelu"] and m.preprocessing["mean"][0] == pytest.approx(0.48145466)
+    x = batch(ref)
+    with torch.no_grad():
+        # same weights, same image tower (the RN50 image tower uses ReLU; QuickGELU only touches the text tower)
+        torch.testing.assert_close(m.run(x), ref.run(x))
