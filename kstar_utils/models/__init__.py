@@ -75,11 +75,15 @@ class LoadedModel:
     weights_file: Path | None = None
     preprocessing: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: only modules under these prefixes run on images (OpenCLIP: "visual"); empty = all modules
+    image_modules: tuple[str, ...] = ()
 
     def layer_names(self) -> list[str]:
-        """Every layer name this model accepts: the special names it supports, then its module names."""
+        """Every layer name this model accepts: the special names it supports, then its (image-path) module names."""
         special = [self.output_layer] + (["penultimate"] if self.head_module is not None else [])
-        return special + [n for n, _ in self.module.named_modules() if n]
+        prefixes = self.image_modules
+        return special + [n for n, _ in self.module.named_modules()
+                          if n and (not prefixes or any(n == p or n.startswith(p + ".") for p in prefixes))]
 
     def check_layers(self, layers) -> tuple[str, ...]:
         """Validate layer names early; unknown names raise ValueError with the closest valid names."""

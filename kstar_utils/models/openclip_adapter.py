@@ -155,4 +155,5 @@ def load(name: str, cache_dir=None, weights_path=None, allow_download: bool = Fa
         preprocessing=description,
         extra={"architecture": arch, "tag": tag, "normalize": bool(normalize),
                "quick_gelu": bool(cfg.get("quick_gelu", False))},
+        image_modules=("visual",),
     )

@@ -182,15 +182,21 @@ def _load_pretrained(name: str, files: list[Path], model_dir_opt, allow_download
     from robustbench.utils import load_model as rb_load_model
 
     kwargs = dict(model_name=model_name, model_dir=str(model_dir(model_dir_opt)), dataset=dataset, threat_model=threat)
+    where = ", ".join(str(f) for f in files)
     try:
         return rb_load_model(**kwargs)
     except pickle.UnpicklingError as e:
         if "weights_only" not in str(e) and "Weights only" not in str(e):
-            raise CorruptWeightsError(f"cannot read RobustBench weights {files}: {e}") from None
+            raise CorruptWeightsError(f"cannot read RobustBench weights {where}: {e}") from None
+    except (EOFError, RuntimeError, KeyError) as e:  # truncated legacy pickles, state-dict mismatches
+        raise CorruptWeightsError(f"cannot load RobustBench weights {where}: {type(e).__name__}: {e}") from None
     # torch >= 2.6 loads with weights_only=True; some research checkpoints pickle other objects. These files are in
     # the user's own cache (checked above), so a full unpickle is acceptable for them, and only for this call.
     with _env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"):
-        return rb_load_model(**kwargs)
+        try:
+            return rb_load_model(**kwargs)
+        except Exception as e:  # noqa: BLE001 -- whatever torch raised, name the file
+            raise CorruptWeightsError(f"cannot load RobustBench weights {where}: {type(e).__name__}: {e}") from None
 
 
 def _load_state_dict_loosely(model, checkpoint, path: Path) -> None:
