@@ -127,10 +127,10 @@ def test_feature_files_npz_npy_parquet(tmp_path):
     df = pd.DataFrame(X, columns=["f0", "f1", "f2"]).assign(label=["a", "b", "a", "b", "a", "b"])
     df.to_parquet(tmp_path / "c.parquet")
     F, y, names = load_feature_file(tmp_path / "c.parquet")
-    np.testing.assert_allclose(F, X) and None
+    np.testing.assert_allclose(F, X)
     assert names == ("a", "b")
+    np.save(tmp_path / "b2.npy", X)  # no labels beside it
     with pytest.raises(DatasetNotFoundError, match="b2_labels.npy"):
-        np.save(tmp_path / "b2.npy", X)
         load_feature_file(tmp_path / "b2.npy")
 
 
