@@ -1,0 +1,168 @@
+"""Run one study job: the notebook sequence 01 -> 02 -> 03 through papermill, in the job's own folder.
+
+    <output_dir>/jobs/<model>_<dataset>__<spec hash>/
+        executed/01_extract_features.ipynb ...   the executed notebooks (saved even when a cell fails)
+        html/01_extract_features.html ...        the same, converted with nbconvert
+        tables/features_index.csv, kstar_index.csv, skewness_models.csv, skewness_per_class.csv
+        figures/                                  the notebooks' figures
+        done.json                                 written last: the job finished (spec, timings, provenance)
+        error.txt                                 the traceback of the last failed attempt
+
+Features and k* are cached under the study's cache_dir (shared with the notebooks), so a rerun of a failed or
+changed job reuses every file already computed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .. import cache
+from .spec import NOTEBOOK_SEQUENCE, Job
+
+DONE_FILE = "done.json"
+ERROR_FILE = "error.txt"
+
+
+class JobFailed(RuntimeError):
+    """A job's notebook raised; the message names the job, the notebook and the error (the traceback is in the
+    job's error.txt). A plain exception, so it crosses process boundaries intact."""
+
+
+def job_paths(job: Job) -> dict[str, Path]:
+    d = Path(job.job_dir)
+    return {"dir": d, "executed": d / "executed", "html": d / "html", "tables": d / "tables", "figures": d / "figures",
+            "done": d / DONE_FILE, "error": d / ERROR_FILE}
+
+
+def is_finished(job: Job) -> bool:
+    """True when the job's done.json exists and records the same spec (then the job is skipped)."""
+    done = job_paths(job)["done"]
+    try:
+        return json.loads(done.read_text()).get("spec_hash") == job.spec_hash
+    except (OSError, ValueError):
+        return False
+
+
+def notebook_parameters(job: Job) -> dict[str, dict[str, Any]]:
+    """The parameters papermill injects into each notebook of the sequence (absolute paths: cwd is notebooks/)."""
+    p = job_paths(job)
+    t = p["tables"]
+    first = job.layers[0]
+    return {
+        "01_extract_features.ipynb": {"models": [job.model], "dataset": job.dataset, "split": job.split,
+                                      "layers": list(job.layers), "data_root": job.data_root,
+                                      "output_dir": job.cache_dir, "features_index": str(t / "features_index.csv")},
+        "02_kstar.ipynb": {"features_index": str(t / "features_index.csv"), "metric": job.metric,
+                           "output_dir": job.cache_dir, "kstar_index": str(t / "kstar_index.csv"),
+                           "figures_dir": str(p["figures"]), "plot_layer": first},
+        "03_skewness.ipynb": {"kstar_index": str(t / "kstar_index.csv"),
+                              "skewness_table": str(t / "skewness_models.csv"),
+                              "per_class_table": str(t / "skewness_per_class.csv"),
+                              "figures_dir": str(p["figures"]), "show_model": job.model, "show_layer": first},
+    }
+
+
+def _select_gpu() -> None:
+    # A LocalCluster names its workers 0..n-1; with one GPU per worker, worker i uses GPU i. External clusters
+    # (dask-cuda) set CUDA_VISIBLE_DEVICES themselves, so an existing value is kept.
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return
+    if "CUDA_VISIBLE_DEVICES" not in os.environ and str(name).isdigit():
+        import torch
+
+        n = torch.cuda.device_count()
+        if n:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(int(name) % n)
+
+
+def to_html(notebook: Path, out_dir: Path) -> Path | None:
+    """nbconvert an executed notebook to HTML (None when the notebook is missing or cannot be converted)."""
+    if not notebook.is_file():
+        return None
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    try:
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    except Exception:  # a broken notebook must not turn a finished job into a failed one
+        return None
+    out = out_dir / (notebook.stem + ".html")
+    with cache.atomic_path(out) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return out
+
+
+def _zeroshot(job: Job) -> float:
+    from ..zeroshot import zero_shot_accuracy
+
+    return zero_shot_accuracy(job.model, job.dataset, split=job.split, templates=job.zeroshot_templates,
+                              root=job.cache_dir, data_root=job.data_root, progress=False)
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Execute the notebook sequence for one job; returns the content of its done.json.
+
+    Raises JobFailed (after writing error.txt and converting the executed notebooks) when a notebook fails, so that
+    the scheduler can retry it. A job that is already finished for the same spec returns its done.json unchanged.
+    """
+    import papermill as pm
+
+    p = job_paths(job)
+    if is_finished(job):
+        return json.loads(p["done"].read_text())
+    for key in ("executed", "html", "tables", "figures"):
+        p[key].mkdir(parents=True, exist_ok=True)
+    if job.device == "cuda":
+        _select_gpu()
+    p["done"].unlink(missing_ok=True)
+    params = notebook_parameters(job)
+    timings: dict[str, float] = {}
+    executed: list[Path] = []
+    current = None
+    t_job = time.perf_counter()
+    try:
+        for name in NOTEBOOK_SEQUENCE:
+            current = name
+            out = p["executed"] / name
+            executed.append(out)
+            t0 = time.perf_counter()
+            pm.execute_notebook(str(Path(job.notebooks_dir) / name), str(out), parameters=params[name],
+                                kernel_name=job.kernel, cwd=job.notebooks_dir, progress_bar=False,
+                                log_output=False)
+            timings[name] = round(time.perf_counter() - t0, 2)
+        current = "zero-shot accuracy"
+        zeroshot_acc = _zeroshot(job) if job.zeroshot_computed else None
+    except Exception as exc:
+        for nb in executed:
+            to_html(nb, p["html"])
+        with cache.atomic_path(p["error"]) as tmp:
+            tmp.write_text(f"job {job.job_id} ({job.model} on {job.dataset}) failed in {current}\n\n"
+                           + "".join(traceback.format_exception(exc)))
+        message = _short_error(exc)
+        raise JobFailed(f"{job.model} on {job.dataset}: {current} failed: {message}") from None
+    html = [to_html(nb, p["html"]) for nb in executed]
+    p["error"].unlink(missing_ok=True)
+    result = cache.provenance(job.spec, job_id=job.job_id, model=job.model, dataset=job.dataset,
+                              layers=list(job.layers), seconds=round(time.perf_counter() - t_job, 2),
+                              notebook_seconds=timings, executed=[str(x) for x in executed],
+                              html=[str(x) for x in html if x], zeroshot_acc_computed=zeroshot_acc,
+                              tables={k: params["03_skewness.ipynb"][k] for k in ("skewness_table", "per_class_table")}
+                              | {"kstar_index": params["02_kstar.ipynb"]["kstar_index"],
+                                 "features_index": params["01_extract_features.ipynb"]["features_index"]})
+    cache.write_json_atomic(p["done"], result)
+    return result
+
+
+def _short_error(exc: BaseException) -> str:
+    """One line: for a failed notebook cell, its exception name and value; otherwise the exception itself."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]

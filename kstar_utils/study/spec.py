@@ -1,0 +1,300 @@
+"""A study file (YAML) -> a validated, frozen Study; and the grid of jobs it expands to.
+
+    study = load_study("studies/embedded.yaml")
+    jobs = expand_jobs(study)            # one Job per (model, dataset) of every grid block
+
+Relative paths in the file are relative to the file's folder, so a study means the same thing from any working
+directory. Unknown keys, model names and dataset names raise ValueError naming the key or name (with the closest
+valid ones), before anything runs.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .. import cache
+
+#: the notebooks every job runs, in order (the stages 01 -> 02 -> 03 of the workbook)
+NOTEBOOK_SEQUENCE = ("01_extract_features.ipynb", "02_kstar.ipynb", "03_skewness.ipynb")
+DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+METRICS = ("euclidean", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+TOP_KEYS = {
+    "name": "study name (used in file names and titles)",
+    "description": "free text shown in the HTML index",
+    "models": "list of registry names, e.g. zoo:standard (the single grid when `grids` is absent)",
+    "datasets": "list of dataset names, e.g. digits, cifar10",
+    "layers": "list of layer names (default [penultimate, logits])",
+    "grids": "list of {models, datasets, layers} blocks, for models that only make sense on some datasets",
+    "split": "dataset split (default test)",
+    "metric": "euclidean | cosine (default euclidean)",
+    "data_root": "where real datasets live (default $KSTAR_DATA_ROOT)",
+    "output_dir": "where the study writes jobs, summary, figures, index.html (default ../outputs/studies/<name>)",
+    "cache_dir": "root of the feature and k* caches shared with the notebooks (default ../outputs)",
+    "notebooks_dir": "folder of the workbook notebooks (default: the package's notebooks/)",
+    "device": "auto | cpu | cuda: cuda jobs get one GPU each through Dask worker resources",
+    "accuracy": "{published: true, zeroshot_computed: false, zeroshot_templates: simple}",
+    "figures": "{compare_models: [a, b], layer: <layer>, format: png}",
+    "n_boot": "bootstrap resamples (and permutations) of the study correlations (default 2000)",
+    "seed": "seed of the bootstrap (default 0)",
+    "kernel": "Jupyter kernel papermill runs the notebooks with (default kstar)",
+}
+GRID_KEYS = ("models", "datasets", "layers")
+ACCURACY_KEYS = ("published", "zeroshot_computed", "zeroshot_templates")
+FIGURE_KEYS = ("compare_models", "layer", "format")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """models x datasets, each at `layers`."""
+
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AccuracyOptions:
+    published: bool = True            # zoo metrics, RobustBench leaderboard, OpenCLIP results table
+    zeroshot_computed: bool = False   # also compute OpenCLIP zero-shot accuracy (kstar_utils.zeroshot) in the job
+    zeroshot_templates: str = "simple"
+
+
+@dataclass(frozen=True)
+class FigureOptions:
+    compare_models: tuple[str, ...] = ()  # two models whose per-class k* distributions are drawn side by side
+    layer: str | None = None              # layer of the figures (default: the first layer of the first grid)
+    format: str = "png"
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    grids: tuple[Grid, ...]
+    output_dir: Path
+    cache_dir: Path
+    notebooks_dir: Path = DEFAULT_NOTEBOOKS_DIR
+    split: str = "test"
+    metric: str = "euclidean"
+    data_root: str | None = None
+    device: str = "auto"
+    accuracy: AccuracyOptions = field(default_factory=AccuracyOptions)
+    figures: FigureOptions = field(default_factory=FigureOptions)
+    n_boot: int = 2000
+    seed: int = 0
+    kernel: str = "kstar"
+    description: str = ""
+    source: Path | None = None
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m for g in self.grids for m in g.models))
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d for g in self.grids for d in g.datasets))
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(layer for g in self.grids for layer in g.layers))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (model, dataset) run of the notebook sequence. `spec` keys its folder and its skip-if-finished check."""
+
+    model: str
+    dataset: str
+    layers: tuple[str, ...]
+    split: str
+    metric: str
+    data_root: str | None
+    cache_dir: str
+    notebooks_dir: str
+    kernel: str
+    device: str
+    zeroshot_computed: bool
+    zeroshot_templates: str
+    job_dir: str
+    spec: Mapping[str, Any]
+
+    @property
+    def job_id(self) -> str:
+        return Path(self.job_dir).name
+
+    @property
+    def spec_hash(self) -> str:
+        return cache.spec_hash(self.spec)
+
+
+def _unknown_keys(given, valid, where: str) -> None:
+    bad = [k for k in given if k not in valid]
+    if bad:
+        k = bad[0]
+        close = difflib.get_close_matches(str(k), list(valid), n=3, cutoff=0.5)
+        raise ValueError(f"study file: unknown key {k!r} in {where}" + (f"; did you mean {close}?" if close else "")
+                         + f"; valid keys: {sorted(valid)}")
+
+
+def _str_list(value, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"study file: {key!r} must be a non-empty list of names; got {value!r}")
+    return tuple(dict.fromkeys(value))
+
+
+def _check_names(grids: Sequence[Grid]) -> None:
+    # unknown model or dataset names fail here, with the registry's closest matches, not minutes later in a job
+    from .. import datasets as _datasets
+    from .. import models as _models
+
+    for g in grids:
+        for m in g.models:
+            _models.check_model_name(m)
+        for d in g.datasets:
+            _datasets.check_dataset_name(d)
+
+
+def _path(value, base: Path) -> Path:
+    p = Path(str(value)).expanduser()
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, source: Path | None = None,
+                    check_names: bool = True) -> Study:
+    """Validate a study mapping (the parsed YAML); relative paths are taken from `base_dir`."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"study file: the top level must be a mapping of keys; got {type(raw).__name__}")
+    _unknown_keys(raw, TOP_KEYS, "the study")
+    base = Path(base_dir).resolve()
+    if "name" not in raw or not isinstance(raw["name"], str) or not raw["name"].strip():
+        raise ValueError("study file: key 'name' is required (a non-empty string)")
+    name = raw["name"]
+    default_layers = _str_list(raw.get("layers", ["penultimate", "logits"]), "layers")
+    if "grids" in raw:
+        if "models" in raw or "datasets" in raw:
+            raise ValueError("study file: give either 'grids' or top-level 'models' and 'datasets', not both")
+        blocks = raw["grids"]
+        if not isinstance(blocks, Sequence) or not blocks:
+            raise ValueError("study file: 'grids' must be a non-empty list of {models, datasets, layers} mappings")
+    else:
+        for k in ("models", "datasets"):
+            if k not in raw:
+                raise ValueError(f"study file: key {k!r} is required (or a 'grids' list)")
+        blocks = [{"models": raw["models"], "datasets": raw["datasets"]}]
+    grids = []
+    for i, b in enumerate(blocks):
+        if not isinstance(b, Mapping):
+            raise ValueError(f"study file: grids[{i}] must be a mapping with models, datasets (and layers)")
+        _unknown_keys(b, GRID_KEYS, f"grids[{i}]")
+        for k in ("models", "datasets"):
+            if k not in b:
+                raise ValueError(f"study file: grids[{i}] lacks key {k!r}")
+        grids.append(Grid(_str_list(b["models"], f"grids[{i}].models"), _str_list(b["datasets"], f"grids[{i}].datasets"),
+                          _str_list(b.get("layers", default_layers), f"grids[{i}].layers")))
+    if check_names:
+        _check_names(grids)
+    metric = raw.get("metric", "euclidean")
+    if metric not in METRICS:
+        raise ValueError(f"study file: 'metric' must be one of {METRICS}; got {metric!r}")
+    device = raw.get("device", "auto")
+    if device not in DEVICES:
+        raise ValueError(f"study file: 'device' must be one of {DEVICES}; got {device!r}")
+    acc = dict(raw.get("accuracy") or {})
+    _unknown_keys(acc, ACCURACY_KEYS, "accuracy")
+    figs = dict(raw.get("figures") or {})
+    _unknown_keys(figs, FIGURE_KEYS, "figures")
+    compare = tuple(figs.get("compare_models", ()))
+    if compare and len(compare) != 2:
+        raise ValueError(f"study file: figures.compare_models names two models; got {list(compare)}")
+    for n_key in ("n_boot", "seed"):
+        if n_key in raw and (not isinstance(raw[n_key], int) or raw[n_key] < 0):
+            raise ValueError(f"study file: {n_key!r} must be a non-negative integer; got {raw[n_key]!r}")
+    return Study(
+        name=name,
+        grids=tuple(grids),
+        output_dir=_path(raw.get("output_dir", f"../outputs/studies/{cache.slugify(name)}"), base),
+        cache_dir=_path(raw.get("cache_dir", "../outputs"), base),
+        notebooks_dir=_path(raw["notebooks_dir"], base) if "notebooks_dir" in raw else DEFAULT_NOTEBOOKS_DIR,
+        split=str(raw.get("split", "test")),
+        metric=metric,
+        data_root=str(_path(raw["data_root"], base)) if raw.get("data_root") else None,
+        device=device,
+        accuracy=AccuracyOptions(bool(acc.get("published", True)), bool(acc.get("zeroshot_computed", False)),
+                                 str(acc.get("zeroshot_templates", "simple"))),
+        figures=FigureOptions(compare, figs.get("layer"), str(figs.get("format", "png"))),
+        n_boot=int(raw.get("n_boot", 2000)),
+        seed=int(raw.get("seed", 0)),
+        kernel=str(raw.get("kernel", "kstar")),
+        description=str(raw.get("description", "")),
+        source=source,
+    )
+
+
+def load_study(path: str | Path, *, check_names: bool = True) -> Study:
+    """Read and validate a study YAML file (schema: TOP_KEYS; docs/study.md)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"study file {path} is not valid YAML: {e}") from e
+    return study_from_dict(raw, path.parent, source=path.resolve(), check_names=check_names)
+
+
+def notebooks_code_hash(notebooks_dir: str | Path) -> str:
+    """Hash of the code cells of the notebook sequence: a changed notebook means changed results, while re-stored
+    outputs do not."""
+    h = hashlib.sha256()
+    for name in NOTEBOOK_SEQUENCE:
+        path = Path(notebooks_dir) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"notebook {name} not found in {notebooks_dir}")
+        nb = json.loads(path.read_text())
+        for c in nb["cells"]:
+            if c["cell_type"] == "code":
+                h.update("".join(c["source"]).encode())
+    return h.hexdigest()[:16]
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def expand_jobs(study: Study) -> list[Job]:
+    """One Job per (model, dataset) of each grid block (a pair listed in two blocks runs once, with the union of
+    the layers), in the file's order."""
+    code = notebooks_code_hash(study.notebooks_dir)
+    device = resolve_device(study.device)
+    pairs: dict[tuple[str, str], tuple[str, ...]] = {}
+    for g in study.grids:
+        for d in g.datasets:
+            for m in g.models:
+                pairs[(m, d)] = tuple(dict.fromkeys(pairs.get((m, d), ()) + g.layers))
+    jobs = []
+    for (model, dataset), layers in pairs.items():
+        zs = study.accuracy.zeroshot_computed and model.startswith("openclip:")
+        spec = {"kind": "study-job", "model": model, "dataset": dataset, "split": study.split, "layers": list(layers),
+                "metric": study.metric, "data_root": study.data_root, "cache_dir": str(study.cache_dir),
+                "notebooks": code, "zeroshot_computed": zs,
+                **({"zeroshot_templates": study.accuracy.zeroshot_templates} if zs else {})}
+        job_dir = cache.artifact_path(study.output_dir, "jobs", spec, "", slug_keys=["model", "dataset"])
+        jobs.append(Job(model=model, dataset=dataset, layers=layers, split=study.split, metric=study.metric,
+                        data_root=study.data_root, cache_dir=str(study.cache_dir),
+                        notebooks_dir=str(study.notebooks_dir), kernel=study.kernel, device=device,
+                        zeroshot_computed=zs, zeroshot_templates=study.accuracy.zeroshot_templates,
+                        job_dir=str(job_dir), spec=spec))
+    return jobs

@@ -1,0 +1,160 @@
+"""The study's summary table: one row per (model, dataset, layer) with Γ, Γ', accuracies and provenance; and the
+study-level correlations.
+
+Accuracies come from published tables, joined on the registry's model id:
+- zoo:<name>            data/zoo/zoo_metrics.csv (clean_acc, robust_acc measured when the zoo was trained)
+- robustbench:<...>     the RobustBench leaderboard (clean_acc, robust_acc as fractions)
+- openclip:<arch>/<tag> the OpenCLIP zero-shot results: zeroshot_acc on the job's dataset, zeroshot_avg on 38
+and, when the study asks for it, zeroshot_acc_computed (kstar_utils.zeroshot, computed in the job).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .jobs import job_paths
+from .spec import Job
+
+#: the OpenCLIP results column holding the zero-shot score of each dataset of the registry
+OPENCLIP_COLUMN = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet 1k"}
+ACCURACY_COLUMNS = ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg", "zeroshot_acc_computed")
+SKEW_COLUMNS = ("true_skewness", "approx_skewness", "approx_skewness_weighted", "skew_spread", "n_classes",
+                "n_fractured", "n_overlapped", "n_clustered", "n_undefined")
+
+
+def published_accuracy(models: Sequence[str], datasets: Sequence[str]) -> pd.DataFrame:
+    """(model, dataset) -> clean_acc, robust_acc, zeroshot_acc, zeroshot_avg, accuracy_source (fractions; NaN where
+    no published number exists). Tables are read only for the sources present."""
+    rows = {(m, d): {"model": m, "dataset": d, "accuracy_source": ""} for m in models for d in datasets}
+    sources = {m.split(":", 1)[0] for m in models}
+    if "zoo" in sources:
+        from ..zoo import load_zoo_metrics
+
+        zoo = load_zoo_metrics().set_index("model")
+        for (m, d), r in rows.items():
+            if m in zoo.index and d == "digits":
+                r.update(clean_acc=float(zoo.at[m, "clean_acc"]), robust_acc=float(zoo.at[m, "robust_acc"]),
+                         accuracy_source="data/zoo/zoo_metrics.csv")
+    if "robustbench" in sources:
+        from ..tables import load_robustbench_leaderboard
+
+        lb = load_robustbench_leaderboard().set_index("model_id")
+        for (m, d), r in rows.items():
+            # the leaderboard measures each model on its own dataset, e.g. robustbench:cifar10/... on cifar10
+            if m in lb.index and m.split(":", 1)[1].split("/", 1)[0] == d:
+                r.update(clean_acc=float(lb.at[m, "clean_acc"]), robust_acc=float(lb.at[m, "robust_acc"]),
+                         accuracy_source="RobustBench leaderboard")
+    if "openclip" in sources:
+        from ..tables import OPENCLIP_AVERAGE_COLUMN, load_openclip_results
+
+        oc = load_openclip_results().set_index("model_id")
+        for (m, d), r in rows.items():
+            if m in oc.index:
+                col = OPENCLIP_COLUMN.get(d)
+                r.update(zeroshot_avg=float(oc.at[m, OPENCLIP_AVERAGE_COLUMN]),
+                         accuracy_source="OpenCLIP results table")
+                if col is not None:
+                    r["zeroshot_acc"] = float(oc.at[m, col])
+    out = pd.DataFrame(list(rows.values()))
+    for c in ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg"):
+        if c not in out.columns:
+            out[c] = np.nan
+    return out
+
+
+def job_rows(job: Job, status: Mapping) -> pd.DataFrame:
+    """Rows of one job: its skewness table (finished jobs) or one row per layer with the error (failed jobs).
+
+    status: {"status": "ok" | "skipped" | "failed", "error": str, "attempts": int, "done": done.json content}.
+    """
+    p = job_paths(job)
+    base = {"job_id": job.job_id, "spec_hash": job.spec_hash, "status": status.get("status", ""),
+            "error": status.get("error", ""), "job_dir": str(p["dir"]),
+            "executed_notebooks": ";".join(str(p["executed"] / n) for n in sorted(_names(p["executed"])))}
+    done = status.get("done") or {}
+    if status.get("status") in ("ok", "skipped") and done:
+        sk = pd.read_csv(done["tables"]["skewness_table"])
+        kidx = pd.read_csv(done["tables"]["kstar_index"])[["layer", "features_path", "kstar_path"]]
+        sk = sk.merge(kidx, on="layer", how="left")
+        versions = done.get("versions", {})
+        return sk.assign(**base, error_file="", zeroshot_acc_computed=done.get("zeroshot_acc_computed"),
+                         created=done.get("created", ""), kstar_utils_version=versions.get("kstar-utils", ""),
+                         torch_version=versions.get("torch", ""), job_seconds=done.get("seconds"))
+    return pd.DataFrame([{"model": job.model, "dataset": job.dataset, "split": job.split, "layer": layer,
+                          "metric": job.metric, **base, "error_file": str(p["error"]) if p["error"].exists() else ""}
+                         for layer in job.layers])
+
+
+def _names(folder: Path) -> list[str]:
+    return [f.name for f in folder.glob("*.ipynb")] if folder.is_dir() else []
+
+
+def build_summary(jobs: Sequence[Job], statuses: Mapping[str, Mapping], *, published: bool = True) -> pd.DataFrame:
+    """The summary table: skewness coefficients, pattern counts, accuracies and provenance per (model, dataset, layer).
+
+    statuses: job_id -> status mapping (see job_rows). Failed jobs keep their rows, with NaN coefficients.
+    """
+    parts = [job_rows(j, statuses[j.job_id]) for j in jobs]
+    table = pd.concat(parts, ignore_index=True)
+    for c in SKEW_COLUMNS + ("zeroshot_acc_computed",):
+        if c not in table.columns:
+            table[c] = np.nan
+    if published:
+        acc = published_accuracy(sorted({j.model for j in jobs}), sorted({j.dataset for j in jobs}))
+        table = table.merge(acc, on=["model", "dataset"], how="left", validate="many_to_one")
+    else:
+        for c in ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg"):
+            table[c] = np.nan
+        table["accuracy_source"] = ""
+    first = ["model", "dataset", "split", "layer", "metric", *SKEW_COLUMNS, *ACCURACY_COLUMNS, "accuracy_source",
+             "status", "error"]
+    rest = [c for c in table.columns if c not in first]
+    table = table[first + rest]
+    for c in ("zeroshot_acc_computed",):
+        table[c] = pd.to_numeric(table[c], errors="coerce")
+    return table
+
+
+def available_accuracies(summary: pd.DataFrame, min_models: int = 3) -> list[str]:
+    """Accuracy columns with a value for at least `min_models` finished rows."""
+    ok = summary[summary["status"].isin(["ok", "skipped"])]
+    return [c for c in ACCURACY_COLUMNS if c in ok.columns and ok[c].notna().sum() >= min_models]
+
+
+def study_correlations(summary: pd.DataFrame, *, xs=("approx_skewness", "true_skewness"), n_boot: int = 2000,
+                       seed: int = 0) -> pd.DataFrame:
+    """correlate.correlation_table of each x against every available accuracy, per layer: per dataset and pooled
+    over datasets (group "pooled"). Columns: layer, x, y, group, method, statistic, ci_low, ci_high, p_value, n."""
+    from ..correlate import TABLE_COLUMNS, correlation_table
+
+    ys = available_accuracies(summary)
+    ok = summary[summary["status"].isin(["ok", "skipped"])]
+    tables = []
+    if ys:
+        for layer, sub in ok.groupby("layer", sort=False):
+            for x in xs:
+                with warnings.catch_warnings():
+                    # a dataset with fewer than 3 models gives NaN rows; the table says so through n
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    t = correlation_table(sub, x, ys, group="dataset", n_boot=n_boot, n_perm=n_boot, seed=seed)
+                tables.append(t.assign(layer=layer))
+    if not tables:
+        return pd.DataFrame(columns=["layer", *TABLE_COLUMNS])
+    table = pd.concat(tables, ignore_index=True)
+    return table[["layer"] + [c for c in table.columns if c != "layer"]]
+
+
+def write_summary(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """summary.csv and summary.parquet, each written atomically."""
+    from ..stages import write_table
+
+    out_dir = Path(out_dir)
+    return {"csv": write_table(summary, out_dir / "summary.csv"),
+            "parquet": write_table(summary, out_dir / "summary.parquet")}
+
+
+__all__ = ["build_summary", "study_correlations", "published_accuracy", "write_summary", "available_accuracies"]
