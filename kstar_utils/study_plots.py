@@ -140,5 +140,63 @@ def plot_kstar_side_by_side(results: Mapping[str, tuple], *, title: str = ""):
     return fig
 
 
+def plot_metric_sensitivity(table: pd.DataFrame, *, column: str = "approx_skewness", title: str = ""):
+    """Γ' (or `column`) of each model under each distance: one line per metric across the models, ordered by the
+    first metric's value. table: kstar_utils.open_checks.metric_sensitivity's models table."""
+    set_style()
+    order = (table[table["metric"] == table["metric"].iloc[0]].sort_values(column)["model"].tolist())
+    fig, ax = plt.subplots(figsize=(0.7 * len(order) + 3.0, 3.8))
+    sns.pointplot(data=table, x="model", y=column, hue="metric", order=order, ax=ax, markers="o", linestyles="-",
+                  dodge=0.2)
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel(COEFFICIENT_NAMES.get(column, column))
+    ax.tick_params(axis="x", rotation=35)
+    for lab in ax.get_xticklabels():
+        lab.set_horizontalalignment("right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_perturbation_curves(table: pd.DataFrame, *, ys: Sequence[str] = ("approx_skewness", "frac_kstar_changed"),
+                             xlabel: str = "noise strength", title: str = ""):
+    """Response to noise: one panel per column in `ys` (e.g. Γ', share of samples whose k* changed), one line per
+    model against `strength`. table: kstar_utils.perturbation's input_noise_study / latent_noise_study output."""
+    set_style()
+    names = {**COEFFICIENT_NAMES, "frac_kstar_changed": "share of samples with changed k*",
+             "mean_abs_khat_change": "mean |Δk̂*|", "accuracy": "accuracy on noised inputs", "skew_spread": "spread of γ_c"}
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.4 * len(ys) + 1.6, 3.6), squeeze=False)
+    for i, (ax, y) in enumerate(zip(axes[0], ys)):
+        sns.lineplot(data=table, x="strength", y=y, hue="model", marker="o", ax=ax, legend=i == len(ys) - 1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(names.get(y, y))
+    if len(ys):
+        leg = axes[0][-1].get_legend()
+        if leg is not None:
+            sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title="model")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_correlation_matrix(matrix: pd.DataFrame, *, title: str = "", label: str = "Spearman ρ of class skews"):
+    """A symmetric correlation matrix (e.g. kstar_utils.open_checks.pair_matrix) as an annotated heatmap in [-1, 1]."""
+    set_style()
+    n = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(0.6 * n + 3.2, 0.5 * n + 2.0))
+    sns.heatmap(matrix, cmap="RdBu_r", vmin=-1, vmax=1, center=0, annot=True, fmt=".2f", annot_kws={"fontsize": 7},
+                linewidths=0.3, cbar_kws={"label": label}, ax=ax, square=True)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = ["average_over_datasets", "plot_coefficient_vs_accuracy", "plot_skewness_vs_accuracy_by_dataset",
-           "plot_gamma_vs_gamma_prime", "plot_skewness_heatmap", "plot_kstar_side_by_side", "ACCURACY_NAMES"]
+           "plot_gamma_vs_gamma_prime", "plot_skewness_heatmap", "plot_kstar_side_by_side", "plot_metric_sensitivity",
+           "plot_perturbation_curves", "plot_correlation_matrix", "ACCURACY_NAMES"]
