@@ -146,7 +146,7 @@ class TorchEngine:
         return tiles
 
     def pass2_tiles(self) -> list[tuple[int, int, int, int]]:
-        """Same-class tiles. One-set case: each class in sub-blocks of ~n_c / 8, upper triangle only."""
+        """Same-class tiles. One-set case: each class in sub-blocks of max(512, n_c / 8) rows, upper triangle only."""
         rows, cols = self.rows, self.cols
         tiles = []
         for c in range(rows.starts.shape[0] - 1):
@@ -154,7 +154,7 @@ class TorchEngine:
             c0, c1 = cols.class_range(c)
             if r0 == r1 or c0 == c1:
                 continue
-            t = min(self.T, max(256, -(-(r1 - r0) // 8))) if self.symmetric else self.T
+            t = min(self.T, max(512, -(-(r1 - r0) // 8))) if self.symmetric else self.T
             for i0 in range(r0, r1, t):
                 i1 = min(i0 + t, r1)
                 for j0 in range(i0 if self.symmetric else c0, c1, t):
@@ -170,7 +170,7 @@ class TorchEngine:
         return np.array(offs, dtype=np.int64), np.array(starts, dtype=np.int64)
 
     def _tile(self, i0, i1, j0, j1) -> torch.Tensor:
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and (i1 - i0) * (j1 - j0) * self.L.shape[1] >= 1 << 28:
             torch.set_num_threads(self.gemm_threads)  # the GEMM scales; the cheap passes around it run on one thread
             try:
                 return torch.mm(self.L[i0:i1], self.R[j0:j1].T)

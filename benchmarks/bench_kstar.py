@@ -1,0 +1,239 @@
+"""Benchmark of the exact k* engine against the reference algorithm and one full float32 matrix product.
+
+    .venv/bin/python benchmarks/bench_kstar.py                # N = 5k, 10k, 20k (+ reference, GEMM) and 100k engine-only
+    .venv/bin/python benchmarks/bench_kstar.py --quick        # N = 2k, 5k; engine-only 20k
+    .venv/bin/python benchmarks/bench_kstar.py --device cuda  # up to N = 1,281,167 x D = 768, C = 1000
+
+Data: C Gaussian classes in D dimensions, centres ~ N(0, spread^2 I), unit-variance noise, float32, balanced classes,
+seeded (the same data in every case of a size). Every case runs in its own subprocess, so "peak MB" is that process's
+own maximum resident set (ru_maxrss; on CUDA also the peak allocated device memory), not shared with other cases.
+
+Cases per size: `reference` (the original algorithm: full N x N float32 cdist, full argsort per row, position of the
+first label change), `torch` and `faiss` (the engine's backends), `gemm` (one N x N x D float32 matrix product of the
+same data, the speed-of-light yardstick) and `base` (data generation only: the memory floor). Exactness: the fraction
+of engine k* equal to the float64 definition, on every sample for N <= --full-check, otherwise on a random subset of
+--check-queries queries (each evaluated against all N samples with `reference_sq_distances`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- data and the definitions --------------------------------------------------------------------------------------
+def make_data(n: int, d: int, c: int, spread: float, seed: int = 0):
+    """(X (n, d) float32, y (n,) int64): balanced Gaussian classes."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % c)
+    centres = spread * rng.normal(size=(c, d))
+    X = (rng.normal(size=(n, d)) + centres[y]).astype(np.float32)
+    return X, y
+
+
+def float64_kstar_of(X: np.ndarray, y: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """k* of the given queries by the float64 definition (reference arithmetic, self excluded, strict <)."""
+    from kstar_utils.kstar import reference_sq_distances
+
+    X64 = X.astype(np.float64)
+    out = np.empty(queries.shape[0], dtype=np.int64)
+    step = max(1, int(4e6 // X.shape[0] // X.shape[1]) or 1)
+    for s in range(0, queries.shape[0], step):
+        q = queries[s : s + step]
+        S = reference_sq_distances(X64[q], X64)
+        same = y[q, None] == y[None, :]
+        enemy = np.where(same, np.inf, S).min(1)
+        closer = same & (S < enemy[:, None])
+        closer[np.arange(q.shape[0]), q] = False
+        out[s : s + step] = 1 + closer.sum(1)
+    return out
+
+
+def reference_algorithm(X: np.ndarray, y: np.ndarray, device: str) -> np.ndarray:
+    """The original notebook's algorithm: cdist, argsort each row, first label change (float32, ties arbitrary)."""
+    import torch
+
+    a = torch.from_numpy(X).to(device)
+    t = torch.from_numpy(y).to(device)
+    d = torch.cdist(a, a, p=2)
+    order = torch.argsort(d, dim=1)
+    del d
+    lab = t[order]
+    del order
+    return (lab != t[:, None]).int().argmax(1).cpu().numpy().astype(np.int64)
+
+
+# -- one case in a child process -----------------------------------------------------------------------------------
+def run_case(spec: dict) -> dict:
+    import torch
+
+    X, y = make_data(spec["n"], spec["d"], spec["c"], spec["spread"])
+    dev = spec["device"]
+    cuda = dev == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    kind = spec["case"]
+    result: dict = {}
+    t0 = time.perf_counter()
+    if kind == "base":
+        k = None
+    elif kind == "gemm":
+        a = torch.from_numpy(X).to(dev)
+        sync()
+        t0 = time.perf_counter()
+        g = a @ a.T
+        sync()
+        del g
+    elif kind == "reference":
+        k = reference_algorithm(X, y, dev)
+    else:
+        from kstar_utils import compute_kstar
+
+        k = compute_kstar(X, y, device=dev, backend=kind, progress=spec.get("progress", False))
+    sync()
+    result["time_s"] = time.perf_counter() - t0
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if kind in ("reference", "torch", "faiss"):
+        n = spec["n"]
+        if n <= spec["full_check"]:
+            q = np.arange(n)
+        else:
+            q = np.sort(np.random.default_rng(1).choice(n, size=min(n, spec["check_queries"]), replace=False))
+        cache = os.path.join(spec["cache_dir"], f"exact_{n}_{spec['d']}_{spec['c']}_{spec['spread']}_{q.shape[0]}.npy")
+        if os.path.exists(cache):  # the float64 check is the same for every case of a size: compute it once
+            exact = np.load(cache)
+        else:
+            exact = float64_kstar_of(X, y, q)
+            np.save(cache, exact)
+        result["exact_frac"] = float(np.mean(k[q] == exact))
+        result["checked"] = int(q.shape[0])
+        result["kstar_hash"] = int(np.bitwise_xor.reduce(k * np.arange(1, n + 1, dtype=np.int64)))
+    return result
+
+
+def child(spec: dict, timeout: float | None) -> dict:
+    """Run one case in a fresh interpreter; its ru_maxrss is then its own peak."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+
+
+# -- driver ----------------------------------------------------------------------------------------------------------
+def fmt(x, spec="{:.2f}"):
+    return "-" if x is None else spec.format(x)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", help="N with reference, GEMM and both backends")
+    ap.add_argument("--large", type=int, nargs="*", help="N for the engine alone (torch backend)")
+    ap.add_argument("--dim", type=int, default=None)
+    ap.add_argument("--classes", type=int, default=None)
+    ap.add_argument("--spread", type=float, default=0.5, help="std of the class centres (noise std is 1)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    ap.add_argument("--repeats", type=int, default=1, help="run each timed case this often; report the fastest")
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference algorithm (it needs ~25 N^2 bytes)")
+    ap.add_argument("--no-faiss", action="store_true")
+    ap.add_argument("--full-check", type=int, default=5000, help="check every sample against float64 up to this N")
+    ap.add_argument("--check-queries", type=int, default=400, help="random queries checked above --full-check")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--json", help="also write all results to this file")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.child:
+        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
+        return 0
+
+    cuda = args.device == "cuda"
+    d = args.dim or (768 if cuda else 512)
+    c = args.classes or (1000 if cuda else 10)
+    sizes = args.sizes or ([2000, 5000] if args.quick else ([20000, 100000] if cuda else [5000, 10000, 20000]))
+    large = args.large if args.large is not None else ([20000] if args.quick else ([1281167] if cuda else [100000]))
+    cases = []
+    for n in sizes:
+        names = ["base", "gemm"] + ([] if args.no_reference else ["reference"]) + ["torch"]
+        names += [] if args.no_faiss else ["faiss"]
+        cases += [(n, name) for name in names]
+    cases += [(n, name) for n in large for name in ("base", "torch")]
+
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    cache_dir = tempfile.mkdtemp(prefix="bench_kstar_")
+    results: dict = {}
+    base_spec = dict(d=d, c=c, spread=args.spread, device=args.device, full_check=args.full_check,
+                     check_queries=args.check_queries, cache_dir=cache_dir)
+    for n, name in tqdm(cases, desc="bench", unit="case"):
+        reps = 1 if name == "base" else args.repeats
+        best = None
+        for _ in range(reps):
+            r = child(dict(base_spec, n=n, case=name, progress=n >= 50000), args.timeout)
+            if best is None or ("time_s" in r and r.get("time_s", 1e18) < best.get("time_s", 1e18)):
+                best = r
+        results[(n, name)] = best
+        tqdm.write(f"N={n:>8} {name:>9}: {json.dumps(best)}")
+
+    lines = [
+        f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
+        f"device {args.device} | D={d} C={c} spread={args.spread}",
+        "",
+        "| N | case | time s | peak MB | x reference | x GEMM | exact (checked) |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    mem_key = "peak_gpu_mb" if cuda else "peak_rss_mb"
+    for n in sorted({n for n, _ in cases}):
+        ref_t = results.get((n, "reference"), {}).get("time_s")
+        gemm_t = results.get((n, "gemm"), {}).get("time_s")
+        for name in ("base", "gemm", "reference", "torch", "faiss"):
+            r = results.get((n, name))
+            if r is None:
+                continue
+            if "error" in r:
+                lines.append(f"| {n} | {name} | error: {r['error']} | | | | |")
+                continue
+            t = r["time_s"]
+            mem = r.get(mem_key)
+            if cuda and name != "base":
+                mem_s = f"{mem:.0f} GPU / {r['peak_rss_mb']:.0f} RSS"
+            else:
+                mem_s = fmt(mem, "{:.0f}")
+            ex = f"{r['exact_frac']:.4f} ({r['checked']})" if "exact_frac" in r else ""
+            rel_ref = fmt(t / ref_t) if ref_t and name in ("torch", "faiss") else ""
+            rel_gemm = fmt(t / gemm_t) if gemm_t and name in ("torch", "faiss", "reference") else ""
+            lines.append(f"| {n} | {name} | {t:.2f} | {mem_s} | {rel_ref} | {rel_gemm} | {ex} |")
+        hashes = {results[(n, k)].get("kstar_hash") for k in ("torch", "faiss") if (n, k) in results}
+        if len(hashes) > 1:
+            lines.append(f"| {n} | torch vs faiss | results DIFFER | | | | |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({f"{n}:{k}": v for (n, k), v in results.items()}, f, indent=1)
+    bad = [k for k, v in results.items() if k[1] in ("torch", "faiss") and v.get("exact_frac", 1.0) != 1.0]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
