@@ -51,27 +51,28 @@ def single_thread(device: torch.device):
         torch.set_num_threads(n)
 
 
-def _augmented(S: SortedSet, device, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left: [a, n, 1, 0...]; right: [-2a, 1, n, 0...], so left_p . right_q = n_p + n_q - 2 a_p.a_q.
+def _augmented(S: SortedSet, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left [a, n, 1, 0...] and right [-2a, 1, n, 0...] (n, W) float32, so left_p . right_q = n_p + n_q - 2 a_p.a_q.
 
-    a = fl32(x) (n, D); n = fl32(||a||^2) computed in float64. Returns (augmented (n, W) float32, n64 as float32 (n,)).
+    a = fl32(x); n = fl32(||a||^2) summed in float64. Also returns the float64 ||x||^2 as float32 (n,) for bounds.
     """
     a = S.X.astype(np.float32)
-    a64 = a.astype(np.float64)
-    n32 = np.einsum("ij,ij->i", a64, a64).astype(np.float32)
-    d = a.shape[1]
+    n32 = np.zeros(a.shape[0], dtype=np.float32)
+    for s in range(0, a.shape[0], 8192):  # float64 squares of float32 values are exact; chunked to stay small
+        b = a[s : s + 8192].astype(np.float64)
+        n32[s : s + 8192] = np.einsum("ij,ij->i", b, b)
+    n, d = a.shape
     width = (d + 2 + _PAD - 1) // _PAD * _PAD
-    M = np.zeros((a.shape[0], width), dtype=np.float32)
-    if left:
-        M[:, :d] = a
-        M[:, d] = n32
-        M[:, d + 1] = 1.0
-    else:
-        M[:, :d] = -2.0 * a  # exact scaling by a power of two
-        M[:, d] = 1.0
-        M[:, d + 1] = n32
+    left = np.empty((n, width), dtype=np.float32)
+    right = np.empty((n, width), dtype=np.float32)
+    left[:, :d] = a
+    np.multiply(a, -2.0, out=right[:, :d])  # exact scaling by a power of two
+    left[:, d:] = 0.0
+    right[:, d:] = 0.0
+    left[:, d], left[:, d + 1] = n32, 1.0
+    right[:, d], right[:, d + 1] = 1.0, n32
     bound_norm = torch.from_numpy(S.sqnorm.astype(np.float32)).to(device)
-    return torch.from_numpy(M).to(device), bound_norm
+    return torch.from_numpy(left).to(device), torch.from_numpy(right).to(device), bound_norm
 
 
 def _scatter_min(target: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
@@ -120,11 +121,12 @@ class TorchEngine:
         self.T = int(tile)
         self.eps = float(eps)
         self.bar = bar
-        self.L, self.nr = _augmented(rows, self.device, left=True)
+        self.L, R, self.nr = _augmented(rows, self.device)
         if self.symmetric:
-            self.R, self.nc = _augmented(cols, self.device, left=False)
+            self.R, self.nc = R, self.nr
         else:
-            self.R, self.nc = _augmented(cols, self.device, left=False)
+            del R
+            _, self.R, self.nc = _augmented(cols, self.device)
         self._screen_checked = False
         self.gemm_threads = torch.get_num_threads()
         self.rblocks = class_blocks(rows.starts, self.T)
