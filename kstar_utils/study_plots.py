@@ -7,6 +7,7 @@ layer) or k* results, and returns a matplotlib Figure; save it with kstar_utils.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plotting import plot_kstar_distribution, plot_metric_vs_accuracy, set_style
+from .plotting import plot_kstar_distribution, plot_metric_vs_accuracy, save_figure, set_style
 from .skewness import summarize_skewness
 
 ACCURACY_NAMES = {"clean_acc": "clean accuracy", "robust_acc": "robust accuracy", "zeroshot_acc": "zero-shot accuracy",
@@ -197,6 +198,14 @@ def plot_correlation_matrix(matrix: pd.DataFrame, *, title: str = "", label: str
     return fig
 
 
+def save_and_close(fig, path) -> Path:
+    """kstar_utils.plotting.save_figure, then close the figure, so that a notebook shows it once (through
+    IPython.display.Image of the returned path) rather than again as an open inline figure."""
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
 __all__ = ["average_over_datasets", "plot_coefficient_vs_accuracy", "plot_skewness_vs_accuracy_by_dataset",
            "plot_gamma_vs_gamma_prime", "plot_skewness_heatmap", "plot_kstar_side_by_side", "plot_metric_sensitivity",
-           "plot_perturbation_curves", "plot_correlation_matrix", "ACCURACY_NAMES"]
+           "plot_perturbation_curves", "plot_correlation_matrix", "save_and_close", "ACCURACY_NAMES"]

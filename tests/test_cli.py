@@ -117,10 +117,15 @@ def test_rerun_executes_only_what_is_missing(study_run):
 
 
 def test_a_changed_spec_is_a_new_job(tmp_path):
+    from kstar_utils.study.jobs import notebook_parameters
+
     s1 = load_study(_write_study(tmp_path))
     s2 = load_study(_write_study(tmp_path, metric="cosine"))
-    a, b = expand_jobs(s1)[0], expand_jobs(s2)[0]
-    assert a.model == b.model and a.job_dir != b.job_dir
+    s3 = load_study(_write_study(tmp_path, extract_options={"n_per_class": 20}))
+    a, b, c = expand_jobs(s1)[0], expand_jobs(s2)[0], expand_jobs(s3)[0]
+    assert a.model == b.model == c.model and len({a.job_dir, b.job_dir, c.job_dir}) == 3
+    assert notebook_parameters(c)["01_extract_features.ipynb"]["extract_options"] == {"n_per_class": 20}
+    assert notebook_parameters(b)["02_kstar.ipynb"]["metric"] == "cosine"
 
 
 def test_bad_study_file_names_the_problem(tmp_path, capsys):
@@ -139,6 +144,11 @@ def test_bad_study_file_names_the_problem(tmp_path, capsys):
     path.write_text(yaml.safe_dump(raw))
     assert cli.main(["run", str(path)]) == 2
     assert "unknown key 'layer' in grids[0]" in capsys.readouterr().err
+    raw["grids"][0].pop("layer")
+    raw["extract_options"] = {"n_per_clas": 5}
+    path.write_text(yaml.safe_dump(raw))
+    assert cli.main(["run", str(path)]) == 2
+    assert "unknown key 'n_per_clas'" in capsys.readouterr().err
 
 
 def test_example_studies_are_valid():

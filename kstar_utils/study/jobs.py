@@ -55,7 +55,8 @@ def notebook_parameters(job: Job) -> dict[str, dict[str, Any]]:
     return {
         "01_extract_features.ipynb": {"models": [job.model], "dataset": job.dataset, "split": job.split,
                                       "layers": list(job.layers), "data_root": job.data_root,
-                                      "output_dir": job.cache_dir, "features_index": str(t / "features_index.csv")},
+                                      "output_dir": job.cache_dir, "features_index": str(t / "features_index.csv"),
+                                      **({"extract_options": dict(job.extract_options)} if job.extract_options else {})},
         "02_kstar.ipynb": {"features_index": str(t / "features_index.csv"), "metric": job.metric,
                            "output_dir": job.cache_dir, "kstar_index": str(t / "kstar_index.csv"),
                            "figures_dir": str(p["figures"]), "plot_layer": first},
@@ -104,7 +105,8 @@ def _zeroshot(job: Job) -> float:
     from ..zeroshot import zero_shot_accuracy
 
     return zero_shot_accuracy(job.model, job.dataset, split=job.split, templates=job.zeroshot_templates,
-                              root=job.cache_dir, data_root=job.data_root, progress=False)
+                              root=job.cache_dir, data_root=job.data_root,
+                              **{"progress": False, **dict(job.extract_options)})
 
 
 def run_job(job: Job) -> dict[str, Any]:

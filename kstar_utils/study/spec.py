@@ -32,7 +32,10 @@ TOP_KEYS = {
     "models": "list of registry names, e.g. zoo:standard (the single grid when `grids` is absent)",
     "datasets": "list of dataset names, e.g. digits, cifar10",
     "layers": "list of layer names (default [penultimate, logits])",
-    "grids": "list of {models, datasets, layers} blocks, for models that only make sense on some datasets",
+    "grids": "list of {models, datasets, layers, extract_options} blocks, for models that only make sense on some "
+             "datasets",
+    "extract_options": "options of extract_features passed through notebook 01 (e.g. subset, n_per_class, "
+                       "batch_size, model_dir, weights_path)",
     "split": "dataset split (default test)",
     "metric": "euclidean | cosine (default euclidean)",
     "data_root": "where real datasets live (default $KSTAR_DATA_ROOT)",
@@ -46,18 +49,19 @@ TOP_KEYS = {
     "seed": "seed of the bootstrap (default 0)",
     "kernel": "Jupyter kernel papermill runs the notebooks with (default kstar)",
 }
-GRID_KEYS = ("models", "datasets", "layers")
+GRID_KEYS = ("models", "datasets", "layers", "extract_options")
 ACCURACY_KEYS = ("published", "zeroshot_computed", "zeroshot_templates")
 FIGURE_KEYS = ("compare_models", "layer", "format")
 
 
 @dataclass(frozen=True)
 class Grid:
-    """models x datasets, each at `layers`."""
+    """models x datasets, each at `layers`; extract_options go to extract_features (through notebook 01)."""
 
     models: tuple[str, ...]
     datasets: tuple[str, ...]
     layers: tuple[str, ...]
+    extract_options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class Job:
     notebooks_dir: str
     kernel: str
     device: str
+    extract_options: Mapping[str, Any]
     zeroshot_computed: bool
     zeroshot_templates: str
     job_dir: str
@@ -149,6 +154,18 @@ def _str_list(value, key: str) -> tuple[str, ...]:
     if not isinstance(value, Sequence) or not value or not all(isinstance(v, str) and v for v in value):
         raise ValueError(f"study file: {key!r} must be a non-empty list of names; got {value!r}")
     return tuple(dict.fromkeys(value))
+
+
+def _options(value, key: str) -> tuple[tuple[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"study file: {key!r} must be a mapping of extract_features options; got {value!r}")
+    from ..features import DATA_OPTIONS, MODEL_OPTIONS, RUN_OPTIONS
+
+    # batch_size and device are keyword arguments of extract_features itself
+    _unknown_keys(value, set(MODEL_OPTIONS + DATA_OPTIONS + RUN_OPTIONS) | {"batch_size", "device"}, key)
+    return tuple(sorted(value.items()))
 
 
 def _check_names(grids: Sequence[Grid]) -> None:
@@ -198,8 +215,9 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
         for k in ("models", "datasets"):
             if k not in b:
                 raise ValueError(f"study file: grids[{i}] lacks key {k!r}")
+        options = _options(b.get("extract_options", raw.get("extract_options")), f"grids[{i}].extract_options")
         grids.append(Grid(_str_list(b["models"], f"grids[{i}].models"), _str_list(b["datasets"], f"grids[{i}].datasets"),
-                          _str_list(b.get("layers", default_layers), f"grids[{i}].layers")))
+                          _str_list(b.get("layers", default_layers), f"grids[{i}].layers"), options))
     if check_names:
         _check_names(grids)
     metric = raw.get("metric", "euclidean")
@@ -280,21 +298,25 @@ def expand_jobs(study: Study) -> list[Job]:
     code = notebooks_code_hash(study.notebooks_dir)
     device = resolve_device(study.device)
     pairs: dict[tuple[str, str], tuple[str, ...]] = {}
+    options: dict[tuple[str, str], dict] = {}
     for g in study.grids:
         for d in g.datasets:
             for m in g.models:
                 pairs[(m, d)] = tuple(dict.fromkeys(pairs.get((m, d), ()) + g.layers))
+                options.setdefault((m, d), {}).update(dict(g.extract_options))
     jobs = []
     for (model, dataset), layers in pairs.items():
+        opts = options[(model, dataset)]
         zs = study.accuracy.zeroshot_computed and model.startswith("openclip:")
         spec = {"kind": "study-job", "model": model, "dataset": dataset, "split": study.split, "layers": list(layers),
                 "metric": study.metric, "data_root": study.data_root, "cache_dir": str(study.cache_dir),
-                "notebooks": code, "zeroshot_computed": zs,
+                "notebooks": code, "zeroshot_computed": zs, **({"extract_options": opts} if opts else {}),
                 **({"zeroshot_templates": study.accuracy.zeroshot_templates} if zs else {})}
         job_dir = cache.artifact_path(study.output_dir, "jobs", spec, "", slug_keys=["model", "dataset"])
         jobs.append(Job(model=model, dataset=dataset, layers=layers, split=study.split, metric=study.metric,
                         data_root=study.data_root, cache_dir=str(study.cache_dir),
                         notebooks_dir=str(study.notebooks_dir), kernel=study.kernel, device=device,
+                        extract_options=opts,
                         zeroshot_computed=zs, zeroshot_templates=study.accuracy.zeroshot_templates,
                         job_dir=str(job_dir), spec=spec))
     return jobs
