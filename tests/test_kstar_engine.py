@@ -274,3 +274,10 @@ def test_bad_options_raise():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             compute_kstar(X, y, device="cuda")
+
+
+@pytest.mark.parametrize("spread", [0.8, 3.0])
+def test_faiss_large_k_paths(spread):
+    """Classes larger than faiss's first k: a few deep rows (second, larger-k search) or many (dense count)."""
+    X, y = gaussian_classes(30, 600, 16, 3, spread=spread)
+    check(X, y, dict(backend="faiss", device="cpu"))

@@ -9,8 +9,10 @@ hit. Every (p, c) with g_min(p, c) - E <= U_p is searched again with growing k u
 U_p + E; all results within U_p + E are evaluated in float64. (A (p, c) whose candidates exceed k = 2048, e.g.
 thousands of exact ties, is evaluated against the whole class in float64.)
 
-Pass 2: each class searches itself with k = min(n_c, 64), then 2048; a row is complete once its k-th screened
-distance is >= m_p + E. Rows still incomplete (k* > ~2048) are counted by the torch tile engine on the same device.
+Pass 2: each class searches itself with k = min(n_c, 64); a row is complete once its k-th screened distance is
+>= m_p + E. If few rows (<= 10 % of the class) are incomplete they are searched again with k = min(n_c, 2048);
+rows still incomplete then (k* > ~2048), or many rows at once, are counted by the torch tile engine on the same
+device (a dense count beats large-k heaps), with the same float64 re-decision.
 Memory: the (n, C) table plus the float32 copies; search results are processed in query chunks.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .layout import SortedSet
 
 K_MAX = 2048  # faiss-gpu's k limit
 K_FIRST = 64
+FALLBACK_SHARE = 0.1  # share of a class's rows beyond K_FIRST above which pass 2 counts them densely instead
 
 
 def faiss_available() -> bool:
@@ -162,7 +165,8 @@ class FaissEngine:
                 counts[Q[complete]] += certain[complete].sum(1)
                 np.add.at(counts, Q[rr], (s < m[Q[rr]]).astype(np.int64))
                 Q = Q[~complete]
-                if Q.size and k == min(n_c, K_MAX):
+                # k = 2048 heaps cost more than a dense count once many rows need them: count those rows in tiles
+                if Q.size and (k == min(n_c, K_MAX) or Q.size > FALLBACK_SHARE * (r1 - r0)):
                     counts[Q] = self.fallback().count_rows(Q, c0, c1, m)
                     break
                 k = min(n_c, K_MAX)
