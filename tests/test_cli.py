@@ -81,7 +81,7 @@ def test_correlations_figures_and_index(study_run):
     out = study_run["out"]
     corr = pd.read_csv(out / "correlations.csv")
     assert {"clean_acc", "robust_acc"} <= set(corr["y"])
-    assert set(corr["group"]) == {"digits", "pooled"}
+    assert set(corr["group"]) == {"digits"}  # one dataset: no separate pooled rows
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "approx_skewness_vs_accuracy_digits_penultimate.png" in figures
     assert "true_vs_approx_skewness.png" in figures

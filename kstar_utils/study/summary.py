@@ -128,7 +128,7 @@ def available_accuracies(summary: pd.DataFrame, min_models: int = 3) -> list[str
 def study_correlations(summary: pd.DataFrame, *, xs=("approx_skewness", "true_skewness"), n_boot: int = 2000,
                        seed: int = 0) -> pd.DataFrame:
     """correlate.correlation_table of each x against every available accuracy, per layer: per dataset and pooled
-    over datasets (group "pooled"). Columns: layer, x, y, group, method, statistic, ci_low, ci_high, p_value, n."""
+    over datasets (group "pooled", only when there are several datasets). Columns: layer, x, y, group, method, statistic, ci_low, ci_high, p_value, n."""
     from ..correlate import TABLE_COLUMNS, correlation_table
 
     ys = available_accuracies(summary)
@@ -145,6 +145,8 @@ def study_correlations(summary: pd.DataFrame, *, xs=("approx_skewness", "true_sk
     if not tables:
         return pd.DataFrame(columns=["layer", *TABLE_COLUMNS])
     table = pd.concat(tables, ignore_index=True)
+    if ok["dataset"].nunique() == 1:  # pooled over one dataset repeats that dataset's rows
+        table = table[table["group"] != "pooled"].reset_index(drop=True)
     return table[["layer"] + [c for c in table.columns if c != "layer"]]
 
 
