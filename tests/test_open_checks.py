@@ -1,0 +1,75 @@
+"""The open checks behind notebooks 05-07: input noise on the zoo, latent noise and distance sensitivity on an index."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kstar_utils import open_checks, perturbation, stages
+from kstar_utils.zoo import load_digits
+
+
+def test_noisy_digits_is_seeded_clipped_and_clean_at_zero():
+    X, y = load_digits("test")
+    X0, y0 = perturbation.noisy_digits(0.0)
+    np.testing.assert_array_equal(X0, X)
+    np.testing.assert_array_equal(y0, y)
+    a, _ = perturbation.noisy_digits(0.3, seed=1)
+    b, _ = perturbation.noisy_digits(0.3, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and not np.array_equal(a, X)
+    with pytest.raises(ValueError, match="strength"):
+        perturbation.noisy_digits(-0.1)
+
+
+def test_zoo_features_match_extract_features(tmp_path):
+    X, y = load_digits("test")
+    f, pred = perturbation.zoo_features_of_images("zoo:standard", X, "penultimate")
+    index = stages.extract_stage(["zoo:standard"], "digits", layers=["penultimate"], root=tmp_path, progress=False)
+    from kstar_utils.features import load_features
+
+    fs = load_features(index["features_path"].iloc[0])
+    np.testing.assert_allclose(f, fs.features, rtol=1e-5, atol=1e-5)
+    assert f.shape == (len(y), 64) and np.mean(pred == y) > 0.9
+
+
+def test_input_noise_study_rows():
+    t = perturbation.input_noise_study(["zoo:standard"], [0.0, 0.3], layer="logits")
+    assert list(t["strength"]) == [0.0, 0.3]
+    assert t["frac_kstar_changed"].iloc[0] == 0 and t["frac_kstar_changed"].iloc[1] > 0
+    assert t["accuracy"].iloc[1] < t["accuracy"].iloc[0]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("open_checks")
+    table = stages.extract_stage(["zoo:untrained", "zoo:standard", "zoo:pgd-0.1"], "digits", layers=["logits"],
+                                 root=root, progress=False)
+    table.attrs["root"] = root
+    return table
+
+
+def test_metric_sensitivity_and_ranking(index):
+    table, per_class = open_checks.metric_sensitivity(index, layers=["logits"])
+    assert set(table["metric"]) == {"euclidean", "cosine", "mahalanobis"} and len(table) == 9
+    assert len(per_class) == 9 * 10
+    changes = open_checks.ranking_changes(table, n_boot=50)
+    assert set(changes["metric"]) == {"cosine", "mahalanobis"} and (changes["n"] == 3).all()
+    with pytest.raises(ValueError, match="penultimate"):
+        open_checks.metric_sensitivity(index, layers=["penultimate"])
+
+
+def test_class_skew_pairs_matrix(index):
+    _, per_class = stages.skewness_stage(stages.kstar_stage(index, root=index.attrs["root"], progress=False))
+    pairs = open_checks.class_skew_pairs(per_class, n_boot=50)
+    assert len(pairs) == 3
+    m = open_checks.pair_matrix(pairs, layer="logits")
+    assert m.shape == (3, 3) and np.allclose(np.diag(m), 1) and np.allclose(m, m.T)
+    classes = open_checks.mean_class_skew(per_class, layer="logits")
+    assert len(classes) == 10 and (classes["n_models"] == 3).all()
+
+
+def test_latent_noise_study(index):
+    t = perturbation.latent_noise_study(index, [0.0, 0.5], layer="logits")
+    assert len(t) == 6 and (t.loc[t["strength"] == 0, "frac_kstar_changed"] == 0).all()
+    assert isinstance(t, pd.DataFrame) and list(t.columns[:3]) == ["model", "layer", "strength"]
