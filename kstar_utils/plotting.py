@@ -71,7 +71,11 @@ def plot_metric_vs_accuracy(table: pd.DataFrame, x: str, ys: dict[str, str], *, 
         sns.regplot(data=table, x=x, y=col, ax=ax, ci=95, n_boot=500, seed=0, scatter_kws={"s": 36},
                     line_kws={"lw": 1.4})
         for _, row in table.iterrows():
-            ax.annotate(str(row[label_col]), (row[x], row[col]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            short = str(row[label_col]).split(":", 1)[-1]  # the registry source prefix adds nothing inside one study
+            ax.annotate(short, (row[x], row[col]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if col.endswith("acc"):  # accuracies are fractions: keep the trend band from stretching the axis past 1
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(max(lo, -0.02), min(hi, 1.02))
         legend = name
         if stats is not None:
             s = stats[(stats["y"] == col) & (stats["method"] == "spearman")]
@@ -87,11 +91,14 @@ def plot_metric_vs_accuracy(table: pd.DataFrame, x: str, ys: dict[str, str], *, 
     return fig
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Write a figure atomically (format from the suffix: .png, .pdf, .svg)."""
+def save_figure(fig, path: str | Path, *, close: bool = True) -> Path:
+    """Write a figure atomically (format from the suffix: .png, .pdf, .svg) and, by default, close it so that
+    notebooks show the saved file once rather than the live figure a second time."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."))
+    if close:
+        plt.close(fig)
     return path
 
 

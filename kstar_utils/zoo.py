@@ -4,7 +4,9 @@ Everything here runs offline: the images ship with scikit-learn and the trained 
 with the accuracies measured when they were trained (`python -m kstar_utils.zoo train` rebuilds both).
 
 Images are 8x8 grey levels 0..16 scaled to [0, 1]; the held-out "test" split is a seeded, stratified half of the
-1,797 images. Robust accuracy is AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square) under an L-inf budget.
+1,797 images. Robust accuracy is AutoAttack's two APGD attacks (APGD-CE, then APGD-T on the points that survive)
+under an L-inf budget: the attacks that decide almost every point of standard AutoAttack, at a cost the 2-core
+build can afford for eight models.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "zoo"
 METRICS_FILE = "zoo_metrics.csv"
 SPLIT_SEED = 0
 TEST_FRACTION = 0.5
+ATTACKS = ("apgd-ce", "apgd-t")
 EVAL_EPS = 0.1  # L-inf budget of the robust-accuracy evaluation, in [0, 1] pixel units (1.6 of 16 grey levels)
 
 
@@ -178,10 +181,10 @@ def accuracy(model: nn.Module, X: np.ndarray | torch.Tensor, y: np.ndarray | tor
 
 
 def robust_accuracy(model: nn.Module, X: np.ndarray, y: np.ndarray, eps: float = EVAL_EPS, seed: int = 0) -> float:
-    """Accuracy (fraction) under standard AutoAttack (pyautoattack) at L-inf budget eps."""
+    """Accuracy (fraction) under AutoAttack's APGD-CE + APGD-T (pyautoattack) at L-inf budget eps."""
     from pyautoattack import AutoAttack
 
-    attack = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, device="cpu")
+    attack = AutoAttack(model, norm="Linf", eps=eps, version="custom", attacks=list(ATTACKS), seed=seed, device="cpu")
     attack.verbose = False
     x_adv, _ = attack.run_standard_evaluation(torch.from_numpy(X), torch.from_numpy(y), batch_size=500)
     return accuracy(model, x_adv, y)
@@ -208,6 +211,7 @@ def build_zoo(out_dir: str | Path = DATA_DIR, eval_eps: float = EVAL_EPS) -> pd.
                 "clean_acc": round(accuracy(model, Xte, yte), 4),
                 "robust_acc": round(robust_accuracy(model, Xte, yte, eval_eps), 4),
                 "eval_eps": eval_eps,
+                "attacks": "+".join(ATTACKS),
                 "epochs": r.epochs if r.kind != "none" else 0,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
