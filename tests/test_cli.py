@@ -164,3 +164,18 @@ def test_plan_lists_jobs(tmp_path, capsys):
     cli.main(["plan", str(path)])
     out = capsys.readouterr().out
     assert "4 job(s)" in out and "zoo:pgd-0.1" in out and "to run" in out
+
+
+def test_dask_worker_processes(study_run, tmp_path):
+    """The default cluster: a LocalCluster whose workers are separate processes (feature cache already warm)."""
+    import os
+
+    from kstar_utils.study import ClusterOptions, run_study, study_from_dict
+
+    study = study_from_dict({"name": "proc", "models": ["zoo:standard"], "datasets": ["digits"],
+                             "layers": ["logits"], "output_dir": str(tmp_path / "out"),
+                             "cache_dir": str(study_run["cache"]), "n_boot": 50}, tmp_path)
+    result = run_study(study, cluster=ClusterOptions(workers=1, processes=True), retries=0)
+    (status,) = result.statuses.values()
+    assert status["status"] == "ok" and status["done"]["pid"] != os.getpid()
+    assert result.summary["approx_skewness"].notna().all()

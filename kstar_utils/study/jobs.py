@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -153,6 +154,7 @@ def run_job(job: Job) -> dict[str, Any]:
     html = [to_html(nb, p["html"]) for nb in executed]
     p["error"].unlink(missing_ok=True)
     result = cache.provenance(job.spec, job_id=job.job_id, model=job.model, dataset=job.dataset,
+                              host=socket.gethostname(), pid=os.getpid(),
                               layers=list(job.layers), seconds=round(time.perf_counter() - t_job, 2),
                               notebook_seconds=timings, executed=[str(x) for x in executed],
                               html=[str(x) for x in html if x], zeroshot_acc_computed=zeroshot_acc,
