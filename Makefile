@@ -8,7 +8,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := outputs/executed
 PYTEST_NB := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-kernel-name $(KERNEL)
 
-.PHONY: venv demo test test-unit test-notebooks lab notebooks bench zoo clean
+.PHONY: venv demo test lab notebooks bench zoo study clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ lab: $(STAMP)
 notebooks: demo
 	cp $(EXECUTED)/*.ipynb notebooks/
 
+# the embedded study as a batch on a local Dask cluster: summary, correlations, figures, index.html
+study: $(STAMP)
+	$(BIN)/kstar run studies/embedded.yaml
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kstar.py
 
@@ -48,4 +52,4 @@ zoo: $(STAMP)
 	$(BIN)/python -m kstar_utils.zoo train
 
 clean:
-	rm -rf outputs/features outputs/features_parts outputs/kstar outputs/tables outputs/figures $(EXECUTED)
+	rm -rf outputs/features outputs/features_parts outputs/kstar outputs/tables outputs/figures outputs/studies $(EXECUTED)
