@@ -96,10 +96,7 @@ def latent_noise_study(features_index, strengths: Sequence[float], *, layer: str
     Returns columns model, layer, strength, true_skewness, approx_skewness, skew_spread, frac_kstar_changed,
     mean_abs_khat_change. Noise is strength x each dimension's standard deviation.
     """
-    index = read_index(features_index, INDEX_KEYS + ["features_path"])
-    index = index[index["layer"] == layer]
-    if index.empty:
-        raise ValueError(f"no features at layer {layer!r} in the index")
+    index = read_index(features_index, INDEX_KEYS + ["features_path"], layer=layer)
     parts = []
     for row in index.itertuples(index=False):
         fs = load_features(row.features_path)

@@ -37,8 +37,9 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def read_index(index: str | Path | pd.DataFrame, required: Sequence[str]) -> pd.DataFrame:
-    """An index table (a DataFrame or the path of its CSV) with its required columns checked."""
+def read_index(index: str | Path | pd.DataFrame, required: Sequence[str], *, layer: str | None = None) -> pd.DataFrame:
+    """An index table (a DataFrame or the path of its CSV) with its required columns checked; with `layer`, only the
+    rows of that layer (an error when there are none)."""
     if not isinstance(index, pd.DataFrame):
         path = Path(index)
         if not path.exists():
@@ -47,6 +48,10 @@ def read_index(index: str | Path | pd.DataFrame, required: Sequence[str]) -> pd.
     missing = [c for c in required if c not in index.columns]
     if missing:
         raise ValueError(f"index table lacks columns {missing}; has {list(index.columns)}")
+    if layer is not None:
+        index = index[index["layer"] == layer]
+        if index.empty:
+            raise ValueError(f"no rows for layer {layer!r} in the index")
     return index
 
 
@@ -147,10 +152,7 @@ def kstar_figures(kstar_index, figures_dir: str | Path, *, layer: str = "penulti
 
     from .plotting import plot_kstar_distribution, save_figure
 
-    index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"])
-    index = index[index["layer"] == layer]
-    if index.empty:
-        raise ValueError(f"no k* results for layer {layer!r} in the index")
+    index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"], layer=layer)
     rows = []
     for row in index.itertuples(index=False):
         res = load_kstar(row.kstar_path)
