@@ -91,3 +91,130 @@ def check_screen(g: np.ndarray, A: np.ndarray, B: np.ndarray, ia, ib, na, nb, ep
             f"float32 distance screen exceeds its error bound (error {err[k]:.3g} > bound {bound[k]:.3g}); "
             "is reduced-precision matmul (TF32/bf16) forced on? k* needs true float32 GEMMs"
         )
+
+
+# -- bfloat16 screen ----------------------------------------------------------------------------------------------------
+U16_OUT = 2.0**-7  # bound on the relative error of the GEMM's bfloat16 output (faithful rounding; RNE gives 2^-8)
+TINY32 = 2.0**-126  # float32 / bfloat16 smallest normal: smaller inputs are flushed to zero (DAZ-safe)
+BF16_MAX_SQNORM = 2.0**100  # larger rows would risk float32 overflow in the GEMM: the float32 screen is used then
+
+
+class Bf16Side:
+    """One side of the bfloat16 screen (docs: `bf16_bounds`).
+
+    For rows x_p (float64) and a centre mu: Y = fl(x - mu); yhat = bf16(Y) (values below 2^-126 flushed to zero);
+    alpha = c / 4 - ||yhat||^2 / 2 split into two bfloat16 numbers hi + lo. The GEMM operands are
+    left = [yhat, hi, lo, 1, 1] and right = [yhat, 1, 1, hi, lo], so left_p . right_q = w_pq with the real value
+    w_pq = yhat_p . yhat_q + alpha'_p + alpha'_q = kappa_p + kappa_q - ||yhat_p - yhat_q||^2 / 2, where
+    alpha' = hi + lo and kappa = ||yhat||^2 / 2 + alpha' (~ c / 4, so w ~ (c - s) / 2 stays small near the decisions).
+
+    Per row (float64, (n,)): kappa; rho >= ||(x - mu) - yhat|| (rounding of the centred row to bfloat16, plus the
+    float64 rounding of x - mu); gam = 1.01 gamma_{D+4}(2^-24) (||yhat||^2 / 2 + |hi| + |lo|) + small absolute and
+    relative slack, so |w_computed_fp32 - w| <= gam_p + gam_q for any float32 accumulation order.
+    yhat32: (n, D) float32 holding the bfloat16 values; hi, lo: float32 (n,).
+    """
+
+    def __init__(self, X: np.ndarray, mu: np.ndarray, c: float):
+        import torch
+
+        n, d = X.shape
+        yh = np.empty((n, d), dtype=np.float32)
+        nu = np.empty(n)
+        rho = np.empty(n)
+        for s0 in range(0, n, 1024):  # row blocks stay in cache
+            Y = X[s0 : s0 + 1024] - mu[None, :]
+            b = torch.from_numpy(Y).to(torch.bfloat16).float().numpy()
+            b[np.abs(b) < TINY32] = 0.0
+            yh[s0 : s0 + 1024] = b
+            yd = b.astype(np.float64)
+            nu[s0 : s0 + 1024] = np.einsum("ij,ij->i", yd, yd)
+            Y -= yd  # exact (Sterbenz: yd is within a factor 2 of Y, or zero)
+            rho[s0 : s0 + 1024] = np.sqrt(np.einsum("ij,ij->i", Y, Y))
+        self.yhat32 = yh
+        # ||(x - mu) - yhat|| <= ||Y - yhat|| + ||(x - mu) - Y||, the latter <= u64 ||Y|| <= u64 (||yhat|| + ||Y - yhat||)
+        self.rho = rho * (1 + 1e-12) + 2 * U64 * (np.sqrt(nu) + rho) + 1e-300
+        alpha = 0.25 * c - 0.5 * nu
+        hi = torch.from_numpy(alpha).to(torch.bfloat16).float().numpy().astype(np.float64)
+        lo = torch.from_numpy(alpha - hi).to(torch.bfloat16).float().numpy().astype(np.float64)
+        self.hi, self.lo = hi.astype(np.float32), lo.astype(np.float32)
+        self.kappa = 0.5 * nu + hi + lo
+        self.gam = 1.01 * _gamma(d + 4, U32) * (0.5 * nu + np.abs(hi) + np.abs(lo)) + 1e-9 * (
+            nu + abs(c) + np.abs(self.kappa)) + 2.0**-90
+        self.max_sqnorm = float(nu.max(initial=0.0))
+
+    def operands(self, *, left: bool, width: int) -> np.ndarray:
+        """(n, width) float32 array (bfloat16 values) of the left or right GEMM operand."""
+        n, d = self.yhat32.shape
+        out = np.zeros((n, width), dtype=np.float32)
+        out[:, :d] = self.yhat32
+        if left:
+            out[:, d], out[:, d + 1], out[:, d + 2], out[:, d + 3] = self.hi, self.lo, 1.0, 1.0
+        else:
+            out[:, d], out[:, d + 1], out[:, d + 2], out[:, d + 3] = 1.0, 1.0, self.hi, self.lo
+        return out
+
+
+def bf16_bounds(W, kap_p, rho_p, gam_p, kap_min, kap_max, rho_q, gam_q):
+    """Bounds [lb, ub] of the reference s(p, q) from the bfloat16 screen, float64 arrays (broadcasting).
+
+    W: computed GEMM value (the largest of a chunk of columns, -inf when the chunk has no foreign column);
+    kap_min / kap_max / rho_q / gam_q: the column side's kappa range, largest rho and gam over the chunk (or the
+    column's own values for single pairs). Derivation, with w the real value (see `Bf16Side`):
+    |W - w| <= gam_p + gam_q + U16_OUT |W| for the column attaining W, and w + U16_OUT |w| is increasing, so
+        every q of the chunk:  ||yhat_p - yhat_q||^2 >= 2 kap_p + 2 kap_min - 2 (W + U16_OUT |W| + gam_p + gam_q)
+        the attaining q:       ||yhat_p - yhat_q||^2 <= 2 kap_p + 2 kap_max - 2 (W - U16_OUT |W| - gam_p - gam_q).
+    x_p - x_q = (yhat_p - yhat_q) + (errors of norm <= rho_p + rho_q): by the triangle inequality the true
+    ||x_p - x_q|| lies within rho_p + rho_q of ||yhat_p - yhat_q||, and s is within gamma_{D+2}(2^-53) (relative)
+    of ||x_p - x_q||^2. lb <= min over the chunk of s; ub >= s of the attaining column. (The float64 evaluation of
+    these expressions errs by a few 2^-53 relative: covered by the 1e-9 terms of gam and the factors below.)
+    """
+    W = np.asarray(W, dtype=np.float64)
+    fin = np.isfinite(W)
+    Wf = np.where(fin, W, 0.0)
+    G = gam_p + gam_q
+    r = rho_p + rho_q
+    lo_y = 2 * kap_p + 2 * kap_min - 2 * (Wf + U16_OUT * np.abs(Wf) + G)
+    hi_y = 2 * kap_p + 2 * kap_max - 2 * (Wf - U16_OUT * np.abs(Wf) - G)
+    lb = np.maximum(np.sqrt(np.maximum(lo_y, 0.0)) * (1 - 1e-12) - r, 0.0) ** 2 * (1 - 1e-9)
+    ub = (np.sqrt(np.maximum(hi_y, 0.0)) * (1 + 1e-12) + r) ** 2 * (1 + 1e-9)
+    return np.where(fin, lb, np.inf), np.where(fin, ub, np.inf)
+
+
+def bf16_threshold(U, kap_p, rho_p, gam_p, kap_min, rho_q, gam_q):
+    """Smallest W that `bf16_bounds` can give lb <= U (float64, broadcasting): lb(W) <= U implies W >= threshold.
+
+    lb is non-increasing in W, so chunks with W below the threshold cannot hold a column with s <= U. The value is
+    lowered by a relative 1e-9 (and an absolute 1e-9 of the magnitudes) to cover the float64 evaluation.
+    """
+    r = rho_p + rho_q
+    t = kap_p + kap_min - (gam_p + gam_q) - 0.5 * ((np.sqrt(U) * (1 + 1e-12) + r) ** 2 * (1 + 1e-9))
+    thr = np.where(t >= 0, t / (1 + U16_OUT), t / (1 - U16_OUT))
+    return thr - 1e-9 * (np.abs(thr) + np.abs(kap_p) + np.abs(kap_min) + U) - 1e-300
+
+
+def check_bf16_screen(w: np.ndarray, A: np.ndarray, B: np.ndarray, ia, ib, sa: Bf16Side, sb: Bf16Side) -> None:
+    """Raise RuntimeError when GEMM values w (k,) of the bfloat16 screen break its assumptions for pairs (ia, ib).
+
+    Two checks: the GEMM itself (|w - w_real| <= gam_a + gam_b + U16_OUT |w|, w_real from the bfloat16 operands in
+    float64: catches bfloat16 accumulation or reduced-precision reductions) and the final bounds lb <= s <= ub.
+    """
+    ia = np.asarray(ia, dtype=np.int64)
+    ib = np.asarray(ib, dtype=np.int64)
+    w = np.asarray(w, dtype=np.float64)
+    ya = sa.yhat32[ia].astype(np.float64)
+    yb = sb.yhat32[ib].astype(np.float64)
+    w_real = np.einsum("ij,ij->i", ya, yb) + sa.hi[ia] + sa.lo[ia] + sb.hi[ib] + sb.lo[ib]
+    tol = sa.gam[ia] + sb.gam[ib] + U16_OUT * np.abs(w) + 1e-12 * (np.abs(w_real) + sa.gam[ia])
+    err = np.abs(w - w_real)
+    if np.any(err > tol):
+        k = int(np.argmax(err - tol))
+        raise RuntimeError(
+            f"bfloat16 distance screen exceeds its error bound (GEMM error {err[k]:.3g} > bound {tol[k]:.3g}); "
+            "the bfloat16 GEMM must accumulate in float32"
+        )
+    s = pair_sq_distances(A, B, ia, ib)
+    lb, ub = bf16_bounds(w, sa.kappa[ia], sa.rho[ia], sa.gam[ia], sb.kappa[ib], sb.kappa[ib], sb.rho[ib], sb.gam[ib])
+    if np.any((s < lb) | (s > ub)):
+        k = int(np.argmax(np.maximum(lb - s, s - ub)))
+        raise RuntimeError(f"bfloat16 distance screen exceeds its error bound (s = {s[k]!r} outside "
+                           f"[{lb[k]!r}, {ub[k]!r}])")

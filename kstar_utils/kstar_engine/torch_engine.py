@@ -19,8 +19,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .exact import check_screen, pair_sq_distances
+from .exact import BF16_MAX_SQNORM, Bf16Side, bf16_bounds, bf16_threshold, check_bf16_screen, check_screen, pair_sq_distances
 from .layout import SortedSet, class_blocks
+
+DEFAULT_SCREEN = "auto"  # pass-1 screen: "auto" (bfloat16 where the hardware has fast bfloat16 GEMMs), "bf16", "float32"
 
 _PAD = 8  # augmented width D + 2 rounded up to a multiple of 8 (friendlier to BLAS kernels)
 
@@ -29,12 +31,25 @@ _PAD = 8  # augmented width D + 2 rounded up to a multiple of 8 (friendlier to B
 def exact_float32_matmul():
     """True float32 GEMMs (no TF32 / bf16) while the engine runs; the error bound depends on it."""
     prev = torch.get_float32_matmul_precision()
+    prev_bf16 = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
     torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False  # bf16 screen: float32 accumulation
     try:
         with torch.inference_mode():
             yield
     finally:
         torch.set_float32_matmul_precision(prev)
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = prev_bf16
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 GEMMs are much faster than float32 ones here (CUDA tensor cores; CPU AMX / AVX512-BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
 
 
 @contextmanager
@@ -73,6 +88,36 @@ def _augmented(S: SortedSet, device) -> tuple[torch.Tensor, torch.Tensor, torch.
     right[:, d], right[:, d + 1] = 1.0, n32
     bound_norm = torch.from_numpy(S.sqnorm.astype(np.float32)).to(device)
     return torch.from_numpy(left).to(device), torch.from_numpy(right).to(device), bound_norm
+
+
+def _chunk_max(g: torch.Tensor, ch: int, *, dim: int) -> torch.Tensor:
+    """Maximum over consecutive groups of ch entries along `dim` (as `_chunk_min`)."""
+    n = g.shape[dim]
+    full = n // ch * ch
+    parts = []
+    if dim == 1:
+        if full:
+            parts.append(g[:, :full].reshape(g.shape[0], full // ch, ch).amax(2))
+        if full < n:
+            parts.append(g[:, full:].amax(1, keepdim=True))
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+    if full:
+        parts.append(g[:full].reshape(full // ch, ch, g.shape[1]).amax(1))
+    if full < n:
+        parts.append(g[full:].amax(0, keepdim=True))
+    return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+
+
+def _round_up_f32(v: np.ndarray) -> np.ndarray:
+    """float32 values >= the float64 values v."""
+    f = v.astype(np.float32)
+    return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
+
+
+def _round_down_f32(v: np.ndarray) -> np.ndarray:
+    """float32 values <= the float64 values v."""
+    f = v.astype(np.float32)
+    return np.where(f.astype(np.float64) > v, np.nextafter(f, np.float32(-np.inf)), f)
 
 
 def _scatter_min(target: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
@@ -114,7 +159,7 @@ class TorchEngine:
     rows, cols: SortedSet; eps: screen bound (exact.screen_eps); tile: T; bar: tqdm-like or None.
     """
 
-    def __init__(self, rows: SortedSet, cols: SortedSet, *, device, tile: int, eps: float, bar=None):
+    def __init__(self, rows: SortedSet, cols: SortedSet, *, device, tile: int, eps: float, bar=None, screen=None):
         self.rows, self.cols = rows, cols
         self.symmetric = rows is cols
         self.device = torch.device(device)
@@ -132,6 +177,12 @@ class TorchEngine:
         self.rblocks = class_blocks(rows.starts, self.T)
         self.cblocks = self.rblocks if self.symmetric else class_blocks(cols.starts, self.T)
         self.ch = self.chunk_size()
+        self.screen = DEFAULT_SCREEN if screen is None else screen
+        if self.screen not in ("auto", "bf16", "float32"):
+            raise ValueError(f"screen must be 'auto', 'bf16' or 'float32'; got {self.screen!r}")
+        self.use_bf16 = self.screen == "bf16" or (self.screen == "auto" and fast_bf16(self.device))
+        self.use_bf16 = self.use_bf16 and rows.X.shape[1] <= 10**6  # bf16_bounds' relative slack assumes D < 10^6
+        self._bf16_checked = False
 
     # -- tile bookkeeping -------------------------------------------------------------------------------------------
     def pass1_tiles(self) -> list[tuple[int, int, int, int, int, int]]:
@@ -204,6 +255,11 @@ class TorchEngine:
             return self._nearest_foreign()
 
     def _nearest_foreign(self) -> np.ndarray:
+        if self.use_bf16 and self._setup_bf16():
+            return self._nearest_foreign_bf16()
+        return self._nearest_foreign_f32()
+
+    def _nearest_foreign_f32(self) -> np.ndarray:
         """Exact m_p = min over foreign q of s(p, q), float64 (rows.n,).
 
         Pass 1a keeps, for every row and every chunk of ch columns, the smallest screened foreign distance (an
@@ -229,9 +285,7 @@ class TorchEngine:
 
     def _resolve_candidates(self, M: torch.Tensor, cstarts: np.ndarray) -> np.ndarray:
         rows, cols, eps = self.rows, self.cols, self.eps
-        cends = np.append(cstarts[1:], cols.n)
         nmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
-        best = np.full(rows.n, math.inf)
         pairs = []
         for s0 in range(0, rows.n, 1 << 16):  # row blocks keep the (rows, nch) temporaries small
             Mb = M[s0 : s0 + (1 << 16)]
@@ -242,6 +296,17 @@ class TorchEngine:
         rr = torch.cat([p[0] for p in pairs])
         kk = torch.cat([p[1] for p in pairs])
         ub = torch.cat([p[2] for p in pairs])
+        return self._evaluate_chunks(rr, kk, ub, cstarts)
+
+    def _evaluate_chunks(self, rr: torch.Tensor, kk: torch.Tensor, ub: torch.Tensor, cstarts: np.ndarray) -> np.ndarray:
+        """m_p from candidate (row, column chunk) pairs; ub (float32) >= m_p of each pair's row.
+
+        Each chunk's rows are screened again in float32 (tiny GEMMs); every column with g <= ub + E (which includes
+        every exact minimiser) is evaluated with the reference arithmetic.
+        """
+        rows, cols, eps = self.rows, self.cols, self.eps
+        cends = np.append(cstarts[1:], cols.n)
+        best = np.full(rows.n, math.inf)
         order = torch.argsort(kk, stable=True)
         rr, kk, ub = rr[order], kk[order], ub[order]
         ks, counts = torch.unique_consecutive(kk, return_counts=True)
@@ -265,6 +330,106 @@ class TorchEngine:
         s = pair_sq_distances(rows.X, cols.X, ia, ib)
         _scatter_min(best, ia, s)
         return best
+
+    # -- pass 1 with the bfloat16 screen ------------------------------------------------------------------------------
+    def _setup_bf16(self) -> bool:
+        """bfloat16 operands (see exact.Bf16Side); False when the data's magnitude does not suit bfloat16."""
+        rows, cols = self.rows, self.cols
+        mu = cols.X.mean(0)  # centring shrinks the rounding errors (which scale with the centred norms)
+        c = self._offset_estimate()
+        sr = Bf16Side(rows.X, mu, c)
+        sc = sr if self.symmetric else Bf16Side(cols.X, mu, c)
+        if not (np.isfinite(c) and max(sr.max_sqnorm, sc.max_sqnorm) < BF16_MAX_SQNORM):
+            return False
+        d = rows.X.shape[1]
+        width = (d + 4 + 31) // 32 * 32
+        self.s16r, self.s16c = sr, sc
+        self.L16 = torch.from_numpy(sr.operands(left=True, width=width)).to(self.device).to(torch.bfloat16)
+        self.R16 = torch.from_numpy(sc.operands(left=False, width=width)).to(self.device).to(torch.bfloat16)
+        return True
+
+    def _offset_estimate(self) -> float:
+        """A typical nearest-foreign squared distance (float32 screen of up to 32 sample rows), as a bfloat16 number."""
+        rows, cols = self.rows, self.cols
+        idx = np.unique(np.linspace(0, rows.n - 1, min(32, rows.n)).round().astype(np.int64))
+        it = torch.from_numpy(idx).to(self.device)
+        g = torch.mm(self.L.index_select(0, it), self.R.T)
+        g[torch.from_numpy(rows.codes[idx][:, None] == cols.codes[None, :]).to(self.device)] = math.inf
+        mins = g.amin(1)
+        mins = mins[torch.isfinite(mins)]
+        if not mins.numel():
+            return 0.0
+        c = float(mins.double().median().clamp_min(0.0))
+        return float(torch.tensor(c, dtype=torch.float64).to(torch.bfloat16).double())
+
+    def _tile16(self, i0, i1, j0, j1) -> torch.Tensor:
+        """bfloat16 GEMM values w (see exact.Bf16Side) of the tile."""
+        return torch.mm(self.L16[i0:i1], self.R16[j0:j1].T)
+
+    def _check16(self, g: torch.Tensor, i0: int, j0: int) -> None:
+        gen = np.random.default_rng(0)
+        ri = gen.integers(0, g.shape[0], 256)
+        ci = gen.integers(0, g.shape[1], 256)
+        vals = g[torch.from_numpy(ri).to(g.device), torch.from_numpy(ci).to(g.device)].double().cpu().numpy()
+        ok = np.isfinite(vals)[:64]
+        ri, ci, vals = ri[:64][ok], ci[:64][ok], vals[:64][ok]
+        check_bf16_screen(vals, self.rows.X, self.cols.X, i0 + ri, j0 + ci, self.s16r, self.s16c)
+        self._bf16_checked = True
+
+    def _nearest_foreign_bf16(self) -> np.ndarray:
+        """Exact m_p with the bfloat16 screen.
+
+        Pass 1a keeps, per row and chunk of ch columns, the largest bfloat16 GEMM value w over the chunk's foreign
+        columns (w ~ (c - s) / 2: the largest w is the nearest column). `exact.bf16_bounds` turns each entry into a
+        rigorous [lb, ub] of the chunk's smallest reference distance; U_p = min over chunks of ub >= m_p, and only
+        chunks with lb <= U_p (every chunk holding a minimiser) are evaluated further (float32 screen, then float64).
+        """
+        rows, cols, sym, ch = self.rows, self.cols, self.symmetric, self.ch
+        coff, cstarts = self._chunk_grid(self.cblocks)
+        roff = coff if sym else None
+        M = torch.full((rows.n, cstarts.shape[0]), -math.inf, dtype=torch.bfloat16, device=self.device)
+        for i0, i1, j0, j1, bi, bj in self.pass1_tiles():
+            g = self._tile16(i0, i1, j0, j1)
+            for r0, r1, c0, c1 in rows.same_class_rects(i0, i1, cols, j0, j1):
+                g[r0:r1, c0:c1] = -math.inf
+            if not self._bf16_checked:
+                self._check16(g, i0, j0)
+            M[i0:i1, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = _chunk_max(g, ch, dim=1)
+            if sym and bi != bj:
+                M[j0:j1, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = _chunk_max(g, ch, dim=0).T
+            if self.bar is not None:
+                self.bar.update(1)
+        return self._bf16_candidates(M, cstarts)
+
+    def _bf16_candidates(self, M: torch.Tensor, cstarts: np.ndarray) -> np.ndarray:
+        """Rigorous U_p and candidate chunks from the table M of chunk maxima, then `_evaluate_chunks`.
+
+        First with the whole column set's worst-case statistics (an upper bound U_p from each row's largest W, and a
+        per-row threshold on W: one comparison over the table), then per candidate with its chunk's own statistics
+        (tighter U_p and fewer chunks). Both stages are supersets of the chunks holding a minimiser.
+        """
+        rows, sr, sc = self.rows, self.s16r, self.s16c
+        g_kmin, g_kmax = sc.kappa.min(), sc.kappa.max()
+        g_rmax, g_gmax = sc.rho.max(), sc.gam.max()
+        wmax = M.amax(1).float().cpu().numpy().astype(np.float64)
+        if np.isnan(wmax).any():
+            raise RuntimeError("bfloat16 distance screen produced NaN")
+        _, U = bf16_bounds(wmax, sr.kappa, sr.rho, sr.gam, g_kmin, g_kmax, g_rmax, g_gmax)
+        thr = bf16_threshold(U, sr.kappa, sr.rho, sr.gam, g_kmin, g_rmax, g_gmax)
+        thr32 = torch.from_numpy(_round_down_f32(thr)).to(self.device)
+        rr, kk = torch.nonzero(M >= thr32[:, None], as_tuple=True)
+        W = M[rr, kk].float().cpu().numpy().astype(np.float64)
+        r, k = rr.cpu().numpy(), kk.cpu().numpy()
+        kmin = np.minimum.reduceat(sc.kappa, cstarts)[k]
+        kmax = np.maximum.reduceat(sc.kappa, cstarts)[k]
+        rmax = np.maximum.reduceat(sc.rho, cstarts)[k]
+        gmax = np.maximum.reduceat(sc.gam, cstarts)[k]
+        lb, ub = bf16_bounds(W, sr.kappa[r], sr.rho[r], sr.gam[r], kmin, kmax, rmax, gmax)
+        np.minimum.at(U, r, ub)
+        keep = lb <= U[r]
+        rr, kk = rr[torch.from_numpy(keep).to(self.device)], kk[torch.from_numpy(keep).to(self.device)]
+        ub32 = torch.from_numpy(_round_up_f32(U[r[keep]])).to(self.device)
+        return self._evaluate_chunks(rr, kk, ub32, cstarts)
 
     # -- pass 2 -----------------------------------------------------------------------------------------------------
     def count_closer(self, m: np.ndarray) -> np.ndarray:
