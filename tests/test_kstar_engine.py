@@ -6,14 +6,32 @@ import pytest
 import torch
 
 from kstar_utils.kstar import compute_kstar, reference_sq_distances
-from kstar_utils.kstar_engine.exact import check_screen, pair_sq_distances, screen_eps
+from kstar_utils.kstar_engine import torch_engine
+from kstar_utils.kstar_engine.exact import (Bf16Side, bf16_bounds, bf16_threshold, check_bf16_screen, check_screen,
+                                            pair_sq_distances, screen_eps)
 from oracle import kstar_oracle
 
 ENGINES = [
-    pytest.param(dict(backend="torch", device="cpu"), id="torch-cpu"),
-    pytest.param(dict(backend="torch", device="cpu", tile_size=5), id="torch-cpu-tile5"),
+    pytest.param(dict(backend="torch", device="cpu", screen="bf16"), id="torch-cpu-bf16"),
+    pytest.param(dict(backend="torch", device="cpu", screen="float32"), id="torch-cpu-f32"),
+    pytest.param(dict(backend="torch", device="cpu", tile_size=5, screen="bf16"), id="torch-cpu-tile5-bf16"),
+    pytest.param(dict(backend="torch", device="cpu", tile_size=5, screen="float32"), id="torch-cpu-tile5-f32"),
     pytest.param(dict(backend="faiss", device="cpu"), id="faiss-cpu"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _restore_screen():
+    prev = torch_engine.DEFAULT_SCREEN
+    yield
+    torch_engine.DEFAULT_SCREEN = prev
+
+
+def kstar(X, y, engine, **kw):
+    """compute_kstar with the engine options; "screen" selects the torch engine's pass-1 screen."""
+    engine = dict(engine)
+    torch_engine.DEFAULT_SCREEN = engine.pop("screen", "auto")
+    return compute_kstar(X, y, **engine, **kw)
 
 
 def gaussian_classes(seed, n, d, c, spread=1.0):
@@ -24,15 +42,15 @@ def gaussian_classes(seed, n, d, c, spread=1.0):
     return X, y
 
 
-def near_tie_set(seed, groups=12, d=16, offset=1e3):
-    """Points whose distances differ by ~1e-9 relative, far from the origin: float32 cannot order them.
+def near_tie_set(seed, groups=12, d=16, offset=1e3, scale=1e-9):
+    """Points whose distances differ by ~scale (1e-9) relative, far from the origin: float32 cannot order them.
 
     Each group: a query p, one foreign point at distance r, classmates at r * (1 + delta), delta in +-{0,1,2,3}e-9.
     The large offset makes float32 rounding of ||a||^2 (~1e6) dwarf the distance differences (~1e-9 r^2).
     """
     rng = np.random.default_rng(seed)
     X, y = [], []
-    deltas = np.array([-3, -2, -1, 0, 1, 2, 3]) * 1e-9
+    deltas = np.array([-3, -2, -1, 0, 1, 2, 3]) * scale
     for g in range(groups):
         centre = rng.normal(size=d)
         centre *= offset / np.linalg.norm(centre)
@@ -63,7 +81,7 @@ def float32_bruteforce(X, y):
 
 def check(X, y, engine, **kw):
     ref = kstar_oracle(X, y, metric=kw.get("metric", "euclidean"))
-    got = compute_kstar(X, y, **engine, **kw)
+    got = kstar(X, y, engine, **kw)
     assert got.dtype == np.int64 and got.shape == (len(y),)
     bad = np.flatnonzero(got != ref)
     assert bad.size == 0, f"{bad.size} samples differ, first {bad[:5]}: engine {got[bad[:5]]} vs oracle {ref[bad[:5]]}"
@@ -98,6 +116,65 @@ def test_screen_bound_holds_and_the_check_catches_reduced_precision():
         check_screen(g16.double().numpy().ravel(), X, X, ia.ravel(), ib.ravel(), n, n, eps)
 
 
+def _bf16_operands(side, d):
+    w = (d + 4 + 31) // 32 * 32
+    L = torch.from_numpy(side.operands(left=True, width=w)).bfloat16()
+    R = torch.from_numpy(side.operands(left=False, width=w)).bfloat16()
+    return L, R
+
+
+@pytest.mark.parametrize("c_scale", [1.0, 0.0, 5.0])  # offset c: typical distance, zero, far off
+def test_bf16_bound_holds_for_every_pair(c_scale):
+    rng = np.random.default_rng(31)
+    X = (rng.normal(size=(150, 512)) * 3 + 5) * 10.0 ** rng.uniform(-1, 1, size=(150, 1))
+    X[:10] = X[10:20] + 1e-3 * rng.normal(size=(10, 512))  # close pairs too
+    S = reference_sq_distances(X, X)
+    c = c_scale * float(np.median(S))
+    side = Bf16Side(X, X.mean(0), c)
+    L, R = _bf16_operands(side, 512)
+    w = torch.mm(L, R.T).double().numpy()
+    ia, ib = (a.ravel() for a in np.meshgrid(np.arange(150), np.arange(150), indexing="ij"))
+    check_bf16_screen(w.ravel(), X, X, ia, ib, side, side)  # the GEMM accumulates in float32: within the bound
+    k = side.kappa
+    lb, ub = bf16_bounds(w, k[:, None], side.rho[:, None], side.gam[:, None], k[None, :], k[None, :],
+                         side.rho[None, :], side.gam[None, :])
+    assert (lb <= S).all() and (S <= ub).all()
+    # chunk form: the worst-case column statistics bound the smallest s of any column set
+    lbc, ubc = bf16_bounds(w.max(1), k, side.rho, side.gam, k.min(), k.max(), side.rho.max(), side.gam.max())
+    assert (lbc <= S.min(1)).all() and (ubc >= S[np.arange(150), w.argmax(1)]).all()
+    # the threshold never drops an entry whose lower bound reaches U
+    U = np.quantile(S, 0.3, axis=1)
+    thr = bf16_threshold(U[:, None], k[:, None], side.rho[:, None], side.gam[:, None], k[None, :], side.rho[None, :],
+                         side.gam[None, :])
+    assert ((lb > U[:, None]) | (w >= thr)).all()
+
+
+def test_bf16_check_catches_bfloat16_accumulation():
+    rng = np.random.default_rng(32)
+    X = rng.normal(size=(40, 512)) + 2.0
+    side = Bf16Side(X, X.mean(0), 2 * 512.0)
+    L, R = _bf16_operands(side, 512)
+    acc = torch.zeros(40, 40, dtype=torch.bfloat16)
+    for i in range(L.shape[1]):  # a GEMM that accumulates in bfloat16
+        acc = acc + L[:, i : i + 1] * R[:, i][None, :]
+    ia, ib = (a.ravel() for a in np.meshgrid(np.arange(40), np.arange(40), indexing="ij"))
+    with pytest.raises(RuntimeError, match="bfloat16 distance screen"):
+        check_bf16_screen(acc.double().numpy().ravel(), X, X, ia, ib, side, side)
+
+
+def test_engine_raises_when_the_bf16_screen_is_wrong(monkeypatch):
+    X, y = gaussian_classes(33, 300, 64, 4)
+    orig = torch_engine.TorchEngine._tile16
+
+    def wrong(self, *a):
+        g = orig(self, *a).float()
+        return (g + 0.05 * g.abs() + 1.0).bfloat16()
+
+    monkeypatch.setattr(torch_engine.TorchEngine, "_tile16", wrong)
+    with pytest.raises(RuntimeError, match="bfloat16 distance screen"):
+        kstar(X, y, dict(device="cpu", screen="bf16"))
+
+
 # -- exactness against the oracle ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("seed,n,d,c", [(0, 10, 3, 2), (1, 120, 8, 4), (2, 300, 32, 5), (3, 200, 2, 3)])
@@ -112,7 +189,7 @@ def test_cosine(engine):
     got = check(X, y, engine, metric="cosine")
     # cosine ignores the scale of each row
     scaled = X * np.random.default_rng(5).uniform(0.1, 10, size=(len(y), 1))
-    assert np.array_equal(compute_kstar(scaled, y, metric="cosine", **engine), got)
+    assert np.array_equal(kstar(scaled, y, engine, metric="cosine"), got)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -143,6 +220,18 @@ def test_near_ties_below_float32_resolution(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_near_ties_below_bfloat16_resolution(engine):
+    X, y = near_tie_set(34, offset=10.0, scale=1e-4)
+    ref = check(X, y, engine)
+    a = torch.from_numpy(X).bfloat16().double().numpy()  # a plain bfloat16 evaluation gets some samples wrong
+    d = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+    same = y[:, None] == y[None, :]
+    closer = same & (d < np.where(same, np.inf, d).min(1)[:, None])
+    np.fill_diagonal(closer, False)
+    assert (1 + closer.sum(1) != ref).any()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_tiny_classes_and_one_huge_class(engine):
     rng = np.random.default_rng(8)
     X = rng.normal(size=(260, 10))
@@ -161,11 +250,12 @@ def test_two_far_apart_classes_reach_n_c(engine):
     assert np.array_equal(got, np.bincount(y)[y])  # every sample ranks all classmates first
 
 
+@pytest.mark.parametrize("screen", ["bf16", "float32"])
 @pytest.mark.parametrize("tile", [1, 2, 3, 17, 64, 1000])
-def test_tile_sizes_smaller_than_a_class(tile):
+def test_tile_sizes_smaller_than_a_class(tile, screen):
     X, y = gaussian_classes(10, 150, 7, 3)
     X = np.round(X * 2)  # some ties too
-    check(X, y, dict(backend="torch", device="cpu", tile_size=tile))
+    check(X, y, dict(backend="torch", device="cpu", tile_size=tile, screen=screen))
 
 
 def test_permutation_and_relabelling_invariance():
@@ -203,7 +293,7 @@ def test_pool_against_oracle(engine, metric):
     Xq[:6] = Xp[:6]  # queries identical to pool samples (no self exclusion across sets)
     yq[:6] = yp[:6]
     ref = kstar_oracle(Xq, yq, metric=metric, pool_X=Xp, pool_y=yp)
-    got = compute_kstar(Xq, yq, metric=metric, pool_features=Xp, pool_labels=yp, **engine)
+    got = kstar(Xq, yq, engine, metric=metric, pool_features=Xp, pool_labels=yp)
     assert np.array_equal(got, ref)
     assert (got[yq == 4] == 1).all()
 
