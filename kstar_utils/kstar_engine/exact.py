@@ -61,19 +61,22 @@ def screen_eps(dim: int) -> float:
     return 1.25 * theory + 32 * u
 
 
-def pair_sq_distances(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray, *, chunk_elems: int = 1 << 22):
+def pair_sq_distances(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray, *, chunk_elems: int = 1 << 16):
     """Reference squared distances of the pairs (A[ia[k]], B[ib[k]]): float64 (k,).
 
     A: (n, D), B: (m, D) float64 C-contiguous; ia, ib: (k,) int. Same operations as `reference_sq_distances`
-    (difference, square, numpy sum over the contiguous last axis), chunked to bound memory.
+    (difference, square, numpy sum over the contiguous last axis), in small chunks (cache-resident: ~3x faster than
+    large ones for random pairs; the per-row result does not depend on the chunking).
     """
     ia = np.asarray(ia, dtype=np.int64)
     ib = np.asarray(ib, dtype=np.int64)
     out = np.empty(ia.shape[0], dtype=np.float64)
     step = max(1, chunk_elems // max(1, A.shape[1]))
     for s in range(0, ia.shape[0], step):
-        d = A[ia[s : s + step]] - B[ib[s : s + step]]
-        out[s : s + step] = np.sum(d**2, axis=-1)
+        d = A[ia[s : s + step]]
+        d -= B[ib[s : s + step]]
+        np.square(d, out=d)
+        out[s : s + step] = np.sum(d, axis=-1)
     return out
 
 

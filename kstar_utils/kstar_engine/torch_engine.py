@@ -301,8 +301,9 @@ class TorchEngine:
     def _evaluate_chunks(self, rr: torch.Tensor, kk: torch.Tensor, ub: torch.Tensor, cstarts: np.ndarray) -> np.ndarray:
         """m_p from candidate (row, column chunk) pairs; ub (float32) >= m_p of each pair's row.
 
-        Each chunk's rows are screened again in float32 (tiny GEMMs); every column with g <= ub + E (which includes
-        every exact minimiser) is evaluated with the reference arithmetic.
+        Each chunk's rows are screened again in float32 (tiny GEMMs). The float32 values tighten the bound first:
+        U_p = min(ub, min over the screened foreign columns of g + E) >= m_p. Then every column with g <= U_p + E
+        (which includes every exact minimiser) is evaluated with the reference arithmetic.
         """
         rows, cols, eps = self.rows, self.cols, self.eps
         cends = np.append(cstarts[1:], cols.n)
@@ -312,21 +313,26 @@ class TorchEngine:
         ks, counts = torch.unique_consecutive(kk, return_counts=True)
         rcodes = torch.from_numpy(rows.codes).to(self.device)
         ccodes = torch.from_numpy(cols.codes).to(self.device)
-        ia, ib = [], []
+        U = torch.full((rows.n,), math.inf, device=self.device)
+        U.scatter_reduce_(0, rr, ub, reduce="amin")
+        screened = []
         start = 0
         for k, cnt in zip(ks.tolist(), counts.tolist()):
             r = rr[start : start + cnt]
-            u = ub[start : start + cnt]
             start += cnt
             j0, j1 = int(cstarts[k]), int(cends[k])
             g = torch.mm(self.L.index_select(0, r), self.R[j0:j1].T)
             g[rcodes[r][:, None] == ccodes[None, j0:j1]] = math.inf
-            thr = u[:, None] + eps * (self.nr[r][:, None] + self.nc[None, j0:j1])
-            a, b = torch.nonzero(g <= thr, as_tuple=True)
+            E = eps * (self.nr[r][:, None] + self.nc[None, j0:j1])
+            U.scatter_reduce_(0, r, (g + E).amin(1), reduce="amin")
+            screened.append((r, j0, g, E))
+        ia, ib = [], []
+        for r, j0, g, E in screened:
+            a, b = torch.nonzero(g <= U[r][:, None] + E, as_tuple=True)
             ia.append(r[a].cpu().numpy())
             ib.append((j0 + b).cpu().numpy())
-        ia = np.concatenate(ia)
-        ib = np.concatenate(ib)
+        ia = np.concatenate(ia) if ia else np.zeros(0, dtype=np.int64)
+        ib = np.concatenate(ib) if ib else np.zeros(0, dtype=np.int64)
         s = pair_sq_distances(rows.X, cols.X, ia, ib)
         _scatter_min(best, ia, s)
         return best
