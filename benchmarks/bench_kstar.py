@@ -157,7 +157,9 @@ def main(argv=None) -> int:
     ap.add_argument("--spread", type=float, default=0.5, help="std of the class centres (noise std is 1)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    ap.add_argument("--repeats", type=int, default=1, help="run each timed case this often; report the fastest")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run every timed case this often, cases interleaved per round (each round sees similar load); "
+                         "report the median time and the median of the per-round ratios")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference algorithm (it needs ~25 N^2 bytes)")
     ap.add_argument("--no-faiss", action="store_true")
     ap.add_argument("--full-check", type=int, default=5000, help="check every sample against float64 up to this N")
@@ -191,19 +193,45 @@ def main(argv=None) -> int:
     results: dict = {}
     base_spec = dict(d=d, c=c, spread=args.spread, device=args.device, full_check=args.full_check,
                      check_queries=args.check_queries, cache_dir=cache_dir)
-    for n, name in tqdm(cases, desc="bench", unit="case"):
-        reps = 1 if name == "base" else args.repeats
-        best = None
-        for _ in range(reps):
-            r = child(dict(base_spec, n=n, case=name, progress=n >= 50000), args.timeout)
-            if best is None or ("time_s" in r and r.get("time_s", 1e18) < best.get("time_s", 1e18)):
-                best = r
-        results[(n, name)] = best
-        tqdm.write(f"N={n:>8} {name:>9}: {json.dumps(best)}")
+    runs: dict = {}
+    rounds = [(rep, n, name) for rep in range(args.repeats) for n, name in cases if rep == 0 or name != "base"]
+    for rep, n, name in tqdm(rounds, desc="bench", unit="case"):
+        r = child(dict(base_spec, n=n, case=name, progress=n >= 50000), args.timeout)
+        runs.setdefault((n, name), []).append(r)
+        tqdm.write(f"round {rep} N={n:>8} {name:>9}: {json.dumps(r)}")
+
+    def median_of(values):
+        return float(np.median(values)) if values else None
+
+    results: dict = {}
+    ratios: dict = {}
+    for key, rs in runs.items():
+        ok = [r for r in rs if "time_s" in r]
+        if not ok:
+            results[key] = rs[0]
+            continue
+        med = dict(ok[len(ok) // 2])
+        med["time_s"] = median_of([r["time_s"] for r in ok])
+        med["times_s"] = [round(r["time_s"], 3) for r in ok]
+        for mk in ("peak_rss_mb", "peak_gpu_mb"):
+            if mk in med:
+                med[mk] = max(r[mk] for r in ok)
+        med["exact_frac"] = min((r["exact_frac"] for r in ok if "exact_frac" in r), default=None)
+        if med["exact_frac"] is None:
+            med.pop("exact_frac")
+        results[key] = med
+    for (n, name), rs in runs.items():  # per-round ratios: the same round's reference / GEMM run
+        for base in ("reference", "gemm"):
+            bs = runs.get((n, base))
+            if bs and name in ("torch", "faiss", "reference") and name != base:
+                pairs = [r["time_s"] / b["time_s"] for r, b in zip(rs, bs) if "time_s" in r and "time_s" in b]
+                ratios[(n, name, base)] = median_of(pairs)
 
     lines = [
         f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
         f"device {args.device} | D={d} C={c} spread={args.spread}",
+        "",
+        f"repeats: {args.repeats} (median time; ratios = median over rounds of the same round's ratio)",
         "",
         "| N | case | time s | peak MB | x reference | x GEMM | exact (checked) |",
         "|---:|---|---:|---:|---:|---:|---|",
@@ -226,10 +254,10 @@ def main(argv=None) -> int:
             else:
                 mem_s = fmt(mem, "{:.0f}")
             ex = f"{r['exact_frac']:.4f} ({r['checked']})" if "exact_frac" in r else ""
-            rel_ref = fmt(t / ref_t) if ref_t and name in ("torch", "faiss") else ""
-            rel_gemm = fmt(t / gemm_t) if gemm_t and name in ("torch", "faiss", "reference") else ""
+            rel_ref = fmt(ratios.get((n, name, "reference"))) if ref_t and name in ("torch", "faiss") else ""
+            rel_gemm = fmt(ratios.get((n, name, "gemm"))) if gemm_t and name in ("torch", "faiss", "reference") else ""
             lines.append(f"| {n} | {name} | {t:.2f} | {mem_s} | {rel_ref} | {rel_gemm} | {ex} |")
-        hashes = {results[(n, k)].get("kstar_hash") for k in ("torch", "faiss") if (n, k) in results}
+        hashes = {r.get("kstar_hash") for k in ("torch", "faiss") for r in runs.get((n, k), []) if "time_s" in r}
         if len(hashes) > 1:
             lines.append(f"| {n} | torch vs faiss | results DIFFER | | | | |")
     table = "\n".join(lines)
