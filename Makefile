@@ -33,8 +33,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 	$(BIN)/python -m pytest notebooks $(PYTEST_NB) -q
 
+# root (containers, shared servers) needs --allow-root; add options with LAB_ARGS="--no-browser --port 8899"
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # re-store the notebooks' outputs from a fresh run of the defaults (on purpose, after a reviewed change)
 notebooks: demo
