@@ -72,3 +72,20 @@ def test_select_names_missing_values(run):
 def test_missing_index_points_to_the_previous_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="previous notebook"):
         stages.kstar_stage(tmp_path / "nope.csv", root=tmp_path)
+
+
+def test_feature_cache_is_keyed_by_the_zoo_weights(tmp_path):
+    import shutil
+
+    from kstar_utils import zoo
+    from kstar_utils.features import extract_features
+
+    for name in ("standard", "untrained"):
+        shutil.copy(zoo.weights_path(name), tmp_path / f"{name}.pt")
+    a = extract_features("zoo:standard", "digits", layers=["logits"], root=tmp_path / "out", progress=False,
+                         weights_dir=tmp_path)
+    shutil.copy(tmp_path / "untrained.pt", tmp_path / "standard.pt")  # "retrained" weights under the same name
+    b = extract_features("zoo:standard", "digits", layers=["logits"], root=tmp_path / "out", progress=False,
+                         weights_dir=tmp_path)
+    assert a["logits"] != b["logits"]
+    assert not np.array_equal(load_features(a["logits"]).features, load_features(b["logits"]).features)

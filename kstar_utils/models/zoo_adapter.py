@@ -5,6 +5,7 @@ input (B, 1, 8, 8) in [0, 1], output logits (B, 10), final Linear named ``fc``) 
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from . import LoadedModel, WeightsRequirement
@@ -33,8 +34,13 @@ def is_valid(name: str) -> bool:
     return name in known_names()
 
 
-def pretrained_tag(name: str, **options) -> str:
-    return "random" if name == "untrained" else f"zoo:{name}"
+def pretrained_tag(name: str, weights_dir=None, **options) -> str:
+    """"zoo:<name>@<sha256 prefix of its weights file>": retraining the zoo (`make zoo`) changes the tag and so the
+    cache key of every feature file made from it, instead of silently reusing features of the old weights."""
+    path = _weights_file(name, weights_dir)
+    if path is None or not path.exists():
+        return f"zoo:{name}"
+    return f"zoo:{name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
 
 
 def _weights_file(name: str, weights_dir=None) -> Path | None:
@@ -55,6 +61,6 @@ def load(name: str, weights_dir=None, **options) -> LoadedModel:
     module.eval()
     return LoadedModel(
         name=f"zoo:{name}", module=module, preprocess=to_tensor_if_needed, run=module, output_layer="logits",
-        head_module="fc", pretrained=pretrained_tag(name), weights_file=_weights_file(name, weights_dir),
+        head_module="fc", pretrained=pretrained_tag(name, weights_dir), weights_file=_weights_file(name, weights_dir),
         preprocessing={"input": "(1, 8, 8) float32 in [0, 1]", "normalisation": "none"},
     )
