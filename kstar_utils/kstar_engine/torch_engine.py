@@ -66,6 +66,27 @@ def single_thread(device: torch.device):
         torch.set_num_threads(n)
 
 
+def _run_tiles(tiles, fn, workers: int) -> None:
+    """fn(tile) for every tile; on `workers` > 1 Python threads (torch and numpy release the GIL in their kernels).
+
+    With intra-op threading off, whole tiles run in parallel: no per-op thread start-up, and every cheap pass of a
+    tile (masking, minima, counting) is spread over the cores as well as its GEMM.
+    """
+    if workers <= 1 or len(tiles) <= 1:
+        for t in tiles:
+            fn(t)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(t):
+        with torch.inference_mode():
+            fn(t)
+
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for f in [ex.submit(run, t) for t in tiles]:
+            f.result()
+
+
 def _augmented(S: SortedSet, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left [a, n, 1, 0...] and right [-2a, 1, n, 0...] (n, W) float32, so left_p . right_q = n_p + n_q - 2 a_p.a_q.
 
@@ -174,6 +195,7 @@ class TorchEngine:
             _, self.R, self.nc = _augmented(cols, self.device)
         self._screen_checked = False
         self.gemm_threads = torch.get_num_threads()
+        self.workers = self.gemm_threads if self.device.type == "cpu" else 1  # tile-level threads (CPU)
         self.rblocks = class_blocks(rows.starts, self.T)
         self.cblocks = self.rblocks if self.symmetric else class_blocks(cols.starts, self.T)
         self.ch = self.chunk_size()
@@ -223,7 +245,7 @@ class TorchEngine:
         return np.array(offs, dtype=np.int64), np.array(starts, dtype=np.int64)
 
     def _tile(self, i0, i1, j0, j1) -> torch.Tensor:
-        if self.device.type == "cpu" and (i1 - i0) * (j1 - j0) * self.L.shape[1] >= 1 << 28:
+        if self.device.type == "cpu" and self.workers <= 1 and (i1 - i0) * (j1 - j0) * self.L.shape[1] >= 1 << 28:
             torch.set_num_threads(self.gemm_threads)  # the GEMM scales; the cheap passes around it run on one thread
             try:
                 return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
@@ -394,17 +416,25 @@ class TorchEngine:
         coff, cstarts = self._chunk_grid(self.cblocks)
         roff = coff if sym else None
         M = torch.full((rows.n, cstarts.shape[0]), -math.inf, dtype=torch.bfloat16, device=self.device)
-        for i0, i1, j0, j1, bi, bj in self.pass1_tiles():
+
+        def tile(t):  # tiles write disjoint parts of M (rows of one block x chunks of another)
+            i0, i1, j0, j1, bi, bj = t
             g = self._tile16(i0, i1, j0, j1)
             for r0, r1, c0, c1 in rows.same_class_rects(i0, i1, cols, j0, j1):
                 g[r0:r1, c0:c1] = -math.inf
-            if not self._bf16_checked:
+            if t is first:
                 self._check16(g, i0, j0)
             M[i0:i1, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = _chunk_max(g, ch, dim=1)
             if sym and bi != bj:
                 M[j0:j1, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = _chunk_max(g, ch, dim=0).T
             if self.bar is not None:
                 self.bar.update(1)
+
+        tiles = self.pass1_tiles()
+        first = tiles[0] if tiles else None
+        if tiles:
+            tile(first)  # the runtime check of the screen runs before anything else
+        _run_tiles(tiles[1:], tile, self.workers)
         return self._bf16_candidates(M, cstarts)
 
     def _bf16_candidates(self, M: torch.Tensor, cstarts: np.ndarray) -> np.ndarray:
@@ -444,11 +474,21 @@ class TorchEngine:
 
     def _count_closer(self, m: np.ndarray) -> np.ndarray:
         """#{classmates q != p : s(p, q) < m_p} for every row, int64 (rows.n,)."""
+        import threading
+
         sym = self.symmetric
         m32 = torch.from_numpy(m.astype(np.float32)).to(self.device)
-        cnt = torch.zeros(self.rows.n, dtype=torch.int64, device=self.device)
-        extra = np.zeros(self.rows.n, dtype=np.int64)
-        for i0, i1, j0, j1 in self.pass2_tiles():
+        acc: dict = {}  # per thread: (cnt, extra), summed at the end (tiles of one class share rows)
+        lock = threading.Lock()
+
+        def tile(t):
+            i0, i1, j0, j1 = t
+            key = threading.get_ident()
+            if key not in acc:
+                with lock:
+                    acc[key] = (torch.zeros(self.rows.n, dtype=torch.int64, device=self.device),
+                                np.zeros(self.rows.n, dtype=np.int64))
+            cnt, extra = acc[key]
             g = self._tile(i0, i1, j0, j1)
             if sym and i0 == j0:
                 g.fill_diagonal_(math.inf)  # the sample itself
@@ -459,7 +499,12 @@ class TorchEngine:
                 self._count_side(g, m32[j0:j1], Ec, cnt[j0:j1], m, extra, i0, j0, axis=0)
             if self.bar is not None:
                 self.bar.update(1)
-        return cnt.cpu().numpy() + extra
+
+        _run_tiles(self.pass2_tiles(), tile, self.workers)
+        total = np.zeros(self.rows.n, dtype=np.int64)
+        for cnt, extra in acc.values():
+            total += cnt.cpu().numpy() + extra
+        return total
 
     def _count_side(self, g, mt, E, cnt_view, m, extra, i0, j0, *, axis: int) -> None:
         """Count along `axis` (1: tile rows are the queries; 0: tile columns are). Ambiguous pairs go to float64."""
