@@ -117,14 +117,17 @@ class Bf16Side:
     yhat32: (n, D) float32 holding the bfloat16 values; hi, lo: float32 (n,).
     """
 
-    def __init__(self, X: np.ndarray, mu: np.ndarray, c: float):
+    def __init__(self, X: np.ndarray, mu: np.ndarray, c: float, workers: int = 1):
         import torch
+
+        from .torch_engine import _run_tiles
 
         n, d = X.shape
         yh = np.empty((n, d), dtype=np.float32)
         nu = np.empty(n)
         rho = np.empty(n)
-        for s0 in range(0, n, 1024):  # row blocks stay in cache
+
+        def block(s0):  # row blocks stay in cache; on `workers` threads
             Y = X[s0 : s0 + 1024] - mu[None, :]
             b = torch.from_numpy(Y).to(torch.bfloat16).float().numpy()
             b[np.abs(b) < TINY32] = 0.0
@@ -133,6 +136,8 @@ class Bf16Side:
             nu[s0 : s0 + 1024] = np.einsum("ij,ij->i", yd, yd)
             Y -= yd  # exact (Sterbenz: yd is within a factor 2 of Y, or zero)
             rho[s0 : s0 + 1024] = np.sqrt(np.einsum("ij,ij->i", Y, Y))
+
+        _run_tiles(list(range(0, n, 1024)), block, workers)
         self.yhat32 = yh
         # ||(x - mu) - yhat|| <= ||Y - yhat|| + ||(x - mu) - Y||, the latter <= u64 ||Y|| <= u64 (||yhat|| + ||Y - yhat||)
         self.rho = rho * (1 + 1e-12) + 2 * U64 * (np.sqrt(nu) + rho) + 1e-300

@@ -87,26 +87,28 @@ def _run_tiles(tiles, fn, workers: int) -> None:
             f.result()
 
 
-def _augmented(S: SortedSet, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _augmented(S: SortedSet, device, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left [a, n, 1, 0...] and right [-2a, 1, n, 0...] (n, W) float32, so left_p . right_q = n_p + n_q - 2 a_p.a_q.
 
     a = fl32(x); n = fl32(||a||^2) summed in float64. Also returns the float64 ||x||^2 as float32 (n,) for bounds.
+    Built in row blocks (cache-sized, on `workers` threads).
     """
-    a = S.X.astype(np.float32)
-    n32 = np.zeros(a.shape[0], dtype=np.float32)
-    for s in range(0, a.shape[0], 8192):  # float64 squares of float32 values are exact; chunked to stay small
-        b = a[s : s + 8192].astype(np.float64)
-        n32[s : s + 8192] = np.einsum("ij,ij->i", b, b)
-    n, d = a.shape
+    n, d = S.X.shape
     width = (d + 2 + _PAD - 1) // _PAD * _PAD
-    left = np.empty((n, width), dtype=np.float32)
-    right = np.empty((n, width), dtype=np.float32)
-    left[:, :d] = a
-    np.multiply(a, -2.0, out=right[:, :d])  # exact scaling by a power of two
-    left[:, d:] = 0.0
-    right[:, d:] = 0.0
-    left[:, d], left[:, d + 1] = n32, 1.0
-    right[:, d], right[:, d + 1] = 1.0, n32
+    left = np.zeros((n, width), dtype=np.float32)
+    right = np.zeros((n, width), dtype=np.float32)
+
+    def block(s):
+        e = min(n, s + 1024)
+        a = left[s:e, :d]
+        a[...] = S.X[s:e]
+        b = a.astype(np.float64)  # float64 squares of float32 values are exact
+        n32 = np.einsum("ij,ij->i", b, b).astype(np.float32)
+        np.multiply(a, -2.0, out=right[s:e, :d])  # exact scaling by a power of two
+        left[s:e, d], left[s:e, d + 1] = n32, 1.0
+        right[s:e, d], right[s:e, d + 1] = 1.0, n32
+
+    _run_tiles(list(range(0, n, 1024)), block, workers)
     bound_norm = torch.from_numpy(S.sqnorm.astype(np.float32)).to(device)
     return torch.from_numpy(left).to(device), torch.from_numpy(right).to(device), bound_norm
 
@@ -187,15 +189,15 @@ class TorchEngine:
         self.T = int(tile)
         self.eps = float(eps)
         self.bar = bar
-        self.L, R, self.nr = _augmented(rows, self.device)
+        self.gemm_threads = torch.get_num_threads()
+        self.workers = self.gemm_threads if self.device.type == "cpu" else 1  # tile-level threads (CPU)
+        self.L, R, self.nr = _augmented(rows, self.device, self.workers)
         if self.symmetric:
             self.R, self.nc = R, self.nr
         else:
             del R
-            _, self.R, self.nc = _augmented(cols, self.device)
+            _, self.R, self.nc = _augmented(cols, self.device, self.workers)
         self._screen_checked = False
-        self.gemm_threads = torch.get_num_threads()
-        self.workers = self.gemm_threads if self.device.type == "cpu" else 1  # tile-level threads (CPU)
         self.rblocks = class_blocks(rows.starts, self.T)
         self.cblocks = self.rblocks if self.symmetric else class_blocks(cols.starts, self.T)
         self.ch = self.chunk_size()
@@ -337,24 +339,34 @@ class TorchEngine:
         ccodes = torch.from_numpy(cols.codes).to(self.device)
         U = torch.full((rows.n,), math.inf, device=self.device)
         U.scatter_reduce_(0, rr, ub, reduce="amin")
-        screened = []
+        groups = []
         start = 0
         for k, cnt in zip(ks.tolist(), counts.tolist()):
-            r = rr[start : start + cnt]
+            groups.append((len(groups), rr[start : start + cnt], int(cstarts[k]), int(cends[k])))
             start += cnt
-            j0, j1 = int(cstarts[k]), int(cends[k])
+        screened = [None] * len(groups)
+
+        def screen(grp):
+            i, r, j0, j1 = grp
             g = torch.mm(self.L.index_select(0, r), self.R[j0:j1].T)
             g[rcodes[r][:, None] == ccodes[None, j0:j1]] = math.inf
             E = eps * (self.nr[r][:, None] + self.nc[None, j0:j1])
-            U.scatter_reduce_(0, r, (g + E).amin(1), reduce="amin")
-            screened.append((r, j0, g, E))
-        ia, ib = [], []
-        for r, j0, g, E in screened:
+            screened[i] = (g, E, (g + E).amin(1))
+
+        _run_tiles(groups, screen, self.workers)
+        for (i, r, j0, j1), (g, E, umin) in zip(groups, screened):
+            U.scatter_reduce_(0, r, umin, reduce="amin")
+        found = [None] * len(groups)
+
+        def select(grp):
+            i, r, j0, j1 = grp
+            g, E, _ = screened[i]
             a, b = torch.nonzero(g <= U[r][:, None] + E, as_tuple=True)
-            ia.append(r[a].cpu().numpy())
-            ib.append((j0 + b).cpu().numpy())
-        ia = np.concatenate(ia) if ia else np.zeros(0, dtype=np.int64)
-        ib = np.concatenate(ib) if ib else np.zeros(0, dtype=np.int64)
+            found[i] = (r[a].cpu().numpy(), (j0 + b).cpu().numpy())
+
+        _run_tiles(groups, select, self.workers)
+        ia = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
+        ib = np.concatenate([f[1] for f in found]) if found else np.zeros(0, dtype=np.int64)
         s = pair_sq_distances(rows.X, cols.X, ia, ib)
         _scatter_min(best, ia, s)
         return best
@@ -365,8 +377,8 @@ class TorchEngine:
         rows, cols = self.rows, self.cols
         mu = cols.X.mean(0)  # centring shrinks the rounding errors (which scale with the centred norms)
         c = self._offset_estimate()
-        sr = Bf16Side(rows.X, mu, c)
-        sc = sr if self.symmetric else Bf16Side(cols.X, mu, c)
+        sr = Bf16Side(rows.X, mu, c, workers=self.workers)
+        sc = sr if self.symmetric else Bf16Side(cols.X, mu, c, workers=self.workers)
         if not (np.isfinite(c) and max(sr.max_sqnorm, sc.max_sqnorm) < BF16_MAX_SQNORM):
             return False
         d = rows.X.shape[1]
