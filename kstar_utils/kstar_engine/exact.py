@@ -114,52 +114,55 @@ class Bf16Side:
     Per row (float64, (n,)): kappa; rho >= ||(x - mu) - yhat|| (rounding of the centred row to bfloat16, plus the
     float64 rounding of x - mu); gam = 1.01 gamma_{D+4}(2^-24) (||yhat||^2 / 2 + |hi| + |lo|) + small absolute and
     relative slack, so |w_computed_fp32 - w| <= gam_p + gam_q for any float32 accumulation order.
-    yhat32: (n, D) float32 holding the bfloat16 values; hi, lo: float32 (n,).
+    left, right: the GEMM operands, bfloat16 (n, width) CPU tensors; hi, lo: float32 (n,) (bfloat16 values).
     """
 
-    def __init__(self, X: np.ndarray, mu: np.ndarray, c: float, workers: int = 1):
+    def __init__(self, X: np.ndarray, mu: np.ndarray, c: float, workers: int = 1, width: int | None = None):
         import torch
 
         from .torch_engine import _run_tiles
 
         n, d = X.shape
-        yh = np.empty((n, d), dtype=np.float32)
+        width = (d + 4 + 31) // 32 * 32 if width is None else width
+        left = torch.zeros((n, width), dtype=torch.bfloat16)
         nu = np.empty(n)
         rho = np.empty(n)
 
         def block(s0):  # row blocks stay in cache; on `workers` threads
             Y = X[s0 : s0 + 1024] - mu[None, :]
-            b = torch.from_numpy(Y).to(torch.bfloat16).float().numpy()
-            b[np.abs(b) < TINY32] = 0.0
-            yh[s0 : s0 + 1024] = b
+            t = torch.from_numpy(Y.astype(np.float32)).to(torch.bfloat16)
+            b = t.float().numpy()
+            tiny = np.abs(b) < TINY32
+            if tiny.any():
+                b[tiny] = 0.0
+                t = torch.from_numpy(b).to(torch.bfloat16)
+            left[s0 : s0 + 1024, :d] = t
             yd = b.astype(np.float64)
             nu[s0 : s0 + 1024] = np.einsum("ij,ij->i", yd, yd)
             Y -= yd  # exact (Sterbenz: yd is within a factor 2 of Y, or zero)
             rho[s0 : s0 + 1024] = np.sqrt(np.einsum("ij,ij->i", Y, Y))
 
         _run_tiles(list(range(0, n, 1024)), block, workers)
-        self.yhat32 = yh
         # ||(x - mu) - yhat|| <= ||Y - yhat|| + ||(x - mu) - Y||, the latter <= u64 ||Y|| <= u64 (||yhat|| + ||Y - yhat||)
         self.rho = rho * (1 + 1e-12) + 2 * U64 * (np.sqrt(nu) + rho) + 1e-300
         alpha = 0.25 * c - 0.5 * nu
-        hi = torch.from_numpy(alpha).to(torch.bfloat16).float().numpy().astype(np.float64)
-        lo = torch.from_numpy(alpha - hi).to(torch.bfloat16).float().numpy().astype(np.float64)
-        self.hi, self.lo = hi.astype(np.float32), lo.astype(np.float32)
-        self.kappa = 0.5 * nu + hi + lo
-        self.gam = 1.01 * _gamma(d + 4, U32) * (0.5 * nu + np.abs(hi) + np.abs(lo)) + 1e-9 * (
+        hi = torch.from_numpy(alpha).to(torch.bfloat16)
+        lo = torch.from_numpy(alpha - hi.double().numpy()).to(torch.bfloat16)
+        self.hi, self.lo = hi.float().numpy(), lo.float().numpy()
+        hi64, lo64 = self.hi.astype(np.float64), self.lo.astype(np.float64)
+        self.kappa = 0.5 * nu + hi64 + lo64
+        self.gam = 1.01 * _gamma(d + 4, U32) * (0.5 * nu + np.abs(hi64) + np.abs(lo64)) + 1e-9 * (
             nu + abs(c) + np.abs(self.kappa)) + 2.0**-90
         self.max_sqnorm = float(nu.max(initial=0.0))
+        # GEMM operands (bfloat16, (n, width)): left = [yhat, hi, lo, 1, 1, 0...], right = [yhat, 1, 1, hi, lo, 0...]
+        right = left.clone()
+        left[:, d], left[:, d + 1], left[:, d + 2], left[:, d + 3] = hi, lo, 1.0, 1.0
+        right[:, d], right[:, d + 1], right[:, d + 2], right[:, d + 3] = 1.0, 1.0, hi, lo
+        self.left, self.right, self.dim = left, right, d
 
-    def operands(self, *, left: bool, width: int) -> np.ndarray:
-        """(n, width) float32 array (bfloat16 values) of the left or right GEMM operand."""
-        n, d = self.yhat32.shape
-        out = np.zeros((n, width), dtype=np.float32)
-        out[:, :d] = self.yhat32
-        if left:
-            out[:, d], out[:, d + 1], out[:, d + 2], out[:, d + 3] = self.hi, self.lo, 1.0, 1.0
-        else:
-            out[:, d], out[:, d + 1], out[:, d + 2], out[:, d + 3] = 1.0, 1.0, self.hi, self.lo
-        return out
+    def yhat(self, idx) -> np.ndarray:
+        """The bfloat16 rows yhat[idx] as float64 (exact)."""
+        return self.left[idx, : self.dim].double().numpy()
 
 
 def bf16_bounds(W, kap_p, rho_p, gam_p, kap_min, kap_max, rho_q, gam_q):
@@ -209,8 +212,8 @@ def check_bf16_screen(w: np.ndarray, A: np.ndarray, B: np.ndarray, ia, ib, sa: B
     ia = np.asarray(ia, dtype=np.int64)
     ib = np.asarray(ib, dtype=np.int64)
     w = np.asarray(w, dtype=np.float64)
-    ya = sa.yhat32[ia].astype(np.float64)
-    yb = sb.yhat32[ib].astype(np.float64)
+    ya = sa.yhat(ia)
+    yb = sb.yhat(ib)
     w_real = np.einsum("ij,ij->i", ya, yb) + sa.hi[ia] + sa.lo[ia] + sb.hi[ib] + sb.lo[ib]
     tol = sa.gam[ia] + sb.gam[ib] + U16_OUT * np.abs(w) + 1e-12 * (np.abs(w_real) + sa.gam[ia])
     err = np.abs(w - w_real)

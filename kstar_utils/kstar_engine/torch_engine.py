@@ -381,11 +381,9 @@ class TorchEngine:
         sc = sr if self.symmetric else Bf16Side(cols.X, mu, c, workers=self.workers)
         if not (np.isfinite(c) and max(sr.max_sqnorm, sc.max_sqnorm) < BF16_MAX_SQNORM):
             return False
-        d = rows.X.shape[1]
-        width = (d + 4 + 31) // 32 * 32
         self.s16r, self.s16c = sr, sc
-        self.L16 = torch.from_numpy(sr.operands(left=True, width=width)).to(self.device).to(torch.bfloat16)
-        self.R16 = torch.from_numpy(sc.operands(left=False, width=width)).to(self.device).to(torch.bfloat16)
+        self.L16 = sr.left.to(self.device)
+        self.R16 = sc.right.to(self.device)
         return True
 
     def _offset_estimate(self) -> float:
