@@ -159,6 +159,19 @@ def test_bf16_check_catches_bfloat16_accumulation():
         check_bf16_screen(acc.double().numpy().ravel(), X, X, ia, ib, side, side)
 
 
+def test_bf16_check_catches_a_truncating_output_conversion():
+    rng = np.random.default_rng(35)
+    X = rng.normal(size=(60, 512)) + 1.0
+    side = Bf16Side(X, X.mean(0), 0.0)  # c = 0: |w| ~ s / 2, so the output rounding dominates the error
+    L, R = _bf16_operands(side, 512)
+    w32 = (L.double() @ R.double().T).float()  # float32 result of exact products
+    trunc = (w32.view(torch.int32) & ~0xFFFF).view(torch.float32)  # bfloat16 by truncation (error up to 2^-7)
+    ia, ib = (a.ravel() for a in np.meshgrid(np.arange(60), np.arange(60), indexing="ij"))
+    check_bf16_screen(w32.bfloat16().double().numpy().ravel(), X, X, ia, ib, side, side)  # round to nearest: fine
+    with pytest.raises(RuntimeError, match="bfloat16 distance screen"):
+        check_bf16_screen(trunc.double().numpy().ravel()[:64], X, X, ia[:64], ib[:64], side, side)
+
+
 def test_engine_raises_when_the_bf16_screen_is_wrong(monkeypatch):
     X, y = gaussian_classes(33, 300, 64, 4)
     orig = torch_engine.TorchEngine._tile16
@@ -226,6 +239,15 @@ def test_near_ties_below_bfloat16_resolution(engine):
     closer = same & (d < np.where(same, np.inf, d).min(1)[:, None])
     np.fill_diagonal(closer, False)
     assert (1 + closer.sum(1) != ref).any()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_far_outliers_and_mixed_scales(engine):
+    """Rows whose nearest foreign sample is far beyond the screen's offset c (all their chunk maxima negative)."""
+    X, y = gaussian_classes(36, 400, 24, 4)
+    X[::37] *= 300.0  # outliers: every screened value of these rows is far below zero
+    X[5::41] *= 1e-3  # and some rows near the origin
+    check(X, y, engine)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
