@@ -467,19 +467,23 @@ class TorchEngine:
         rows, cols, sr, sc = self.rows, self.cols, self.s16r, self.s16c
         g_kmin, g_kmax = sc.kappa.min(), sc.kappa.max()
         g_rmax, g_gmax = sc.rho.max(), sc.gam.max()
-        V = M.view(torch.bfloat16).float()  # exact decoding
-        if torch.isnan(V).any():
+        if bool(((M & 0x7FFF) > 0x7F80).any()):  # NaN bit patterns (either sign)
             raise RuntimeError("bfloat16 distance screen produced NaN")
         # each row's int16-largest entry is an attained foreign value (rows always have a foreign chunk)
         vrow = M.amax(1).view(torch.bfloat16).float().cpu().numpy().astype(np.float64)
         _, U = bf16_bounds(vrow, sr.kappa, sr.rho, sr.gam, g_kmin, g_kmax, g_rmax, g_gmax)
         thr = bf16_threshold(U, sr.kappa, sr.rho, sr.gam, g_kmin, g_rmax, g_gmax)
-        thr32 = torch.from_numpy(_round_down_f32(thr)).to(self.device)[:, None]
-        # largest possible maximum: v when v >= 0, else 0 (int16 < 0 covers -0.0 too)
-        keep = (V >= thr32) | ((M < 0) & (thr32 <= 0))
-        rr, kk = torch.nonzero(keep, as_tuple=True)
-        v = V[rr, kk].cpu().numpy().astype(np.float64)
-        neg = (M[rr, kk] < 0).cpu().numpy()
+        # A chunk's largest possible maximum is v when v >= 0, else 0. Keep it when that is >= thr: for thr > 0 that
+        # is v >= thr, i.e. bits >= the bits of a bfloat16 number <= thr (positive patterns order like the values,
+        # negative patterns are below them); for thr <= 0 every chunk is kept.
+        t32 = torch.from_numpy(_round_down_f32(np.maximum(thr, 0.0)))  # <= thr where thr > 0
+        k16 = t32.to(torch.bfloat16)
+        key = k16.view(torch.int16) - (k16.float() > t32).to(torch.int16)  # one bfloat16 step down if rounded up
+        key = torch.where(torch.from_numpy(thr > 0), key, torch.full_like(key, -32768)).to(self.device)
+        rr, kk = torch.nonzero(M >= key[:, None], as_tuple=True)
+        bits = M[rr, kk]
+        v = bits.view(torch.bfloat16).float().cpu().numpy().astype(np.float64)
+        neg = (bits < 0).cpu().numpy()
         r, k = rr.cpu().numpy(), kk.cpu().numpy()
         cends = np.append(cstarts[1:], cols.n)
         one_class = np.where(cols.codes[cstarts] == cols.codes[cends - 1], cols.codes[cstarts], -1)
