@@ -19,7 +19,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .exact import BF16_MAX_SQNORM, Bf16Side, bf16_bounds, bf16_threshold, check_bf16_screen, check_screen, pair_sq_distances
+from .exact import (BF16_MAX_SQNORM, Bf16Side, bf16_bounds, bf16_threshold, check_bf16_screen, check_screen,
+                    pair_sq_distances)
 from .layout import SortedSet, class_blocks
 
 DEFAULT_SCREEN = "auto"  # pass-1 screen: "auto" (bfloat16 where the hardware has fast bfloat16 GEMMs), "bf16", "float32"
@@ -367,7 +368,7 @@ class TorchEngine:
         _run_tiles(groups, select, self.workers)
         ia = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
         ib = np.concatenate([f[1] for f in found]) if found else np.zeros(0, dtype=np.int64)
-        s = pair_sq_distances(rows.X, cols.X, ia, ib)
+        s = self._decide_pairs(ia, ib)
         _scatter_min(best, ia, s)
         return best
 
@@ -521,8 +522,7 @@ class TorchEngine:
             key = threading.get_ident()
             if key not in acc:
                 with lock:
-                    acc[key] = (torch.zeros(self.rows.n, dtype=torch.int64, device=self.device),
-                                np.zeros(self.rows.n, dtype=np.int64))
+                    acc[key] = (torch.zeros(self.rows.n, dtype=torch.int64, device=self.device), [])
             cnt, extra = acc[key]
             g = self._tile(i0, i1, j0, j1)
             if sym and i0 == j0:
@@ -537,12 +537,37 @@ class TorchEngine:
 
         _run_tiles(self.pass2_tiles(), tile, self.workers)
         total = np.zeros(self.rows.n, dtype=np.int64)
+        pend = []
         for cnt, extra in acc.values():
-            total += cnt.cpu().numpy() + extra
+            total += cnt.cpu().numpy()
+            pend += extra
+        if pend:
+            q = np.concatenate([p[0] for p in pend])
+            o = np.concatenate([p[1] for p in pend])
+            s = self._decide_pairs(q, o)
+            total += np.bincount(q[s < m[q]], minlength=self.rows.n)
         return total
 
+    def _decide_pairs(self, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+        """Reference s(rows[ia], cols[ib]) (float64), sorted by ia for locality, on the tile threads."""
+        order = np.argsort(ia, kind="stable")
+        out = np.empty(ia.shape[0])
+        step = 1 << 12
+        sl = [(s, order[s : s + step]) for s in range(0, ia.shape[0], step)]
+
+        def part(a):
+            s, o = a
+            out[o] = pair_sq_distances(self.rows.X, self.cols.X, ia[o], ib[o])
+
+        _run_tiles(sl, part, self.workers)
+        return out
+
     def _count_side(self, g, mt, E, cnt_view, m, extra, i0, j0, *, axis: int) -> None:
-        """Count along `axis` (1: tile rows are the queries; 0: tile columns are). Ambiguous pairs go to float64."""
+        """Count along `axis` (1: tile rows are the queries; 0: tile columns are).
+
+        Ambiguous pairs (query, other) are appended to the list `extra` for the float64 decision. Axis 0 occurs only
+        in the one-set case, where rows and cols are the same set.
+        """
         shape = (-1, 1) if axis == 1 else (1, -1)
         lo = (mt - E).view(shape)
         hi = (mt + E).view(shape)
@@ -561,10 +586,7 @@ class TorchEngine:
             rr, cc = torch.nonzero((sub >= lo[:, amb]) & (sub < hi[:, amb]), as_tuple=True)
             q = (j0 + amb[cc]).cpu().numpy()  # the query sample (column)
             o = (i0 + rr).cpu().numpy()
-        s = pair_sq_distances(self.rows.X, self.cols.X, q, o) if axis == 1 else pair_sq_distances(
-            self.cols.X, self.rows.X, q, o
-        )
-        np.add.at(extra, q, (s < m[q]).astype(np.int64))
+        extra.append((q, o))  # evaluated together at the end (`_decide_pairs`)
 
     def count_rows(self, ridx: np.ndarray, c0: int, c1: int, m: np.ndarray) -> np.ndarray:
         """Counts for an arbitrary subset of rows against pool rows [c0, c1) (one class), self excluded.
