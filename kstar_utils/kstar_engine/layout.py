@@ -28,11 +28,28 @@ class SortedSet:
 
     @classmethod
     def build(cls, X: np.ndarray, codes: np.ndarray, n_classes: int) -> "SortedSet":
+        """X: (n, D) float rows (float32 or float64: the conversion to float64 is exact), codes: (n,) int."""
         order = np.argsort(codes, kind="stable")
-        Xs = np.ascontiguousarray(X[order], dtype=np.float64)
+        n, d = X.shape
+        Xs = np.empty((n, d), dtype=np.float64)
+        sq = np.empty(n, dtype=np.float64)
+
+        def block(s):  # gather, convert and square in cache-sized row blocks, on all cores
+            Xs[s : s + 2048] = X[order[s : s + 2048]]
+            sq[s : s + 2048] = np.einsum("ij,ij->i", Xs[s : s + 2048], Xs[s : s + 2048])
+
+        starts_b = list(range(0, n, 2048))
+        if len(starts_b) > 1 and cpu_threads() > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(cpu_threads(), 8)) as ex:
+                list(ex.map(block, starts_b))
+        else:
+            for b in starts_b:
+                block(b)
         cs = codes[order]
         starts = np.searchsorted(cs, np.arange(n_classes + 1)).astype(np.int64)
-        return cls(Xs, cs, order, starts, np.einsum("ij,ij->i", Xs, Xs))
+        return cls(Xs, cs, order, starts, sq)
 
     @property
     def n(self) -> int:

@@ -36,7 +36,8 @@ def _tile_for(dev, tile_size):
 
 
 def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_size, progress) -> np.ndarray:
-    """Raw k* (int64, (n,)) of float64 queries Xq (n, D) with codes yq against pool Xp/yp (None: one set)."""
+    """Raw k* (int64, (n,)) of queries Xq (n, D) (float32 or float64 rows of the metric space) with codes yq against
+    pool Xp/yp (None: one set)."""
     from tqdm.auto import tqdm
 
     from .torch_engine import TorchEngine, exact_float32_matmul
