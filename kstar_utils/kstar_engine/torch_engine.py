@@ -269,8 +269,9 @@ class TorchEngine:
 
     # -- pass 1 -----------------------------------------------------------------------------------------------------
     def chunk_size(self) -> int:
-        """Column-chunk width of the pass-1 minima table: a power of two >= cols.n / 1024 (so the table stays small)."""
-        ch = 64
+        """Column-chunk width of the pass-1 table: a power of two >= max(128, cols.n / 1024) (the table stays small;
+        fewer, larger chunks make the candidate re-screen cheaper: measured 128 < 64 < 32 at N = 20k)."""
+        ch = 128
         while ch * 1024 < self.cols.n and ch < self.T:
             ch *= 2
         return max(1, min(ch, self.T))
@@ -340,19 +341,29 @@ class TorchEngine:
         ccodes = torch.from_numpy(cols.codes).to(self.device)
         U = torch.full((rows.n,), math.inf, device=self.device)
         U.scatter_reduce_(0, rr, ub, reduce="amin")
-        groups = []
+        groups, kidx = [], []
         start = 0
+        one_class = cols.codes[cstarts] == cols.codes[cends - 1]
+        rr_np = rr.cpu().numpy()
+        mask_needed = []
         for k, cnt in zip(ks.tolist(), counts.tolist()):
             groups.append((len(groups), rr[start : start + cnt], int(cstarts[k]), int(cends[k])))
+            # a chunk of one class needs no mask when none of its rows is of that class
+            mask_needed.append(not one_class[k] or bool((rows.codes[rr_np[start : start + cnt]] == cols.codes[
+                cstarts[k]]).any()))
+            kidx.append(k)
             start += cnt
         screened = [None] * len(groups)
+
+        ncmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
 
         def screen(grp):
             i, r, j0, j1 = grp
             g = torch.mm(self.L.index_select(0, r), self.R[j0:j1].T)
-            g[rcodes[r][:, None] == ccodes[None, j0:j1]] = math.inf
-            E = eps * (self.nr[r][:, None] + self.nc[None, j0:j1])
-            screened[i] = (g, E, (g + E).amin(1))
+            if mask_needed[i]:
+                g[rcodes[r][:, None] == ccodes[None, j0:j1]] = math.inf
+            E = eps * (self.nr[r] + ncmax[kidx[i]])  # the chunk's largest norm: a larger, still valid E
+            screened[i] = (g, E, g.amin(1) + E)
 
         _run_tiles(groups, screen, self.workers)
         for (i, r, j0, j1), (g, E, umin) in zip(groups, screened):
@@ -362,7 +373,7 @@ class TorchEngine:
         def select(grp):
             i, r, j0, j1 = grp
             g, E, _ = screened[i]
-            a, b = torch.nonzero(g <= U[r][:, None] + E, as_tuple=True)
+            a, b = torch.nonzero(g <= (U[r] + E)[:, None], as_tuple=True)
             found[i] = (r[a].cpu().numpy(), (j0 + b).cpu().numpy())
 
         _run_tiles(groups, select, self.workers)
