@@ -100,14 +100,14 @@ def check_screen(g: np.ndarray, A: np.ndarray, B: np.ndarray, ia, ib, na, nb, ep
 # Relative error of the GEMM's bfloat16 output: round-to-nearest-even (oneDNN's vcvtneps2bf16, CUDA's RN conversion)
 # gives 2^-8 (the 1.001 covers float64 evaluation); a truncating conversion (errors up to 2^-7) fails the runtime check.
 U16_OUT = 2.0**-8 * 1.001
-TINY32 = 2.0**-126  # float32 / bfloat16 smallest normal: smaller inputs are flushed to zero (DAZ-safe)
+TINY32 = 2.0**-126  # float32 / bfloat16 smallest normal (GEMMs may flush smaller values to zero)
 BF16_MAX_SQNORM = 2.0**100  # larger rows would risk float32 overflow in the GEMM: the float32 screen is used then
 
 
 class Bf16Side:
     """One side of the bfloat16 screen (docs: `bf16_bounds`).
 
-    For rows x_p (float64) and a centre mu: Y = fl(x - mu); yhat = bf16(Y) (values below 2^-126 flushed to zero);
+    For rows x_p (float64) and a centre mu: Y = fl(x - mu); yhat = bf16(Y) (any rounding within a factor 2);
     alpha = c / 4 - ||yhat||^2 / 2 split into two bfloat16 numbers hi + lo. The GEMM operands are
     left = [yhat, hi, lo, 1, 1] and right = [yhat, 1, 1, hi, lo], so left_p . right_q = w_pq with the real value
     w_pq = yhat_p . yhat_q + alpha'_p + alpha'_q = kappa_p + kappa_q - ||yhat_p - yhat_q||^2 / 2, where
@@ -132,16 +132,11 @@ class Bf16Side:
 
         def block(s0):  # row blocks stay in cache; on `workers` threads
             Y = X[s0 : s0 + 1024] - mu[None, :]
-            t = torch.from_numpy(Y.astype(np.float32)).to(torch.bfloat16)
-            b = t.float().numpy()
-            tiny = np.abs(b) < TINY32
-            if tiny.any():
-                b[tiny] = 0.0
-                t = torch.from_numpy(b).to(torch.bfloat16)
+            t = torch.from_numpy(Y.astype(np.float32)).to(torch.bfloat16)  # faster than from float64
             left[s0 : s0 + 1024, :d] = t
-            yd = b.astype(np.float64)
+            yd = t.double().numpy()
             nu[s0 : s0 + 1024] = np.einsum("ij,ij->i", yd, yd)
-            Y -= yd  # exact (Sterbenz: yd is within a factor 2 of Y, or zero)
+            Y -= yd  # exact (Sterbenz: yd is within a factor 2 of Y, even after the double rounding)
             rho[s0 : s0 + 1024] = np.sqrt(np.einsum("ij,ij->i", Y, Y))
 
         _run_tiles(list(range(0, n, 1024)), block, workers)
@@ -153,8 +148,11 @@ class Bf16Side:
         self.hi, self.lo = hi.float().numpy(), lo.float().numpy()
         hi64, lo64 = self.hi.astype(np.float64), self.lo.astype(np.float64)
         self.kappa = 0.5 * nu + hi64 + lo64
+        # float32 accumulation, plus underflow: a GEMM may flush subnormal inputs (each |yhat_i| < 2^-126, so the dot
+        # product moves by <= 2^-126 (||yhat_p||_1 + ||yhat_q||_1) <= 2^-126 sqrt(D) (||yhat_p|| + ||yhat_q||)) and
+        # subnormal products / partial sums (<= 2^-126 each, D + 4 of them)
         self.gam = 1.01 * _gamma(d + 4, U32) * (0.5 * nu + np.abs(hi64) + np.abs(lo64)) + 1e-9 * (
-            nu + abs(c) + np.abs(self.kappa)) + 2.0**-90
+            nu + abs(c) + np.abs(self.kappa)) + TINY32 * (1.01 * np.sqrt(d * nu) + d + 4)
         self.max_sqnorm = float(nu.max(initial=0.0))
         # GEMM operands (bfloat16, (n, width)): left = [yhat, hi, lo, 1, 1, 0...], right = [yhat, 1, 1, hi, lo, 0...]
         right = left.clone()
