@@ -464,10 +464,8 @@ class TorchEngine:
                 self.bar.update(1)
 
         tiles = self.pass1_tiles()
-        first = tiles[0] if tiles else None
-        if tiles:
-            tile(first)  # the runtime check of the screen runs before anything else
-        _run_tiles(tiles[1:], tile, self.workers)
+        first = tiles[0] if tiles else None  # its values are checked (an error stops the run before any decision)
+        _run_tiles(tiles, tile, self.workers)
         return self._bf16_candidates(M, cstarts)
 
     def _bf16_candidates(self, M: torch.Tensor, cstarts: np.ndarray) -> np.ndarray:
