@@ -41,6 +41,20 @@ For pass 1, U_p = min over screened foreign q of (g + E) >= m_p, and every forei
 includes every exact minimiser) is evaluated exactly, so the engine's m_p equals the reference's bit for bit.
 The bound assumes true float32 arithmetic: the engines force `torch.set_float32_matmul_precision("highest")`
 (no TF32 / bf16) while they run and check a sample of screened values against the bound (`check_screen`).
+
+bfloat16 screen (pass 1 of the torch engine where bfloat16 GEMMs are fast)
+-------------------------------------------------------------------------
+Rows are centred (Y = fl(x - mu), any mu: differences of the original rows are what is bounded) and rounded to
+bfloat16 (yhat). The GEMM runs on [yhat, hi, lo, 1, 1] . [yhat, 1, 1, hi, lo] with bfloat16 inputs, products exact in
+float32, float32 accumulation in any order, and a bfloat16 output rounded to nearest; it returns
+w = kappa_p + kappa_q - ||yhat_p - yhat_q||^2 / 2 up to |error| <= gam_p + gam_q + 2^-8 |w_out| (see `Bf16Side`).
+With rho_p >= ||(x_p - mu) - yhat_p|| (computed per row, with margins for its own rounding), the triangle inequality
+puts ||x_p - x_q|| within rho_p + rho_q of ||yhat_p - yhat_q||, which gives rigorous [lb, ub] of s for a pair, and for
+a chunk of columns from its largest w (`bf16_bounds`). No norm-relative term: the window scales with the distance and
+the rounding residual of the centred rows (D = 512, the benchmark's data: about +-6 around s ~ 1000, against +-0.1 for
+the float32 screen), so pass 1 keeps a few candidate chunks per row, which then go through the float32 screen and the
+float64 decision above: m_p stays the reference value bit for bit. `check_bf16_screen` (run on a sample of the first
+tile) raises when a library accumulates in bfloat16 or rounds its output otherwise.
 """
 from __future__ import annotations
 
@@ -96,7 +110,7 @@ def check_screen(g: np.ndarray, A: np.ndarray, B: np.ndarray, ia, ib, na, nb, ep
         )
 
 
-# -- bfloat16 screen ----------------------------------------------------------------------------------------------------
+# -- bfloat16 screen --------------------------------------------------------------------------------------------------
 # Relative error of the GEMM's bfloat16 output: round-to-nearest-even (oneDNN's vcvtneps2bf16, CUDA's RN conversion)
 # gives 2^-8 (the 1.001 covers float64 evaluation); a truncating conversion (errors up to 2^-7) fails the runtime check.
 U16_OUT = 2.0**-8 * 1.001
@@ -140,7 +154,8 @@ class Bf16Side:
             rho[s0 : s0 + 1024] = np.sqrt(np.einsum("ij,ij->i", Y, Y))
 
         _run_tiles(list(range(0, n, 1024)), block, workers)
-        # ||(x - mu) - yhat|| <= ||Y - yhat|| + ||(x - mu) - Y||, the latter <= u64 ||Y|| <= u64 (||yhat|| + ||Y - yhat||)
+        # ||(x - mu) - yhat|| <= ||Y - yhat|| + ||(x - mu) - Y||,
+        # the latter <= u64 ||Y|| <= u64 (||yhat|| + ||Y - yhat||)
         self.rho = rho * (1 + 1e-12) + 2 * U64 * (np.sqrt(nu) + rho) + 1e-300
         alpha = 0.25 * c - 0.5 * nu
         hi = torch.from_numpy(alpha).to(torch.bfloat16)

@@ -1,15 +1,20 @@
 """Tiled two-pass k* engine on torch (CPU BLAS or CUDA), exact via float64 re-decision (see exact.py).
 
-Pass 1 (nearest foreign distance m_p): T x T float32 tiles of the class-sorted set, only the upper triangle in the
-one-set case (each foreign tile updates both its rows' and its columns' bounds). Same-class rectangles of a tile are
-set to +inf; tiles inside one class are skipped. Per tile: one GEMM of augmented rows (the norms ride along, so the
-GEMM returns ||a||^2 + ||b||^2 - 2ab directly), one row-min and one column-min. Only rows/columns whose tile minimum
-can still reach their upper bound are scanned for candidates, which are then evaluated in float64.
+Pass 1 (nearest foreign distance m_p): T x T tiles of the class-sorted set, only the upper triangle in the one-set
+case (each foreign tile updates both its rows' and its columns' bounds); tiles inside one class are skipped. Per tile:
+one GEMM of augmented rows (the norms ride along, so the GEMM returns the screened distance, or with the bfloat16
+screen w ~ (c - s) / 2, directly), then per row and per column the best value of every chunk of columns / rows. A
+rigorous bound turns that table into U_p >= m_p and a few candidate chunks per row, which are screened again in
+float32 and whose surviving pairs are evaluated in float64.
+Screens: bfloat16 (default where bfloat16 GEMMs are fast: CPU AMX / AVX512-BF16, CUDA tensor cores; bound in
+exact.bf16_bounds) or float32 (exact.screen_eps). Both end in the same float32 re-screen and float64 decisions.
 
-Pass 2 (count of classmates strictly closer than m_p): only same-class blocks, again the upper triangle. Entries
-clearly below / above m_p are counted / dropped on the device; the thin band in between is re-decided in float64.
+Pass 2 (count of classmates strictly closer than m_p): only same-class blocks, again the upper triangle, float32
+screen. Entries clearly below / above m_p are counted / dropped on the device; the thin band in between is re-decided
+in float64.
 
-Memory: the float64 set on the host, two float32 augmented copies (N x (D + 8)) on the device, O(T^2) per tile.
+On CPU whole tiles run on parallel threads (one intra-op thread each). Memory: the float64 set on the host, two
+float32 augmented copies (N x (D + 8)) and two bfloat16 ones (N x (D + 4), padded) on the device, O(T^2) per tile.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from .exact import (BF16_MAX_SQNORM, Bf16Side, bf16_bounds, bf16_threshold, chec
                     pair_sq_distances)
 from .layout import SortedSet, class_blocks
 
-DEFAULT_SCREEN = "auto"  # pass-1 screen: "auto" (bfloat16 where the hardware has fast bfloat16 GEMMs), "bf16", "float32"
+# pass-1 screen: "auto" (bfloat16 where the hardware has fast bfloat16 GEMMs), "bf16" or "float32"
+DEFAULT_SCREEN = "auto"
 
 _PAD = 8  # augmented width D + 2 rounded up to a multiple of 8 (friendlier to BLAS kernels)
 
@@ -208,7 +214,6 @@ class TorchEngine:
             raise ValueError(f"screen must be 'auto', 'bf16' or 'float32'; got {self.screen!r}")
         self.use_bf16 = self.screen == "bf16" or (self.screen == "auto" and fast_bf16(self.device))
         self.use_bf16 = self.use_bf16 and rows.X.shape[1] <= 10**6  # bf16_bounds' relative slack assumes D < 10^6
-        self._bf16_checked = False
 
     # -- tile bookkeeping -------------------------------------------------------------------------------------------
     def pass1_tiles(self) -> list[tuple[int, int, int, int, int, int]]:
@@ -429,7 +434,6 @@ class TorchEngine:
         ok = np.isfinite(vals)[:64]
         ri, ci, vals = ri[:64][ok], ci[:64][ok], vals[:64][ok]
         check_bf16_screen(vals, self.rows.X, self.cols.X, i0 + ri, j0 + ci, self.s16r, self.s16c)
-        self._bf16_checked = True
 
     def _nearest_foreign_bf16(self) -> np.ndarray:
         """Exact m_p with the bfloat16 screen.
