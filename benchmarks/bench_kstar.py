@@ -150,7 +150,7 @@ def fmt(x, spec="{:.2f}"):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", help="N with reference, GEMM and both backends")
+    ap.add_argument("--sizes", type=int, nargs="*", help="N with reference, GEMM and both backends (none: --sizes)")
     ap.add_argument("--large", type=int, nargs="*", help="N for the engine alone (torch backend)")
     ap.add_argument("--dim", type=int, default=None)
     ap.add_argument("--classes", type=int, default=None)
@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     cuda = args.device == "cuda"
     d = args.dim or (768 if cuda else 512)
     c = args.classes or (1000 if cuda else 10)
-    sizes = args.sizes or ([2000, 5000] if args.quick else ([20000, 100000] if cuda else [5000, 10000, 20000]))
+    sizes = args.sizes if args.sizes is not None else (
+        [2000, 5000] if args.quick else ([20000, 100000] if cuda else [5000, 10000, 20000]))
     large = args.large if args.large is not None else ([20000] if args.quick else ([1281167] if cuda else [100000]))
     cases = []
     for n in sizes:
