@@ -402,6 +402,8 @@ class TorchEngine:
         self.s16r, self.s16c = sr, sc
         self.L16 = sr.left.to(self.device)
         self.R16 = sc.right.to(self.device)
+        if self.device.type != "cpu":
+            sc.right = None  # the host keeps `left` only (the runtime check reads yhat from it)
         return True
 
     def _offset_estimate(self) -> float:
