@@ -120,22 +120,33 @@ def _augmented(S: SortedSet, device, workers: int = 1) -> tuple[torch.Tensor, to
     return torch.from_numpy(left).to(device), torch.from_numpy(right).to(device), bound_norm
 
 
-def _chunk_max(g: torch.Tensor, ch: int, *, dim: int) -> torch.Tensor:
-    """Maximum over consecutive groups of ch entries along `dim` (as `_chunk_min`)."""
+def _chunk_reduce(g: torch.Tensor, ch: int, *, dim: int, op: str) -> torch.Tensor:
+    """Reduction `op` ("amin" or "amax") over consecutive groups of ch entries along `dim` (last group may be short).
+
+    g: (a, b). dim=1 -> (a, ceil(b / ch)); dim=0 -> (ceil(a / ch), b).
+    """
     n = g.shape[dim]
     full = n // ch * ch
     parts = []
     if dim == 1:
         if full:
-            parts.append(g[:, :full].reshape(g.shape[0], full // ch, ch).amax(2))
+            parts.append(getattr(g[:, :full].reshape(g.shape[0], full // ch, ch), op)(2))
         if full < n:
-            parts.append(g[:, full:].amax(1, keepdim=True))
+            parts.append(getattr(g[:, full:], op)(1, keepdim=True))
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
     if full:
-        parts.append(g[:full].reshape(full // ch, ch, g.shape[1]).amax(1))
+        parts.append(getattr(g[:full].reshape(full // ch, ch, g.shape[1]), op)(1))
     if full < n:
-        parts.append(g[full:].amax(0, keepdim=True))
+        parts.append(getattr(g[full:], op)(0, keepdim=True))
     return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+
+
+def _chunk_max(g: torch.Tensor, ch: int, *, dim: int) -> torch.Tensor:
+    return _chunk_reduce(g, ch, dim=dim, op="amax")
+
+
+def _chunk_min(g: torch.Tensor, ch: int, *, dim: int) -> torch.Tensor:
+    return _chunk_reduce(g, ch, dim=dim, op="amin")
 
 
 def _round_up_f32(v: np.ndarray) -> np.ndarray:
@@ -161,27 +172,6 @@ def _count_less(g: torch.Tensor, thr: torch.Tensor, axis: int) -> torch.Tensor:
         acc = np.uint16 if g.shape[axis] < 1 << 16 else np.int64  # narrow accumulator: ~4x faster sums
         return torch.from_numpy(b.view(np.uint8).sum(axis, dtype=acc).astype(np.int64))
     return (g < thr).sum(axis)
-
-
-def _chunk_min(g: torch.Tensor, ch: int, *, dim: int) -> torch.Tensor:
-    """Minimum over consecutive groups of ch entries along `dim` (last group may be short).
-
-    g: (a, b). dim=1 -> (a, ceil(b / ch)); dim=0 -> (ceil(a / ch), b).
-    """
-    n = g.shape[dim]
-    full = n // ch * ch
-    parts = []
-    if dim == 1:
-        if full:
-            parts.append(g[:, :full].reshape(g.shape[0], full // ch, ch).amin(2))
-        if full < n:
-            parts.append(g[:, full:].amin(1, keepdim=True))
-        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-    if full:
-        parts.append(g[:full].reshape(full // ch, ch, g.shape[1]).amin(1))
-    if full < n:
-        parts.append(g[full:].amin(0, keepdim=True))
-    return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
 
 
 class TorchEngine:
