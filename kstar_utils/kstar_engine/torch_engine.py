@@ -252,14 +252,19 @@ class TorchEngine:
                 torch.set_num_threads(1)
         return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
 
-    def _check(self, g: torch.Tensor, i0: int, j0: int) -> None:
-        """Compare up to 64 finite screened entries of the first tile with the reference (cheap insurance)."""
+    @staticmethod
+    def _sample_tile(g: torch.Tensor):
+        """Up to 64 finite entries of a screened tile at seeded positions: (row idx, col idx, float64 values)."""
         gen = np.random.default_rng(0)
         ri = gen.integers(0, g.shape[0], 256)
         ci = gen.integers(0, g.shape[1], 256)
         vals = g[torch.from_numpy(ri).to(g.device), torch.from_numpy(ci).to(g.device)].double().cpu().numpy()
         ok = np.isfinite(vals)[:64]
-        ri, ci, vals = ri[:64][ok], ci[:64][ok], vals[:64][ok]
+        return ri[:64][ok], ci[:64][ok], vals[:64][ok]
+
+    def _check(self, g: torch.Tensor, i0: int, j0: int) -> None:
+        """Compare up to 64 finite screened entries of the first tile with the reference (cheap insurance)."""
+        ri, ci, vals = self._sample_tile(g)
         check_screen(vals, self.rows.X, self.cols.X, i0 + ri, j0 + ci, self.rows.sqnorm, self.cols.sqnorm, self.eps)
         self._screen_checked = True
 
@@ -419,12 +424,7 @@ class TorchEngine:
         return torch.mm(self.L16[i0:i1], self.R16[j0:j1].T)
 
     def _check16(self, g: torch.Tensor, i0: int, j0: int) -> None:
-        gen = np.random.default_rng(0)
-        ri = gen.integers(0, g.shape[0], 256)
-        ci = gen.integers(0, g.shape[1], 256)
-        vals = g[torch.from_numpy(ri).to(g.device), torch.from_numpy(ci).to(g.device)].double().cpu().numpy()
-        ok = np.isfinite(vals)[:64]
-        ri, ci, vals = ri[:64][ok], ci[:64][ok], vals[:64][ok]
+        ri, ci, vals = self._sample_tile(g)
         check_bf16_screen(vals, self.rows.X, self.cols.X, i0 + ri, j0 + ci, self.s16r, self.s16c)
 
     def _nearest_foreign_bf16(self) -> np.ndarray:
