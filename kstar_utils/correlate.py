@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .skewness import SkewnessSummary, _mean_of_class_skews, _replace_infinite, distribution_skew
+from .skewness import SkewnessSummary, mean_of_class_skews, replace_infinite, distribution_skew
 from .kstar import normalize_kstar
 from .validation import encode_labels
 
@@ -333,12 +333,12 @@ def reliability_flags(
         items = [(None, per_class_skews)]
     rows = []
     for model, item in items:
-        skews = _replace_infinite(_class_skews(item))
+        skews = replace_infinite(_class_skews(item))
         c = skews.size
         if c == 0:
             raise ValueError(f"model {model!r}: no class skews to summarise")
         finite = np.isfinite(skews).all()
-        gp = float(skews.mean()) if finite else _mean_of_class_skews(skews, np.ones_like(skews))
+        gp = float(skews.mean()) if finite else mean_of_class_skews(skews, np.ones_like(skews))
         spread = float(np.std(skews)) if finite else float("nan")
         sem = float(np.std(skews, ddof=1) / np.sqrt(c)) if (c > 1 and finite) else float("nan")
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -427,7 +427,7 @@ def bootstrap_approx_skewness(
     gp = np.empty(n_boot)
     for b in range(n_boot):
         keep = ~np.isnan(skews[b])
-        gp[b] = _mean_of_class_skews(skews[b, keep], w[keep]) if keep.any() else np.nan
+        gp[b] = mean_of_class_skews(skews[b, keep], w[keep]) if keep.any() else np.nan
     gp = gp[~np.isnan(gp)]
     if gp.size == 0:
         return float("nan"), float("nan")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .correlate import correlate
 from .kstar import compute_kstar
-from .skewness import SkewnessSummary, _replace_infinite, summarize_skewness
+from .skewness import SkewnessSummary, replace_infinite, summarize_skewness
 from .validation import check_features, check_features_labels, encode_labels
 
 SHRINKAGE_LEDOIT_WOLF = "ledoit-wolf"
@@ -113,7 +113,7 @@ def _skew_series(item) -> pd.Series:
     if not s.index.is_unique:
         raise ValueError("class labels must be unique")
     s = s.dropna()
-    return pd.Series(_replace_infinite(s.to_numpy()), index=s.index)
+    return pd.Series(replace_infinite(s.to_numpy()), index=s.index)
 
 
 def class_skew_correlation(per_class_a, per_class_b, **kw) -> pd.DataFrame:

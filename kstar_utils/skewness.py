@@ -46,7 +46,7 @@ def distribution_skew(khat: np.ndarray, n_class: int | None = None) -> float:
     return float(stats.skew(khat))
 
 
-def _replace_infinite(skews: np.ndarray) -> np.ndarray:
+def replace_infinite(skews: np.ndarray) -> np.ndarray:
     """+inf / -inf -> the largest / smallest finite value (the reference notebook's rule before averaging)."""
     finite = skews[np.isfinite(skews)]
     if finite.size == 0:
@@ -89,10 +89,12 @@ class SkewnessSummary:
         }
 
 
-def _mean_of_class_skews(skews: np.ndarray, weights: np.ndarray) -> float:
+def mean_of_class_skews(skews: np.ndarray, weights: np.ndarray) -> float:
+    """Γ' from class skews (C,) and weights (C,): the weighted mean after the ±inf rule; ±inf when every skew is
+    infinite with one sign, NaN when the signs differ or there is no class."""
     if skews.size == 0:
         return float("nan")
-    replaced = _replace_infinite(skews)
+    replaced = replace_infinite(skews)
     if not np.isfinite(replaced).all():  # every class skew infinite: no finite value to stand in
         signs = np.unique(np.sign(replaced))
         return float(signs[0] * np.inf) if signs.size == 1 else float("nan")
@@ -131,12 +133,12 @@ def summarize_skewness(kstar, labels) -> SkewnessSummary:
     skews = per_class.loc[inc, "skew"].to_numpy(dtype=np.float64)
     pooled_mask = inc[codes]
     true_skew = distribution_skew(khat[pooled_mask]) if pooled_mask.any() else float("nan")
-    replaced = _replace_infinite(skews)
+    replaced = replace_infinite(skews)
     spread = float(np.std(replaced)) if skews.size and np.isfinite(replaced).all() else float("nan")
     return SkewnessSummary(
         per_class=per_class,
         true_skewness=true_skew,
-        approx_skewness=_mean_of_class_skews(skews, np.ones_like(skews)),
-        approx_skewness_weighted=_mean_of_class_skews(skews, per_class.loc[inc, "n"].to_numpy(dtype=np.float64)),
+        approx_skewness=mean_of_class_skews(skews, np.ones_like(skews)),
+        approx_skewness_weighted=mean_of_class_skews(skews, per_class.loc[inc, "n"].to_numpy(dtype=np.float64)),
         skew_spread=spread,
     )

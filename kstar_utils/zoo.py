@@ -228,7 +228,6 @@ def main(argv=None) -> None:
     p.add_argument("--out-dir", default=str(DATA_DIR))
     p.add_argument("--eval-eps", type=float, default=EVAL_EPS)
     args = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     print(build_zoo(args.out_dir, args.eval_eps).to_string(index=False))
 
 

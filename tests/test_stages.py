@@ -1,4 +1,6 @@
 """The notebook stages end to end on two zoo models, in a temporary output folder."""
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,10 +42,10 @@ def test_kstar_files_hold_the_engine_result_on_the_feature_files(run):
 def test_finished_work_is_reused_and_force_recomputes(run):
     root, feats, kidx, _, _ = run
     path = kidx["kstar_path"].iloc[0]
-    before = pd.Timestamp(__import__("os").path.getmtime(path), unit="s")
+    before = os.path.getmtime(path)
     again = stages.kstar_stage(feats, root=root, progress=False)
     assert list(again["kstar_path"]) == list(kidx["kstar_path"])
-    assert pd.Timestamp(__import__("os").path.getmtime(path), unit="s") == before
+    assert os.path.getmtime(path) == before
     cosine = stages.kstar_stage(feats.iloc[:1], root=root, metric="cosine", progress=False)
     assert cosine["kstar_path"].iloc[0] != path  # another metric is another artefact
 
