@@ -79,8 +79,8 @@ def pair_sq_distances(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarr
     """Reference squared distances of the pairs (A[ia[k]], B[ib[k]]): float64 (k,).
 
     A: (n, D), B: (m, D) float64 C-contiguous; ia, ib: (k,) int. Same operations as `reference_sq_distances`
-    (difference, square, numpy sum over the contiguous last axis), in small chunks (cache-resident: ~3x faster than
-    large ones for random pairs; the per-row result does not depend on the chunking).
+    (difference, square, numpy sum over the contiguous last axis), in small, cache-resident chunks (the per-row
+    result does not depend on the chunking).
     """
     ia = np.asarray(ia, dtype=np.int64)
     ib = np.asarray(ib, dtype=np.int64)
