@@ -204,6 +204,7 @@ def correlation_table(
     ys: str | Sequence[str],
     *,
     group: str | None = None,
+    pooled: bool = True,
     **kw,
 ) -> pd.DataFrame:
     """Correlate column `x` (e.g. "approx_skewness") with each column in `ys` (e.g. "clean_acc", "robust_acc",
@@ -227,7 +228,8 @@ def correlation_table(
         if df[group].isna().any():
             raise ValueError(f"correlation_table: group column {group!r} has missing values")
         parts += [(g, sub) for g, sub in df.groupby(group, sort=True)]
-    parts.append((POOLED, df))
+    if pooled or group is None:
+        parts.append((POOLED, df))
     out = []
     for g, sub in parts:
         for y in ys:

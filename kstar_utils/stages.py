@@ -161,7 +161,6 @@ def kstar_figures(kstar_index, figures_dir: str | Path, *, layer: str = "penulti
                                       title=f"{row.model} · {row.layer} · {row.dataset}/{row.split}")
         name = cache.slugify(f"kstar_{row.model}_{row.layer}_{row.dataset}_{row.split}_{row.metric}")
         path = save_figure(fig, Path(figures_dir) / f"{name}.{fmt}")
-        plt.close(fig)
         rows.append({"model": row.model, "layer": row.layer, "figure_path": str(path)})
     return pd.DataFrame(rows)
 
@@ -230,12 +229,11 @@ def correlation_stage(study: pd.DataFrame, *, xs=("approx_skewness", "true_skewn
     bootstrap confidence intervals and permutation p-values (kstar_utils.correlate)."""
     from .correlate import correlation_table
 
-    tables = [correlation_table(study, x, list(ys), group=group, n_boot=n_boot, n_perm=n_boot, seed=seed) for x in xs]
-    table = pd.concat(tables, ignore_index=True)
-    # pooling the layers would count each model twice; keep pooled rows only when there is one group
-    if study[group].nunique() > 1:
-        table = table[table["group"] != "pooled"].reset_index(drop=True)
-    return table
+    # pooling the layers would count each model twice: pooled rows only when there is one group
+    pooled = study[group].nunique() <= 1
+    tables = [correlation_table(study, x, list(ys), group=group, pooled=pooled, n_boot=n_boot, n_perm=n_boot,
+                                seed=seed) for x in xs]
+    return pd.concat(tables, ignore_index=True)
 
 
 def describe_correlations(stats: pd.DataFrame, *, x: str = "approx_skewness", method: str = "spearman") -> str:

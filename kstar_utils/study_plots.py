@@ -198,14 +198,6 @@ def plot_correlation_matrix(matrix: pd.DataFrame, *, title: str = "", label: str
     return fig
 
 
-def save_and_close(fig, path) -> Path:
-    """kstar_utils.plotting.save_figure, then close the figure, so that a notebook shows it once (through
-    IPython.display.Image of the returned path) rather than again as an open inline figure."""
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
 __all__ = ["average_over_datasets", "plot_coefficient_vs_accuracy", "plot_skewness_vs_accuracy_by_dataset",
            "plot_gamma_vs_gamma_prime", "plot_skewness_heatmap", "plot_kstar_side_by_side", "plot_metric_sensitivity",
-           "plot_perturbation_curves", "plot_correlation_matrix", "save_and_close", "ACCURACY_NAMES"]
+           "plot_perturbation_curves", "plot_correlation_matrix", "ACCURACY_NAMES"]

@@ -44,7 +44,6 @@ def study_figures(study: Study, jobs: Sequence[Job], summary: pd.DataFrame, stat
 
     def save(fig, name):
         paths.append(save_figure(fig, figures_dir / f"{cache.slugify(name)}.{fmt}"))
-        plt.close(fig)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -140,13 +140,13 @@ def study_correlations(summary: pd.DataFrame, *, xs=("approx_skewness", "true_sk
                 with warnings.catch_warnings():
                     # a dataset with fewer than 3 models gives NaN rows; the table says so through n
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    t = correlation_table(sub, x, ys, group="dataset", n_boot=n_boot, n_perm=n_boot, seed=seed)
+                    # pooled over one dataset would repeat that dataset's rows
+                    t = correlation_table(sub, x, ys, group="dataset", pooled=ok["dataset"].nunique() > 1,
+                                          n_boot=n_boot, n_perm=n_boot, seed=seed)
                 tables.append(t.assign(layer=layer))
     if not tables:
         return pd.DataFrame(columns=["layer", *TABLE_COLUMNS])
     table = pd.concat(tables, ignore_index=True)
-    if ok["dataset"].nunique() == 1:  # pooled over one dataset repeats that dataset's rows
-        table = table[table["group"] != "pooled"].reset_index(drop=True)
     return table[["layer"] + [c for c in table.columns if c != "layer"]]
 
 
