@@ -352,10 +352,13 @@ def _import_feature_file(dataset: str, *, root, force: bool, n_per_class=None, s
     if subset is not None:
         raise ValueError("subset applies to ImageNet datasets only")
     src = Path(dataset.split(":", 1)[1]).expanduser().resolve()
-    X, y, names = datasets.load_feature_file(src)
+    datasets._require(dataset, "given", None)  # a missing file: the error that says how to provide it
     from .models._common import sha256_file
 
     src_sha = sha256_file(src)
+    labels_file = src.with_name(f"{src.stem}_labels.npy")
+    if src.suffix == ".npy" and labels_file.is_file():  # .npy features keep their labels beside them: key both
+        src_sha = cache.spec_hash({"features": src_sha, "labels": sha256_file(labels_file)}, length=64)
     spec = {"kind": "features", "model": "external", "pretrained": src_sha[:16], "dataset": src.stem, "split": "given",
             "layer": "features"}
     if n_per_class is not None:
@@ -363,6 +366,7 @@ def _import_feature_file(dataset: str, *, root, force: bool, n_per_class=None, s
     path = cache.artifact_path(root, "features", spec, ".npz")
     if cache.is_complete(path) and not force:
         return path
+    X, y, names = datasets.load_feature_file(src)
     keep = datasets.subsample_per_class(y, n_per_class, seed)
     X, y = X[keep], y[keep]
     sidecar = cache.provenance(spec, model="external", source_file=str(src), source_sha256=src_sha, dataset=dataset,

@@ -78,7 +78,7 @@ def zero_shot_accuracy(model: str, dataset: str, *, split: str = "test", templat
     Extracts (or reuses) the `embedding` features with extract_features(**options), then classifies them with the
     text embeddings of `class_names` (default: the dataset's names) under `templates`.
     """
-    from .features import extract_features, load_features
+    from .features import MODEL_OPTIONS, extract_features, load_features
     from .models import load_model
 
     if not model.startswith("openclip:"):
@@ -89,7 +89,7 @@ def zero_shot_accuracy(model: str, dataset: str, *, split: str = "test", templat
     names = list(class_names) if class_names is not None else readable_class_names(dataset, fs.class_names)
     if len(names) != len(fs.class_names):
         raise ValueError(f"{len(names)} class names for {len(fs.class_names)} classes")
-    model_opts = {k: v for k, v in options.items() if k in ("allow_download", "weights_path", "cache_dir")}
+    model_opts = {k: v for k, v in options.items() if k in MODEL_OPTIONS}
     loaded = load_model(model, device=device or "cpu", **model_opts)
     classifier = text_classifier(loaded, names, templates, device=device or "cpu")
     pred = zero_shot_predict(fs.features, classifier)

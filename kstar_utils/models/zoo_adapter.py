@@ -5,11 +5,10 @@ input (B, 1, 8, 8) in [0, 1], output logits (B, 10), final Linear named ``fc``) 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from . import LoadedModel, WeightsRequirement
-from ._common import to_tensor_if_needed
+from ._common import sha256_file, to_tensor_if_needed
 
 
 def zoo_module():
@@ -40,7 +39,7 @@ def pretrained_tag(name: str, weights_dir=None, **options) -> str:
     path = _weights_file(name, weights_dir)
     if path is None or not path.exists():
         return f"zoo:{name}"
-    return f"zoo:{name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    return f"zoo:{name}@{sha256_file(path)[:12]}"
 
 
 def _weights_file(name: str, weights_dir=None) -> Path | None:
