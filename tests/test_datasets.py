@@ -159,7 +159,9 @@ def test_preflight_reads_the_example_params():
     from kstar_utils.preflight import plan_from_params
 
     root = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "params"
-    for f in sorted(root.glob("*.yaml")):
+    files = sorted(root.glob("*.yaml"))
+    assert files, f"no example parameter files in {root}"
+    for f in files:
         plan = plan_from_params(yaml.safe_load(f.read_text()))
         items = preflight(plan["models"], plan["datasets"], split=plan["split"], data_root=plan["data_root"])
         assert {it.kind for it in items} == {"weights", "data"}, f.name

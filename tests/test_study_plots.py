@@ -56,6 +56,7 @@ def test_gamma_heatmap_and_side_by_side(summary, tmp_path):
     plt.close(fig)
     fig = sp.plot_skewness_heatmap(summary.iloc[:-2], layer="embedding")  # one missing (model, dataset) pair
     assert fig.axes[0].get_xlabel() == "dataset"
+    assert np.ma.count_masked(fig.axes[0].collections[0].get_array()) == 1  # the missing pair is blank, not 0
     plt.close(fig)
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(4), 10)
