@@ -1,8 +1,8 @@
-"""k* of every sample: the 1-based rank of its nearest neighbour from another class (docs/METHOD.md section 1).
+"""k* of every sample: the 1-based rank of its nearest neighbour from another class (docs/method.md section 1).
 
 Public entry of the k* engine. `compute_kstar` is exact: every k* equals a float64 evaluation of the definition with
-the arithmetic of `reference_sq_distances` (see kstar_engine/exact.py for the rigorous float32 screen bound), never
-materialises an N x N matrix, and runs on torch (CPU BLAS or CUDA) or faiss.
+the arithmetic of `reference_sq_distances` at the canonical scale of `prepare_metric` (see kstar_engine/exact.py for
+the rigorous screen bounds), never materialises an N x N matrix, and runs on torch (CPU BLAS or CUDA) or faiss.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .validation import check_features, check_features_labels, encode_labels
 
 METRICS = ("euclidean", "cosine")
 BACKENDS = ("auto", "torch", "faiss", "numpy")
+SCREENS = ("auto", "bf16", "float32")
 AUTO_PROGRESS_PAIRS = 50_000 * 50_000  # show a progress bar by default from about N = 50k
 
 
@@ -26,20 +27,60 @@ def reference_sq_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.sum((A[:, None, :] - B[None, :, :]) ** 2, axis=-1)
 
 
-def prepare_metric(X: np.ndarray, metric: str) -> np.ndarray:
-    """Map features to the space whose Euclidean distance orders neighbours for `metric` (float64, (N, D))."""
+def scale_exponent(*arrays: np.ndarray | None) -> int:
+    """The exponent k such that the largest |value| over `arrays` times 2**k lies in [1, 2); 0 when all are zero.
+
+    k* is unchanged when every feature is multiplied by one positive constant, and a power of two changes no digit of
+    a float: so every finite input is evaluated at this canonical scale, where differences, squares and their sums
+    stay far from float64's (and float32's) overflow and underflow.
+    """
+    peak = 0.0
+    for A in arrays:
+        if A is not None and A.size:
+            # two reductions instead of np.abs(A).max(): no temporary copy of a possibly huge array
+            peak = max(peak, float(A.max()), -float(A.min()))
+    if peak == 0.0:
+        return 0
+    return 1 - int(np.frexp(peak)[1])
+
+
+def rescale(X: np.ndarray, k: int) -> np.ndarray:
+    """X * 2**k in float64 (np.ldexp: exact for any k while the results stay normal, which the canonical exponent
+    guarantees for every float16/float32 input and for float64 input spanning less than ~2**1000)."""
+    return np.ldexp(np.asarray(X, dtype=np.float64), k)
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows divided by their Euclidean norm, float64 (N, D), at any magnitude.
+
+    Each row is first brought to the canonical scale by its own power of two (exact), so norms neither underflow
+    (rows near 1e-170 are not zero) nor overflow (rows above 1e155 keep their direction). All-zero rows raise.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    peak = np.maximum(X.max(axis=1), -X.min(axis=1))
+    zero = np.flatnonzero(peak == 0)
+    if zero.size:
+        raise ValueError(
+            f"cosine distance is undefined for all-zero feature rows: {zero.size} rows (first: {zero[:5].tolist()})"
+        )
+    X = np.ldexp(X, (1 - np.frexp(peak)[1])[:, None])
+    return X / np.sqrt(np.sum(X * X, axis=1))[:, None]
+
+
+def prepare_metric(X: np.ndarray, metric: str, pool: np.ndarray | None = None):
+    """Map features to the space whose Euclidean distance orders neighbours for `metric`, at the canonical scale.
+
+    X: (N, D); pool: optional (M, D) neighbour pool, scaled by the same factor. Returns float64 (N, D), or the pair
+    (X', pool') when a pool is given. The float64 evaluation of the definition on these rows is what "exact" means.
+    """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
-    X = np.asarray(X, dtype=np.float64)
     if metric == "cosine":
-        norms = np.sqrt(np.sum(X * X, axis=1))
-        zero = np.flatnonzero(norms == 0)
-        if zero.size:
-            raise ValueError(
-                f"cosine distance is undefined for all-zero feature rows: {zero.size} rows (first: {zero[:5].tolist()})"
-            )
-        X = X / norms[:, None]
-    return X
+        X = unit_rows(X)
+        pool = None if pool is None else unit_rows(pool)
+    k = scale_exponent(X, pool)
+    X = rescale(X, k)
+    return X if pool is None else (X, rescale(pool, k))
 
 
 def compute_kstar(
@@ -54,6 +95,7 @@ def compute_kstar(
     tile_size: int | None = None,
     progress: bool | None = None,
     block_size: int = 256,
+    screen: str = "auto",
 ) -> np.ndarray:
     """Raw k* per sample.
 
@@ -61,8 +103,10 @@ def compute_kstar(
     Returns int64 array (N,) with 1 <= k*_p <= n_{y_p}:
     k*_p = 1 + #{q != p : y_q = y_p and d(p, q) < min_{y_r != y_p} d(p, r)}  (strict: a classmate tied with the nearest
     foreign sample does not count; an exact duplicate in another class gives k* = 1). Exact: every decision equals the
-    float64 reference arithmetic (`reference_sq_distances`, comparing squared distances). "cosine" uses Euclidean
-    distance of L2-normalised float64 rows, which orders neighbours exactly as cosine distance does.
+    float64 reference arithmetic (`reference_sq_distances`, comparing squared distances) on the rows of
+    `prepare_metric`: the features times the power of two that brings their largest magnitude into [1, 2) (k* does
+    not depend on the scale, so any finite input, float16/32/64, tiny or huge, has one answer). "cosine" uses
+    Euclidean distance of L2-normalised float64 rows, which orders neighbours exactly as cosine distance does.
 
     device: "cpu", "cuda", a torch.device, or None (cuda when available, else cpu).
     backend: "auto" (= "torch"), "torch", "faiss" (faiss k-NN as the screen; GPU faiss when device is cuda), or
@@ -71,51 +115,49 @@ def compute_kstar(
         pool samples only (no self exclusion) and k*_p lies in 1..n_{y_p}^pool + 1; the pool needs >= 2 classes.
     tile_size: edge of the T x T distance tiles (None: sized from free RAM / GPU memory).
     progress: tqdm bar (None: on when N x pool size >= 50k^2).
+    screen: the torch engine's pass-1 screen: "auto" (bfloat16 where bfloat16 GEMMs are fast, else float32), "bf16"
+        or "float32". Every screen ends in the same float64 decisions, so the result does not depend on it.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    if screen not in SCREENS:
+        raise ValueError(f"unknown screen {screen!r}; choose one of {list(SCREENS)}")
     if tile_size is not None and (not isinstance(tile_size, (int, np.integer)) or tile_size < 1):
         raise ValueError(f"tile_size must be a positive integer or None; got {tile_size!r}")
     if (pool_features is None) != (pool_labels is None):
         raise ValueError("give both pool_features and pool_labels, or neither")
 
     if pool_features is None:
-        X, y, classes = check_features_labels(features, labels)
-        Xq = _metric_rows(X, metric, backend)
-        Xp, yq, yp = None, y, None
+        Xq, yq, classes = check_features_labels(features, labels)
+        Xp, yp = None, None
     else:
-        Xq_raw = check_features(features)
-        yq_local, cq = encode_labels(labels, Xq_raw.shape[0])
-        Xp_raw, yp_local, cp = check_features_labels(pool_features, pool_labels)
-        if Xp_raw.shape[1] != Xq_raw.shape[1]:
-            raise ValueError(
-                f"features and pool_features differ in dimension: {Xq_raw.shape[1]} vs {Xp_raw.shape[1]}"
-            )
+        Xq = check_features(features)
+        yq_local, cq = encode_labels(labels, Xq.shape[0])
+        Xp, yp_local, cp = check_features_labels(pool_features, pool_labels)
+        if Xp.shape[1] != Xq.shape[1]:
+            raise ValueError(f"features and pool_features differ in dimension: {Xq.shape[1]} vs {Xp.shape[1]}")
         try:
             classes = np.union1d(cq, cp)
         except TypeError as e:
             raise ValueError(f"labels and pool_labels must be of one comparable type: {e}") from None
         yq = np.searchsorted(classes, cq)[yq_local]
         yp = np.searchsorted(classes, cp)[yp_local]
-        Xq = _metric_rows(Xq_raw, metric, backend)
-        Xp = _metric_rows(Xp_raw, metric, backend)
 
+    if metric == "euclidean" and backend != "numpy" and Xq.dtype in (np.float32, np.float64):
+        # the engine's class sort converts and rescales while it copies the rows: one pass over the data, not three
+        scale = scale_exponent(Xq, Xp)
+    else:
+        prepared = prepare_metric(Xq, metric, Xp)
+        Xq, Xp = prepared if Xp is not None else (prepared, None)
+        scale = 0
     if backend == "numpy":
         return _kstar_numpy(Xq, yq, Xp, yp, block_size)
     from .kstar_engine.run import run_engine
 
     return run_engine(Xq, yq, Xp, yp, n_classes=classes.shape[0], device=device, backend=backend,
-                      tile_size=tile_size, progress=progress)
-
-
-def _metric_rows(X: np.ndarray, metric: str, backend: str) -> np.ndarray:
-    """prepare_metric, except that Euclidean float32/float64 rows go to the engines as given: the engine's class sort
-    converts them to float64 (exactly) while copying them, which saves a full pass over the data."""
-    if metric == "euclidean" and backend != "numpy" and X.dtype in (np.float32, np.float64):
-        return X
-    return prepare_metric(X, metric)
+                      tile_size=tile_size, progress=progress, scale=scale, screen=screen)
 
 
 def _kstar_numpy(Xq, yq, Xp, yp, block_size: int) -> np.ndarray:

@@ -20,17 +20,8 @@ ENGINES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_screen():
-    prev = torch_engine.DEFAULT_SCREEN
-    yield
-    torch_engine.DEFAULT_SCREEN = prev
-
-
 def kstar(X, y, engine, **kw):
-    """compute_kstar with the engine options; "screen" selects the torch engine's pass-1 screen."""
-    engine = dict(engine)
-    torch_engine.DEFAULT_SCREEN = engine.pop("screen", "auto")
+    """compute_kstar with the engine options (backend, device, tile_size, screen)."""
     return compute_kstar(X, y, **engine, **kw)
 
 
@@ -301,6 +292,73 @@ def test_translation_invariance_on_integer_data():
 def test_numpy_backend_is_the_definition():
     X, y = near_tie_set(14)
     assert np.array_equal(compute_kstar(X, y, backend="numpy"), kstar_oracle(X, y))
+
+
+# -- any finite input: scale, dtype, subnormals ------------------------------------------------------------------------
+ALL_BACKENDS = ENGINES + [pytest.param(dict(backend="numpy"), id="numpy")]
+
+
+@pytest.mark.parametrize("engine", ALL_BACKENDS)
+def test_float64_at_every_scale_gives_the_scale_one_answer(engine):
+    """k* does not depend on the scale: 2^-1000 ... 2^1000 (powers of two change no digit) must all give oracle(X)."""
+    X, y = near_tie_set(40, groups=6)
+    ref = kstar_oracle(X, y)
+    for e in (-1000, -600, -300, -126, -60, -20, 0, 20, 60, 127, 300, 600, 1000):
+        got = kstar(np.ldexp(X, e), y, engine)
+        assert np.array_equal(got, ref), f"scale 2^{e}: {np.sum(got != ref)} samples differ"
+
+
+@pytest.mark.parametrize("engine", ALL_BACKENDS)
+def test_float32_over_its_whole_range_subnormals_included(engine):
+    """float32 input from the subnormals to near float32's largest value: equal to the oracle on the same values."""
+    X, y = gaussian_classes(41, 90, 6, 3)
+    X32 = X.astype(np.float32)
+    for e in (-146, -140, -130, -126, -100, -60, 0, 60, 100, 124):
+        Xe = np.ldexp(X32, e).astype(np.float32)
+        assert np.isfinite(Xe).all()
+        ref = kstar_oracle(Xe.astype(np.float64), y)
+        assert np.array_equal(kstar(Xe, y, engine), ref), f"float32 scale 2^{e}"
+    X16 = X.astype(np.float16)  # float16 converts exactly as well
+    assert np.array_equal(kstar(X16, y, engine), kstar_oracle(X16.astype(np.float64), y))
+
+
+@pytest.mark.parametrize("engine", ALL_BACKENDS)
+def test_reported_scale_failures(engine):
+    """Decimal scales that used to give silently wrong k* (1e-25, 1e-22) or an internal error (1e19)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 5)), np.repeat([0, 1, 2], 20)
+    ref = kstar_oracle(X, y)
+    for s in (1e-25, 1e19, 1e-300, 1e300):
+        assert np.array_equal(kstar(X * s, y, engine), ref), f"scale {s}"
+    X2, y2 = rng.normal(size=(2000, 32)), rng.integers(0, 5, 2000)
+    if engine.get("backend") != "numpy":  # the plain definition is too slow here; its scale-1 answer is enough
+        ref2 = compute_kstar(X2, y2, backend="numpy")
+        assert np.array_equal(kstar(X2 * 1e-22, y2, engine), ref2)
+
+
+@pytest.mark.parametrize("engine", ALL_BACKENDS)
+def test_cosine_at_extreme_row_norms(engine):
+    """Rows with norms near 1e-170 are not zero, and rows above 1e155 keep their direction."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(60, 5)), np.repeat([0, 1, 2], 20)
+    ref = kstar_oracle(X, y, metric="cosine")
+    Xs = X.copy()
+    Xs[::3] *= 1e-170
+    Xs[1::3] *= 1e160
+    assert np.array_equal(kstar(Xs, y, engine, metric="cosine"), ref)
+
+
+def test_rescale_is_exact_and_canonical():
+    from kstar_utils.kstar import prepare_metric, scale_exponent
+
+    X = np.random.default_rng(2).normal(size=(30, 4))
+    base = prepare_metric(X, "euclidean")
+    assert 1 <= np.abs(base).max() < 2
+    for e in (-1000, -7, 0, 9, 1000):
+        assert np.array_equal(prepare_metric(np.ldexp(X, e), "euclidean"), base)
+    assert scale_exponent(np.zeros((3, 2))) == 0
+    Xq, Xp = prepare_metric(X[:10], "euclidean", X * 8.0)  # query and pool share one factor
+    assert np.array_equal(Xq * 8.0, Xp[:10])
 
 
 # -- separate neighbour pool -----------------------------------------------------------------------------------------

@@ -28,7 +28,16 @@ R = ||x_p||^2 + ||x_q||^2, u = 2^-24 (float32 unit roundoff), u64 = 2^-53 and ga
    So |g - ||a_p - a_q||^2| <= (1 + u)^2 (2u + (2 + 2u) gamma_{D+2}(u)) R.
 3. The reference itself: |s - ||x_p - x_q||^2| <= gamma_{D+2}(u64) ||x_p - x_q||^2 <= 2 gamma_{D+2}(u64) R.
 
-Hence |g - s| <= eps_theory * R with eps_theory the sum of the three terms (D = 512: 6.2e-5). The engines use
+Hence |g - s| <= eps_theory * R with eps_theory the sum of the three terms (D = 512: 6.2e-5), as long as nothing
+underflows. Underflow and overflow: the rows reach the engines at the canonical scale of `kstar.scale_exponent`
+(largest |x_i| in [1, 2), an exact power-of-two rescale), so R <= 8 D and no float32 or float64 value overflows. What
+can still underflow are tiny coordinates and products, and a GEMM may flush subnormals to zero: each rounding of an
+input to float32 then errs by at most u |x_i| + 2^-126 absolute, each product and partial sum of the length-(D + 2)
+inner product, each rounded norm and each float32 threshold by at most 2^-126 more. Carried through step 1 with
+||x_p - x_q|| <= sqrt(2 R) <= 4 sqrt(D), these add at most 18 (D + 2) 2^-126 to the bound; the engines use
+eta = 128 (D + 2) 2^-126 (D = 512: 7.7e-35, far below any distance that is not itself near underflow) and enforce it
+as a floor on the bound norms: eps * ((n_p + tau) + (n_q + tau)) = eps * R + eta with tau = eta / (2 eps)
+(`screen_floor`). The engines use
 eps = 1.25 eps_theory + 32u: the extra quarter absorbs the float32 rounding of the thresholds they compare g with
 (a few u times values of order R; when a threshold is far above 2R the decision is clear-cut anyway). With E(p, q) =
 eps * (n_p + n_q) (n = ||x||^2 in float64, or an upper bound such as the tile's largest n_q):
@@ -62,6 +71,7 @@ import numpy as np
 
 U32 = 2.0**-24
 U64 = 2.0**-53
+TINY32 = 2.0**-126  # float32 / bfloat16 smallest normal (GEMMs may flush smaller values to zero)
 
 
 def _gamma(n: int, u: float) -> float:
@@ -73,6 +83,12 @@ def screen_eps(dim: int) -> float:
     u = U32
     theory = (4 * u + 2 * u * u) + (1 + u) ** 2 * (2 * u + (2 + 2 * u) * _gamma(dim + 2, u)) + 2 * _gamma(dim + 2, U64)
     return 1.25 * theory + 32 * u
+
+
+def screen_floor(dim: int) -> float:
+    """tau = eta / (2 eps): added to every bound norm, it adds the absolute (underflow) part eta of the float32 screen's
+    error bound, eta = 128 (D + 2) 2^-126, to E = eps * (n_p + n_q)."""
+    return 128 * (dim + 2) * TINY32 / (2 * screen_eps(dim))
 
 
 def pair_sq_distances(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray, *, chunk_elems: int = 1 << 16):
@@ -114,7 +130,6 @@ def check_screen(g: np.ndarray, A: np.ndarray, B: np.ndarray, ia, ib, na, nb, ep
 # Relative error of the GEMM's bfloat16 output: round-to-nearest-even (oneDNN's vcvtneps2bf16, CUDA's RN conversion)
 # gives 2^-8 (the 1.001 covers float64 evaluation); a truncating conversion (errors up to 2^-7) fails the runtime check.
 U16_OUT = 2.0**-8 * 1.001
-TINY32 = 2.0**-126  # float32 / bfloat16 smallest normal (GEMMs may flush smaller values to zero)
 BF16_MAX_SQNORM = 2.0**100  # larger rows would risk float32 overflow in the GEMM: the float32 screen is used then
 
 

@@ -17,7 +17,8 @@ class SortedSet:
 
     X: (n, D) float64, C-contiguous, rows sorted by class; codes: (n,) int64 sorted class codes; order: (n,) original
     index of each sorted row; starts: (C + 1,) class c occupies rows starts[c]:starts[c + 1]; sqnorm: (n,) float64
-    ||x||^2 (for error bounds).
+    ||x||^2 + floor, the "norm" every float32 error bound is built from (the floor carries the bound's absolute,
+    underflow part: eps * (sqnorm_p + sqnorm_q) = eps * (||x_p||^2 + ||x_q||^2) + eta, see exact.screen_floor).
     """
 
     X: np.ndarray
@@ -27,8 +28,10 @@ class SortedSet:
     sqnorm: np.ndarray
 
     @classmethod
-    def build(cls, X: np.ndarray, codes: np.ndarray, n_classes: int) -> "SortedSet":
-        """X: (n, D) float rows (float32 or float64: the conversion to float64 is exact), codes: (n,) int."""
+    def build(cls, X: np.ndarray, codes: np.ndarray, n_classes: int, *, scale: int = 0,
+              floor: float = 0.0) -> "SortedSet":
+        """X: (n, D) float rows (float16/32/64: the conversion to float64 is exact), codes: (n,) int; the rows are
+        multiplied by 2**scale (np.ldexp, exact) as they are copied; floor is added to every sqnorm."""
         order = np.argsort(codes, kind="stable")
         n, d = X.shape
         Xs = np.empty((n, d), dtype=np.float64)
@@ -36,7 +39,9 @@ class SortedSet:
 
         def block(s):  # gather, convert and square in cache-sized row blocks, on all cores
             Xs[s : s + 2048] = X[order[s : s + 2048]]
-            sq[s : s + 2048] = np.einsum("ij,ij->i", Xs[s : s + 2048], Xs[s : s + 2048])
+            if scale:
+                np.ldexp(Xs[s : s + 2048], scale, out=Xs[s : s + 2048])
+            sq[s : s + 2048] = np.einsum("ij,ij->i", Xs[s : s + 2048], Xs[s : s + 2048]) + floor
 
         starts_b = list(range(0, n, 2048))
         if len(starts_b) > 1 and cpu_threads() > 1:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .exact import screen_eps
+from .exact import screen_eps, screen_floor
 from .layout import SortedSet, auto_tile_size
 
 
@@ -35,9 +35,12 @@ def _tile_for(dev, tile_size):
     return auto_tile_size("cpu")
 
 
-def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_size, progress) -> np.ndarray:
+def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_size, progress,
+               scale: int = 0, screen: str = "auto") -> np.ndarray:
     """Raw k* (int64, (n,)) of queries Xq (n, D) (float32 or float64 rows of the metric space) with codes yq against
-    pool Xp/yp (None: one set)."""
+    pool Xp/yp (None: one set). Both are multiplied by 2**scale (exactly) while they are sorted; the screens' error
+    bounds assume the result lies in the canonical range of `kstar.scale_exponent` (largest magnitude below 2).
+    screen: the torch engine's pass-1 screen ("auto", "bf16", "float32")."""
     from tqdm.auto import tqdm
 
     from .torch_engine import TorchEngine, exact_float32_matmul
@@ -45,14 +48,15 @@ def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_siz
     dev = resolve_device(device)
     T = _tile_for(dev, tile_size)
     eps = screen_eps(Xq.shape[1])
-    rows = SortedSet.build(Xq, yq, n_classes)
-    cols = rows if Xp is None else SortedSet.build(Xp, yp, n_classes)
+    floor = screen_floor(Xq.shape[1])
+    rows = SortedSet.build(Xq, yq, n_classes, scale=scale, floor=floor)
+    cols = rows if Xp is None else SortedSet.build(Xp, yp, n_classes, scale=scale, floor=floor)
     if progress is None:
         progress = rows.n * cols.n >= 50_000 * 50_000
 
     with exact_float32_matmul():
         if backend in ("auto", "torch"):
-            eng = TorchEngine(rows, cols, device=dev, tile=T, eps=eps)
+            eng = TorchEngine(rows, cols, device=dev, tile=T, eps=eps, screen=screen)
             total = len(eng.pass1_tiles()) + len(eng.pass2_tiles())
             with tqdm(total=total, desc="k* tiles", unit="tile", disable=not progress) as bar:
                 eng.bar = bar

@@ -28,9 +28,6 @@ from .exact import (BF16_MAX_SQNORM, Bf16Side, bf16_bounds, bf16_threshold, chec
                     pair_sq_distances)
 from .layout import SortedSet, class_blocks
 
-# pass-1 screen: "auto" (bfloat16 where the hardware has fast bfloat16 GEMMs), "bf16" or "float32"
-DEFAULT_SCREEN = "auto"
-
 _PAD = 8  # augmented width D + 2 rounded up to a multiple of 8 (friendlier to BLAS kernels)
 
 
@@ -177,10 +174,12 @@ def _count_less(g: torch.Tensor, thr: torch.Tensor, axis: int) -> torch.Tensor:
 class TorchEngine:
     """k* of `rows` against `cols` (the same SortedSet object in the one-set case, self excluded).
 
-    rows, cols: SortedSet; eps: screen bound (exact.screen_eps); tile: T; bar: tqdm-like or None.
+    rows, cols: SortedSet; eps: screen bound (exact.screen_eps); tile: T; bar: tqdm-like or None; screen: pass-1
+    screen, "auto" (bfloat16 where the hardware has fast bfloat16 GEMMs), "bf16" or "float32".
     """
 
-    def __init__(self, rows: SortedSet, cols: SortedSet, *, device, tile: int, eps: float, bar=None, screen=None):
+    def __init__(self, rows: SortedSet, cols: SortedSet, *, device, tile: int, eps: float, bar=None,
+                 screen: str = "auto"):
         self.rows, self.cols = rows, cols
         self.symmetric = rows is cols
         self.device = torch.device(device)
@@ -199,7 +198,7 @@ class TorchEngine:
         self.rblocks = class_blocks(rows.starts, self.T)
         self.cblocks = self.rblocks if self.symmetric else class_blocks(cols.starts, self.T)
         self.ch = self.chunk_size()
-        self.screen = DEFAULT_SCREEN if screen is None else screen
+        self.screen = screen
         if self.screen not in ("auto", "bf16", "float32"):
             raise ValueError(f"screen must be 'auto', 'bf16' or 'float32'; got {self.screen!r}")
         self.use_bf16 = self.screen == "bf16" or (self.screen == "auto" and fast_bf16(self.device))
