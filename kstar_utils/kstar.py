@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .validation import check_features, check_features_labels, encode_labels
+from .validation import check_features, check_features_labels, check_kstar, encode_labels
 
 METRICS = ("euclidean", "cosine")
 BACKENDS = ("auto", "torch", "faiss", "numpy")
@@ -181,12 +181,12 @@ def _kstar_numpy(Xq, yq, Xp, yp, block_size: int) -> np.ndarray:
 
 
 def normalize_kstar(kstar, labels) -> np.ndarray:
-    """k*_p / n_{y_p}: (N,) raw k* and (N,) labels -> (N,) float64 in [1/n_c, 1]."""
-    k = np.asarray(kstar.detach().cpu().numpy() if hasattr(kstar, "detach") else kstar)
-    y, _ = encode_labels(labels, k.shape[0] if k.ndim == 1 else None)
-    if k.ndim != 1:
-        raise ValueError(f"kstar must be 1-D; got shape {k.shape}")
-    counts = np.bincount(y)
-    if (k < 1).any() or (k > counts[y]).any():
-        raise ValueError("kstar values must lie in 1..n_c (the size of the sample's class); were these raw k* for these labels?")
-    return k.astype(np.float64) / counts[y]
+    """k*_p / n_{y_p}: (N,) raw k* and (N,) labels -> (N,) float64 in [1/n_c, 1].
+
+    Labels follow `encode_labels`' rule and k* `check_kstar`'s (whole numbers in 1..n_c); anything else raises
+    ValueError naming the rows.
+    """
+    codes, _ = encode_labels(labels)
+    counts = np.bincount(codes)
+    k = check_kstar(kstar, codes, counts)
+    return k / counts[codes]
