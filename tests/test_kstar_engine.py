@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from kstar_utils.kstar import compute_kstar, reference_sq_distances
-from kstar_utils.kstar_engine import torch_engine
-from kstar_utils.kstar_engine.exact import (Bf16Side, bf16_bounds, bf16_threshold, check_bf16_screen, check_screen,
-                                            pair_sq_distances, screen_eps)
+from kstar_utils.engine import bf16
+from kstar_utils.engine.bf16 import Bf16Side, bf16_bounds, bf16_threshold, check_bf16_screen
+from kstar_utils.engine.bounds import check_screen, screen_eps
+from kstar_utils.engine.reference import pair_sq_distances
 from oracle import kstar_oracle
 
 ENGINES = [
@@ -165,13 +166,13 @@ def test_bf16_check_catches_a_truncating_output_conversion():
 
 def test_engine_raises_when_the_bf16_screen_is_wrong(monkeypatch):
     X, y = gaussian_classes(33, 300, 64, 4)
-    orig = torch_engine.TorchEngine._tile16
+    orig = bf16.tile_gemm
 
-    def wrong(self, *a):
-        g = orig(self, *a).float()
+    def wrong(*a):
+        g = orig(*a).float()
         return (g + 0.05 * g.abs() + 1.0).bfloat16()
 
-    monkeypatch.setattr(torch_engine.TorchEngine, "_tile16", wrong)
+    monkeypatch.setattr(bf16, "tile_gemm", wrong)
     with pytest.raises(RuntimeError, match="bfloat16 distance screen"):
         kstar(X, y, dict(device="cpu", screen="bf16"))
 
@@ -422,8 +423,18 @@ def test_bad_input_raises(make, match):
 
 def test_bad_options_raise():
     X, y = gaussian_classes(22, 20, 3, 2)
-    with pytest.raises(ValueError, match="metric"):
-        compute_kstar(X, y, metric="manhattan")
+    with pytest.raises(ValueError, match="did you mean 'manhattan'"):
+        compute_kstar(X, y, metric="manhatan")
+    with pytest.raises(ValueError, match="needs p"):
+        compute_kstar(X, y, metric="minkowski")
+    with pytest.raises(ValueError, match="p must lie"):
+        compute_kstar(X, y, metric="minkowski", p=0.5)
+    with pytest.raises(ValueError, match="'minkowski' only"):
+        compute_kstar(X, y, p=3)
+    with pytest.raises(ValueError, match="'mahalanobis' only"):
+        compute_kstar(X, y, metric="cosine", cov="total")
+    with pytest.raises(ValueError, match="cov must be"):
+        compute_kstar(X, y, metric="mahalanobis", cov="diagonal")
     with pytest.raises(ValueError, match="backend"):
         compute_kstar(X, y, backend="annoy")
     with pytest.raises(ValueError, match="device"):

@@ -1,5 +1,7 @@
-"""Exact, tiled k* engines (torch and faiss screens with float64 re-decision). Public entry: kstar.compute_kstar."""
-from .exact import pair_sq_distances, screen_eps
-from .layout import SortedSet, auto_tile_size
+"""Deprecated: the engine moved to kstar_utils.engine (this alias goes in the next release)."""
+import warnings
 
-__all__ = ["SortedSet", "auto_tile_size", "pair_sq_distances", "screen_eps"]
+from ..engine import *  # noqa: F401,F403
+from ..engine import __all__  # noqa: F401
+
+warnings.warn("kstar_utils.kstar_engine is deprecated; use kstar_utils.engine", DeprecationWarning, stacklevel=2)

@@ -1,4 +1,5 @@
-"""k* with faiss k-NN searches as the float32 screen; same float64 re-decision as the torch engine.
+"""k* with faiss k-NN searches as the float32 screen (squared Euclidean scores); same float64 re-decision as the
+two-pass engine.
 
 faiss-gpu returns at most k = 2048 neighbours and has no range_search, so this backend uses only k-NN calls with
 k <= 2048 (on CPU too, so both behave alike):
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .exact import check_screen, pair_sq_distances
+from .bounds import check_screen
 from .layout import SortedSet
+from .reference import merge_nearest, pair_sq_distances
 
 K_MAX = 2048  # faiss-gpu's k limit
 K_FIRST = 64
@@ -47,7 +49,7 @@ class FaissEngine:
         self.symmetric = rows is cols
         self.eps = float(eps)
         self.bar = bar
-        self.fallback = fallback  # callable -> TorchEngine, built only when needed
+        self.fallback = fallback  # callable -> TwoPassEngine, built only when needed
         self.chunk = query_chunk
         self.res = faiss.StandardGpuResources() if use_gpu else None
         self.qf = np.ascontiguousarray(rows.X, dtype=np.float32)
@@ -84,7 +86,8 @@ class FaissEngine:
         return np.concatenate([np.arange(0, r0), np.arange(r1, self.rows.n)])
 
     # -- pass 1 -----------------------------------------------------------------------------------------------------
-    def nearest_foreign(self) -> np.ndarray:
+    def nearest_foreign(self) -> tuple[np.ndarray, np.ndarray]:
+        """Exact m_p (float64) and the original index of the foreign sample attaining it (lowest among ties)."""
         rows, eps, C = self.rows, self.eps, self.C
         gmin = np.full((rows.n, C), np.inf, dtype=np.float32)
         ub = np.full(rows.n, np.inf)
@@ -106,19 +109,20 @@ class FaissEngine:
             if self.bar is not None:
                 self.bar.update(1)
         best = np.full(rows.n, np.inf)
-        has = arg >= 0
-        best[has] = pair_sq_distances(rows.X, self.cols.X, np.flatnonzero(has), arg[has])
+        enemy = np.full(rows.n, -1, dtype=np.int64)
+        has = np.flatnonzero(arg >= 0)
+        merge_nearest(best, enemy, has, pair_sq_distances(rows.X, self.cols.X, has, arg[has]), self.cols.order[arg[has]])
         ub = np.minimum(ub, best)
         for c in range(C):
-            c0, c1 = self.cols.class_range(c)
             thr_c = ub + eps * (rows.sqnorm + self.nmax[c])
             P = np.flatnonzero(gmin[:, c] <= thr_c)
             if P.size:
-                self._candidates(P, c, ub, best)
-        return best
+                self._candidates(P, c, ub, best, enemy)
+        return best, enemy
 
-    def _candidates(self, P: np.ndarray, c: int, ub: np.ndarray, best: np.ndarray) -> None:
-        """Evaluate in float64 every q in pool class c with g(p, q) <= ub_p + E(p, q), for rows P."""
+    def _candidates(self, P: np.ndarray, c: int, ub: np.ndarray, best: np.ndarray, enemy: np.ndarray) -> None:
+        """Evaluate in float64 every q in pool class c with g(p, q) <= ub_p + E(p, q), for rows P; fold them into
+        (best, enemy)."""
         rows, cols, eps = self.rows, self.cols, self.eps
         c0, c1 = cols.class_range(c)
         n_c = c1 - c0
@@ -128,7 +132,7 @@ class FaissEngine:
             thr = ub[P, None] + eps * (rows.sqnorm[P, None] + cols.sqnorm[I])
             rr, kk = np.nonzero(D <= thr)
             s = pair_sq_distances(rows.X, cols.X, P[rr], I[rr, kk])
-            np.minimum.at(best, P[rr], s)
+            merge_nearest(best, enemy, P[rr], s, cols.order[I[rr, kk]])
             # complete when all of class c was returned or the k-th hit is beyond every possible candidate
             incomplete = (k < n_c) & (D[:, -1] <= ub[P] + eps * (rows.sqnorm[P] + self.nmax[c]))
             P = P[incomplete]
@@ -136,7 +140,7 @@ class FaissEngine:
                 # more than K_MAX screened candidates (mass ties): evaluate the whole class exactly
                 for p in P:
                     s = pair_sq_distances(rows.X, cols.X, np.full(n_c, p), np.arange(c0, c1))
-                    best[p] = min(best[p], s.min())
+                    merge_nearest(best, enemy, np.full(n_c, p), s, cols.order[c0:c1])
                 return
             k = min(n_c, K_MAX, k * 8)
 

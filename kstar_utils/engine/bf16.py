@@ -1,58 +1,7 @@
-"""The float64 arithmetic that defines "exact" k*, and the error bound of the float32 screen.
+"""The bfloat16 screen of pass 1 (squared Euclidean only): its rigorous bound and its runtime check.
 
-The definition (docs/METHOD.md section 1, evaluated in float64)
-----------------------------------------------------------------
-Rows x_p are float64 (after `prepare_metric`; cosine = Euclidean on L2-normalised float64 rows). The squared distance
-of a pair is
+Used where bfloat16 GEMMs are fast (CPU AMX / AVX512-BF16, CUDA tensor cores).
 
-    s(p, q) = numpy.sum((x_p - x_q) ** 2, axis=-1)
-
-on C-contiguous float64 arrays: elementwise IEEE differences, squared, then numpy's (pairwise) sum over the contiguous
-last axis of length D. `kstar.reference_sq_distances` and `pair_sq_distances` below perform exactly these operations,
-so they give bit-identical values for the same pair. s(p, q) == s(q, p) bit for bit (x_q - x_p is the exact negation
-of x_p - x_q). Decisions compare squared distances:
-
-    m_p  = min over foreign q of s(p, q)            (exact float64 value)
-    k*_p = 1 + #{classmates q != p : s(p, q) < m_p}  (strict)
-
-Fast screen and its rigorous bound
-----------------------------------
-The engines screen pairs with float32 g(p, q) ~ ||a_p||^2 + ||a_q||^2 - 2 a_p.a_q, where a = fl32(x). Write
-R = ||x_p||^2 + ||x_q||^2, u = 2^-24 (float32 unit roundoff), u64 = 2^-53 and gamma_n(u) = n u / (1 - n u).
-
-1. Rounding the inputs: ||a - x|| <= u ||x||, hence | ||a_p - a_q||^2 - ||x_p - x_q||^2 | <= (4u + 2u^2) R.
-2. The float32 formula, evaluated as one inner product of length D + 2 in ANY order, with or without FMA (BLAS
-   blocking, split-K on GPU, faiss's norms + GEMM, faiss's direct difference loop): the squared norms are rounded
-   once to float32 (relative error <= u + gamma_D(u64)), and a sum of D + 2 terms has absolute error at most
-   gamma_{D+2}(u) times the sum of the terms' magnitudes, which is <= (2 + 2u) R_a with R_a <= (1 + u)^2 R.
-   So |g - ||a_p - a_q||^2| <= (1 + u)^2 (2u + (2 + 2u) gamma_{D+2}(u)) R.
-3. The reference itself: |s - ||x_p - x_q||^2| <= gamma_{D+2}(u64) ||x_p - x_q||^2 <= 2 gamma_{D+2}(u64) R.
-
-Hence |g - s| <= eps_theory * R with eps_theory the sum of the three terms (D = 512: 6.2e-5), as long as nothing
-underflows. Underflow and overflow: the rows reach the engines at the canonical scale of `kstar.scale_exponent`
-(largest |x_i| in [1, 2), an exact power-of-two rescale), so R <= 8 D and no float32 or float64 value overflows. What
-can still underflow are tiny coordinates and products, and a GEMM may flush subnormals to zero: each rounding of an
-input to float32 then errs by at most u |x_i| + 2^-126 absolute, each product and partial sum of the length-(D + 2)
-inner product, each rounded norm and each float32 threshold by at most 2^-126 more. Carried through step 1 with
-||x_p - x_q|| <= sqrt(2 R) <= 4 sqrt(D), these add at most 18 (D + 2) 2^-126 to the bound; the engines use
-eta = 128 (D + 2) 2^-126 (D = 512: 7.7e-35, far below any distance that is not itself near underflow) and enforce it
-as a floor on the bound norms: eps * ((n_p + tau) + (n_q + tau)) = eps * R + eta with tau = eta / (2 eps)
-(`screen_floor`). The engines use
-eps = 1.25 eps_theory + 32u: the extra quarter absorbs the float32 rounding of the thresholds they compare g with
-(a few u times values of order R; when a threshold is far above 2R the decision is clear-cut anyway). With E(p, q) =
-eps * (n_p + n_q) (n = ||x||^2 in float64, or an upper bound such as the tile's largest n_q):
-
-    g + E <  m_p   =>  s < m_p   (counted without re-evaluation)
-    g - E >= m_p   =>  s >= m_p  (not counted)
-    otherwise          s is evaluated with the reference arithmetic and compared exactly.
-
-For pass 1, U_p = min over screened foreign q of (g + E) >= m_p, and every foreign q with g - E <= U_p (which
-includes every exact minimiser) is evaluated exactly, so the engine's m_p equals the reference's bit for bit.
-The bound assumes true float32 arithmetic: the engines force `torch.set_float32_matmul_precision("highest")`
-(no TF32 / bf16) while they run and check a sample of screened values against the bound (`check_screen`).
-
-bfloat16 screen (pass 1 of the torch engine where bfloat16 GEMMs are fast)
--------------------------------------------------------------------------
 Rows are centred (Y = fl(x - mu), any mu: differences of the original rows are what is bounded) and rounded to
 bfloat16 (yhat). The GEMM runs on [yhat, hi, lo, 1, 1] . [yhat, 1, 1, hi, lo] with bfloat16 inputs, products exact in
 float32, float32 accumulation in any order, and a bfloat16 output rounded to nearest; it returns
@@ -69,64 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-U32 = 2.0**-24
-U64 = 2.0**-53
-TINY32 = 2.0**-126  # float32 / bfloat16 smallest normal (GEMMs may flush smaller values to zero)
+from .bounds import TINY32, U32, U64, _gamma
+from .reference import pair_sq_distances
+from .threads import run_tiles
 
-
-def _gamma(n: int, u: float) -> float:
-    return n * u / (1.0 - n * u)
-
-
-def screen_eps(dim: int) -> float:
-    """Relative error bound eps (with safety margin) such that |g - s| <= eps * (||x_p||^2 + ||x_q||^2)."""
-    u = U32
-    theory = (4 * u + 2 * u * u) + (1 + u) ** 2 * (2 * u + (2 + 2 * u) * _gamma(dim + 2, u)) + 2 * _gamma(dim + 2, U64)
-    return 1.25 * theory + 32 * u
-
-
-def screen_floor(dim: int) -> float:
-    """tau = eta / (2 eps): added to every bound norm, it adds the absolute (underflow) part eta of the float32 screen's
-    error bound, eta = 128 (D + 2) 2^-126, to E = eps * (n_p + n_q)."""
-    return 128 * (dim + 2) * TINY32 / (2 * screen_eps(dim))
-
-
-def pair_sq_distances(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray, *, chunk_elems: int = 1 << 16):
-    """Reference squared distances of the pairs (A[ia[k]], B[ib[k]]): float64 (k,).
-
-    A: (n, D), B: (m, D) float64 C-contiguous; ia, ib: (k,) int. Same operations as `reference_sq_distances`
-    (difference, square, numpy sum over the contiguous last axis), in small, cache-resident chunks (the per-row
-    result does not depend on the chunking).
-    """
-    ia = np.asarray(ia, dtype=np.int64)
-    ib = np.asarray(ib, dtype=np.int64)
-    out = np.empty(ia.shape[0], dtype=np.float64)
-    step = max(1, chunk_elems // max(1, A.shape[1]))
-    for s in range(0, ia.shape[0], step):
-        d = A[ia[s : s + step]]
-        d -= B[ib[s : s + step]]
-        np.square(d, out=d)
-        out[s : s + step] = np.sum(d, axis=-1)
-    return out
-
-
-def check_screen(g: np.ndarray, A: np.ndarray, B: np.ndarray, ia, ib, na, nb, eps: float) -> None:
-    """Raise RuntimeError when screened values g (k,) violate the bound for the pairs (ia, ib).
-
-    Guards against matmul settings that break the float32 assumption (TF32, bf16, fp16 reductions).
-    """
-    s = pair_sq_distances(A, B, ia, ib)
-    bound = (eps - 32 * U32) / 1.25 * (na[ia] + nb[ib])
-    err = np.abs(np.asarray(g, dtype=np.float64) - s)
-    if np.any(err > bound):
-        k = int(np.argmax(err - bound))
-        raise RuntimeError(
-            f"float32 distance screen exceeds its error bound (error {err[k]:.3g} > bound {bound[k]:.3g}); "
-            "is reduced-precision matmul (TF32/bf16) forced on? k* needs true float32 GEMMs"
-        )
-
-
-# -- bfloat16 screen --------------------------------------------------------------------------------------------------
 # Relative error of the GEMM's bfloat16 output: round-to-nearest-even (oneDNN's vcvtneps2bf16, CUDA's RN conversion)
 # gives 2^-8 (the 1.001 covers float64 evaluation); a truncating conversion (errors up to 2^-7) fails the runtime check.
 U16_OUT = 2.0**-8 * 1.001
@@ -151,8 +46,6 @@ class Bf16Side:
     def __init__(self, X: np.ndarray, mu: np.ndarray, c: float, workers: int = 1, width: int | None = None):
         import torch
 
-        from .torch_engine import _run_tiles
-
         n, d = X.shape
         width = (d + 4 + 31) // 32 * 32 if width is None else width
         left = torch.zeros((n, width), dtype=torch.bfloat16)
@@ -168,7 +61,7 @@ class Bf16Side:
             Y -= yd  # exact (Sterbenz: yd is within a factor 2 of Y, even after the double rounding)
             rho[s0 : s0 + 1024] = np.sqrt(np.einsum("ij,ij->i", Y, Y))
 
-        _run_tiles(list(range(0, n, 1024)), block, workers)
+        run_tiles(list(range(0, n, 1024)), block, workers)
         # ||(x - mu) - yhat|| <= ||Y - yhat|| + ||(x - mu) - Y||,
         # the latter <= u64 ||Y|| <= u64 (||yhat|| + ||Y - yhat||)
         self.rho = rho * (1 + 1e-12) + 2 * U64 * (np.sqrt(nu) + rho) + 1e-300
@@ -259,3 +152,148 @@ def check_bf16_screen(w: np.ndarray, A: np.ndarray, B: np.ndarray, ia, ib, sa: B
         k = int(np.argmax(np.maximum(lb - s, s - ub)))
         raise RuntimeError(f"bfloat16 distance screen exceeds its error bound (s = {s[k]!r} outside "
                            f"[{lb[k]!r}, {ub[k]!r}])")
+
+
+# -- pass 1 with the bfloat16 screen ----------------------------------------------------------------------------------
+def tile_gemm(left, right):
+    """The bfloat16 GEMM of one tile: w = left . right^T (bfloat16 inputs, float32 accumulation, bfloat16 output)."""
+    import torch
+
+    return torch.mm(left, right.T)
+
+
+def nearest_foreign_bf16(engine):
+    """Exact (m_p, enemy_p) of a TwoPassEngine whose kernel is the squared-Euclidean GEMM, with the bfloat16 screen;
+    None when the data's magnitude does not suit bfloat16 (the caller then uses the float32 screen).
+
+    Pass 1a keeps, per row and chunk of ch columns, the largest bfloat16 GEMM value w (~ (c - s) / 2: the largest w is
+    the nearest column) over the chunk's foreign columns. The maximum is taken over the int16 bit patterns (several
+    times faster than a bfloat16 reduction): over positive values it is the largest value; when all are negative it is
+    the most negative one. Same-class entries are set to the smallest pattern (-0.0, int16 -32768), so they never win
+    over a foreign entry. Decoding (exact, see `_candidates`): a value v >= 0 is the chunk's maximum; a negative v is
+    some foreign entry of the chunk and the maximum lies in [v, 0]. `bf16_bounds` then gives a rigorous lb of the
+    chunk's smallest reference distance (from the largest possible maximum) and an ub of an attained one;
+    U_p = min ub >= m_p and only chunks with lb <= U_p (every chunk holding a minimiser) are evaluated further
+    (float32 re-screen, then float64).
+    """
+    import torch
+
+    from .ops import chunk_reduce
+
+    sides = _setup(engine)
+    if sides is None:
+        return None
+    sr, sc, L16, R16 = sides
+    rows, cols, sym, ch = engine.rows, engine.cols, engine.symmetric, engine.ch
+    coff, cstarts = engine.chunk_grid(engine.cblocks)
+    roff = coff if sym else None
+    M = torch.full((rows.n, cstarts.shape[0]), -32768, dtype=torch.int16, device=engine.device)
+
+    def tile(t):  # tiles write disjoint parts of M (rows of one block x chunks of another)
+        i0, i1, j0, j1, bi, bj = t
+        g = tile_gemm(L16[i0:i1], R16[j0:j1])
+        if t is first:
+            ri, ci, vals = engine.sample_tile(g)
+            check_bf16_screen(vals, rows.X, cols.X, i0 + ri, j0 + ci, sr, sc)
+        g = g.view(torch.int16)
+        for r0, r1, c0, c1 in rows.same_class_rects(i0, i1, cols, j0, j1):
+            g[r0:r1, c0:c1] = -32768
+        M[i0:i1, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = chunk_reduce(g, ch, dim=1, op="amax")
+        if sym and bi != bj:
+            M[j0:j1, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = chunk_reduce(g, ch, dim=0, op="amax").T
+        if engine.bar is not None:
+            engine.bar.update(1)
+
+    tiles = engine.pass1_tiles()
+    first = tiles[0] if tiles else None  # its values are checked (an error stops the run before any decision)
+    run_tiles(tiles, tile, engine.workers)
+    return _candidates(engine, M, cstarts, sr, sc)
+
+
+def _setup(engine):
+    """bfloat16 operands (see Bf16Side): (row side, column side, left GEMM operand, right GEMM operand), or None."""
+    rows, cols = engine.rows, engine.cols
+    mu = cols.X.mean(0)  # centring shrinks the rounding errors (which scale with the centred norms)
+    c = _offset_estimate(engine)
+    sr = Bf16Side(rows.X, mu, c, workers=engine.workers)
+    sc = sr if engine.symmetric else Bf16Side(cols.X, mu, c, workers=engine.workers)
+    if not (np.isfinite(c) and max(sr.max_sqnorm, sc.max_sqnorm) < BF16_MAX_SQNORM):
+        return None
+    L16 = sr.left.to(engine.device)
+    R16 = sc.right.to(engine.device)
+    if engine.device.type != "cpu":
+        sc.right = None  # the host keeps `left` only (the runtime check reads yhat from it)
+    return sr, sc, L16, R16
+
+
+def _offset_estimate(engine) -> float:
+    """Offset c: 1.25 x the largest nearest-foreign squared distance of up to 32 sample rows (float32 screen).
+
+    With w ~ (c - s) / 2 the chunk maxima that matter are positive (see `nearest_foreign_bf16`) yet small.
+    Returned as a bfloat16 number.
+    """
+    import math
+
+    import torch
+
+    rows, cols = engine.rows, engine.cols
+    idx = np.unique(np.linspace(0, rows.n - 1, min(32, rows.n)).round().astype(np.int64))
+    it = torch.from_numpy(idx).to(engine.device)
+    g = engine.kernel.rows_vs(it, 0, cols.n)
+    g[torch.from_numpy(rows.codes[idx][:, None] == cols.codes[None, :]).to(engine.device)] = math.inf
+    mins = g.amin(1)
+    mins = mins[torch.isfinite(mins)]
+    if not mins.numel():
+        return 0.0
+    c = 1.25 * float(mins.double().max().clamp_min(0.0))
+    return float(torch.tensor(c, dtype=torch.float64).to(torch.bfloat16).double())
+
+
+def _candidates(engine, M, cstarts: np.ndarray, sr: Bf16Side, sc: Bf16Side):
+    """Rigorous U_p and candidate chunks from the int16 table M of chunk maxima, then `engine.evaluate_chunks`.
+
+    First with the whole column set's worst-case statistics (an upper bound U_p from each row's largest entry, and
+    a per-row threshold: one comparison over the table), then per candidate with its chunk's own statistics
+    (tighter U_p and fewer chunks). Both stages keep every chunk that holds a minimiser.
+    """
+    import torch
+
+    from .ops import round_down, round_up
+
+    rows, cols = engine.rows, engine.cols
+    g_kmin, g_kmax = sc.kappa.min(), sc.kappa.max()
+    g_rmax, g_gmax = sc.rho.max(), sc.gam.max()
+    if bool(((M & 0x7FFF) > 0x7F80).any()):  # NaN bit patterns (either sign)
+        raise RuntimeError("bfloat16 distance screen produced NaN")
+    # each row's int16-largest entry is an attained foreign value (rows always have a foreign chunk)
+    vrow = M.amax(1).view(torch.bfloat16).float().cpu().numpy().astype(np.float64)
+    _, U = bf16_bounds(vrow, sr.kappa, sr.rho, sr.gam, g_kmin, g_kmax, g_rmax, g_gmax)
+    thr = bf16_threshold(U, sr.kappa, sr.rho, sr.gam, g_kmin, g_rmax, g_gmax)
+    # A chunk's largest possible maximum is v when v >= 0, else 0. Keep it when that is >= thr: for thr > 0 that
+    # is v >= thr, i.e. bits >= the bits of a bfloat16 number <= thr (positive patterns order like the values,
+    # negative patterns are below them); for thr <= 0 every chunk is kept.
+    t32 = torch.from_numpy(round_down(np.maximum(thr, 0.0)))  # <= thr where thr > 0
+    k16 = t32.to(torch.bfloat16)
+    key = k16.view(torch.int16) - (k16.float() > t32).to(torch.int16)  # one bfloat16 step down if rounded up
+    key = torch.where(torch.from_numpy(thr > 0), key, torch.full_like(key, -32768)).to(engine.device)
+    rr, kk = torch.nonzero(M >= key[:, None], as_tuple=True)
+    bits = M[rr, kk]
+    v = bits.view(torch.bfloat16).float().cpu().numpy().astype(np.float64)
+    neg = (bits < 0).cpu().numpy()
+    r, k = rr.cpu().numpy(), kk.cpu().numpy()
+    cends = np.append(cstarts[1:], cols.n)
+    one_class = np.where(cols.codes[cstarts] == cols.codes[cends - 1], cols.codes[cstarts], -1)
+    foreign = one_class[k] != rows.codes[r]  # False: the chunk is all the row's own class
+    kmin = np.minimum.reduceat(sc.kappa, cstarts)[k]
+    kmax = np.maximum.reduceat(sc.kappa, cstarts)[k]
+    rmax = np.maximum.reduceat(sc.rho, cstarts)[k]
+    gmax = np.maximum.reduceat(sc.gam, cstarts)[k]
+    lb, _ = bf16_bounds(np.where(neg, 0.0, v), sr.kappa[r], sr.rho[r], sr.gam[r], kmin, kmax, rmax, gmax)
+    _, ub = bf16_bounds(v, sr.kappa[r], sr.rho[r], sr.gam[r], kmin, kmax, rmax, gmax)
+    lb[~foreign] = np.inf
+    ub[~foreign] = np.inf
+    np.minimum.at(U, r, ub)
+    keep = lb <= U[r]
+    kt = torch.from_numpy(keep).to(engine.device)
+    ub32 = torch.from_numpy(round_up(U[r[keep]])).to(engine.device)
+    return engine.evaluate_chunks(rr[kt], kk[kt], ub32, cstarts)

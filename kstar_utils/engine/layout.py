@@ -5,10 +5,12 @@ rectangles (no per-element masks) and pass 2 touches only the diagonal class blo
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from .reference import SQEUCLIDEAN, Distance
+from .threads import cpu_threads, run_tiles
 
 
 @dataclass
@@ -17,8 +19,9 @@ class SortedSet:
 
     X: (n, D) float64, C-contiguous, rows sorted by class; codes: (n,) int64 sorted class codes; order: (n,) original
     index of each sorted row; starts: (C + 1,) class c occupies rows starts[c]:starts[c + 1]; sqnorm: (n,) float64
-    ||x||^2 + floor, the "norm" every float32 error bound is built from (the floor carries the bound's absolute,
-    underflow part: eps * (sqnorm_p + sqnorm_q) = eps * (||x_p||^2 + ||x_q||^2) + eta, see exact.screen_floor).
+    bound norm n + floor, the "norm" every float32 error bound is built from (n = ||x||_2^2 for squared Euclidean
+    scores, ||x||_1, ||x||_inf or ||x||_p^p for the others; the floor carries the bound's absolute, underflow part:
+    eps * (sqnorm_p + sqnorm_q) = eps * (n_p + n_q) + eta, see bounds.screen_floor).
     """
 
     X: np.ndarray
@@ -29,9 +32,9 @@ class SortedSet:
 
     @classmethod
     def build(cls, X: np.ndarray, codes: np.ndarray, n_classes: int, *, scale: int = 0,
-              floor: float = 0.0) -> "SortedSet":
+              distance: Distance = SQEUCLIDEAN, floor: float = 0.0) -> "SortedSet":
         """X: (n, D) float rows (float16/32/64: the conversion to float64 is exact), codes: (n,) int; the rows are
-        multiplied by 2**scale (np.ldexp, exact) as they are copied; floor is added to every sqnorm."""
+        multiplied by 2**scale (np.ldexp, exact) as they are copied; sqnorm is `distance.norms` plus floor."""
         order = np.argsort(codes, kind="stable")
         n, d = X.shape
         Xs = np.empty((n, d), dtype=np.float64)
@@ -41,17 +44,9 @@ class SortedSet:
             Xs[s : s + 2048] = X[order[s : s + 2048]]
             if scale:
                 np.ldexp(Xs[s : s + 2048], scale, out=Xs[s : s + 2048])
-            sq[s : s + 2048] = np.einsum("ij,ij->i", Xs[s : s + 2048], Xs[s : s + 2048]) + floor
+            sq[s : s + 2048] = distance.norms(Xs[s : s + 2048]) + floor
 
-        starts_b = list(range(0, n, 2048))
-        if len(starts_b) > 1 and cpu_threads() > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(cpu_threads(), 8)) as ex:
-                list(ex.map(block, starts_b))
-        else:
-            for b in starts_b:
-                block(b)
+        run_tiles(list(range(0, n, 2048)), block, min(cpu_threads(), 8))
         cs = codes[order]
         starts = np.searchsorted(cs, np.arange(n_classes + 1)).astype(np.int64)
         return cls(Xs, cs, order, starts, sq)
@@ -97,13 +92,6 @@ def auto_tile_size(device_type: str, free_bytes: int | None = None) -> int:
     t = int((budget / 12) ** 0.5)
     cap = 16384 if device_type == "cuda" else 2048
     return int(max(256, min(cap, t)) // 64 * 64)
-
-
-def cpu_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 def class_blocks(starts: np.ndarray, T: int) -> list[tuple[int, int]]:

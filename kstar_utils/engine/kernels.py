@@ -1,0 +1,170 @@
+"""Screened-score kernels: the fast part of the two-pass engine, one per score kind and library.
+
+A kernel computes screened scores g of blocks of rows against blocks of columns (torch tensors of `dtype` on the
+engine's device) and carries the bound norms nr, nc and eps with |g - s| <= eps * (nr_p + nc_q) for the reference
+score s (engine.bounds). The engine never looks inside a kernel:
+
+- GemmKernel   squared Euclidean: one float32 GEMM of augmented rows per tile (torch BLAS / cuBLAS).
+- DiffKernel   l1 / linf / lp: float32 difference loops, from faiss (fvec_L1 / fvec_Linf / Lp, CPU) or torch
+               (torch.cdist for l1 and linf, chunked powers for lp).
+- ExactKernel  lp beyond bounds.P_MAX_SCREEN: every score in float64 with the reference arithmetic (eps = 0).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .bounds import P_MAX_SCREEN, screen_eps
+from .layout import SortedSet
+from .reference import Distance
+from .threads import run_tiles
+
+IMPLS = ("torch", "faiss")
+_PAD = 8  # augmented width D + 2 rounded up to a multiple of 8 (friendlier to BLAS kernels)
+
+
+class Kernel:
+    """Base: the rows and columns (SortedSet, the same object in the one-set case), device, bound norms."""
+
+    dtype = torch.float32
+
+    def __init__(self, rows: SortedSet, cols: SortedSet, distance: Distance, device, workers: int):
+        self.rows, self.cols, self.distance = rows, cols, distance
+        self.device = torch.device(device)
+        self.workers = workers
+        self.eps = screen_eps(rows.X.shape[1], distance)
+        self.nr = torch.from_numpy(rows.sqnorm.astype(np.float32)).to(self.device)
+        self.nc = self.nr if rows is cols else torch.from_numpy(cols.sqnorm.astype(np.float32)).to(self.device)
+
+    def tile(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
+        """Screened scores of rows[i0:i1] against cols[j0:j1]: (i1 - i0, j1 - j0)."""
+        raise NotImplementedError
+
+    def rows_vs(self, ridx: torch.Tensor, j0: int, j1: int) -> torch.Tensor:
+        """Screened scores of the rows ridx (k,) against cols[j0:j1]: (k, j1 - j0)."""
+        raise NotImplementedError
+
+
+class GemmKernel(Kernel):
+    """Squared Euclidean through one GEMM: left [a, n, 1, 0...] . right [-2a, 1, n, 0...] = n_p + n_q - 2 a_p.a_q,
+    with a = fl32(x) and n = fl32(||a||^2) (summed in float64)."""
+
+    def __init__(self, rows, cols, distance, device, workers):
+        super().__init__(rows, cols, distance, device, workers)
+        self.L, R = _augmented(rows, self.device, workers)
+        self.R = R if rows is cols else _augmented(cols, self.device, workers)[1]
+        self.gemm_threads = torch.get_num_threads()
+
+    def tile(self, i0, i1, j0, j1):
+        if self.device.type == "cpu" and self.workers <= 1 and (i1 - i0) * (j1 - j0) * self.L.shape[1] >= 1 << 28:
+            torch.set_num_threads(self.gemm_threads)  # the GEMM scales; the cheap passes around it run on one thread
+            try:
+                return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
+            finally:
+                torch.set_num_threads(1)
+        return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
+
+    def rows_vs(self, ridx, j0, j1):
+        return torch.mm(self.L.index_select(0, ridx), self.R[j0:j1].T)
+
+
+def _augmented(S: SortedSet, device, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left [a, n, 1, 0...] and right [-2a, 1, n, 0...] (n, W) float32, so left_p . right_q = n_p + n_q - 2 a_p.a_q.
+
+    a = fl32(x); n = fl32(||a||^2) summed in float64. Built in row blocks (cache-sized, on `workers` threads).
+    """
+    n, d = S.X.shape
+    width = (d + 2 + _PAD - 1) // _PAD * _PAD
+    left = np.zeros((n, width), dtype=np.float32)
+    right = np.zeros((n, width), dtype=np.float32)
+
+    def block(s):
+        e = min(n, s + 1024)
+        a = left[s:e, :d]
+        a[...] = S.X[s:e]
+        b = a.astype(np.float64)  # float64 squares of float32 values are exact
+        n32 = np.einsum("ij,ij->i", b, b).astype(np.float32)
+        np.multiply(a, -2.0, out=right[s:e, :d])  # exact scaling by a power of two
+        left[s:e, d], left[s:e, d + 1] = n32, 1.0
+        right[s:e, d], right[s:e, d + 1] = 1.0, n32
+
+    run_tiles(list(range(0, n, 1024)), block, workers)
+    return torch.from_numpy(left).to(device), torch.from_numpy(right).to(device)
+
+
+class DiffKernel(Kernel):
+    """l1 / linf / lp scores from float32 differences (faiss's or torch's loops)."""
+
+    def __init__(self, rows, cols, distance, device, workers, impl: str = "torch"):
+        super().__init__(rows, cols, distance, device, workers)
+        if impl not in IMPLS:
+            raise ValueError(f"unknown kernel implementation {impl!r}; choose one of {list(IMPLS)}")
+        if impl == "faiss" and self.device.type != "cpu":
+            impl = "torch"  # faiss's extra metrics run on the CPU only
+        self.impl = impl
+        self.A = np.ascontiguousarray(rows.X, dtype=np.float32)
+        self.B = self.A if rows is cols else np.ascontiguousarray(cols.X, dtype=np.float32)
+        if impl == "torch":
+            self.At = torch.from_numpy(self.A).to(self.device)
+            self.Bt = self.At if rows is cols else torch.from_numpy(self.B).to(self.device)
+        else:
+            import faiss
+
+            self.faiss = faiss
+            self.metric = {"l1": faiss.METRIC_L1, "linf": faiss.METRIC_Linf, "lp": faiss.METRIC_Lp}[distance.kind]
+
+    def _scores(self, a_np: np.ndarray, a_t, j0: int, j1: int) -> torch.Tensor:
+        if self.impl == "faiss":
+            out = self.faiss.pairwise_distances(a_np, self.B[j0:j1], self.metric,
+                                                float(self.distance.p) if self.distance.kind == "lp" else 0.0)
+            return torch.from_numpy(out)
+        b = self.Bt[j0:j1]
+        if self.distance.kind == "l1":
+            return torch.cdist(a_t, b, p=1.0)
+        if self.distance.kind == "linf":
+            return torch.cdist(a_t, b, p=float("inf"))
+        out = torch.zeros((a_t.shape[0], b.shape[0]), dtype=torch.float32, device=self.device)
+        step = max(1, (1 << 22) // max(1, a_t.shape[0] * b.shape[0]))  # bound the (rows, cols, step) temporary
+        for s in range(0, a_t.shape[1], step):
+            out += (a_t[:, None, s : s + step] - b[None, :, s : s + step]).abs().pow(self.distance.p).sum(-1)
+        return out
+
+    def tile(self, i0, i1, j0, j1):
+        return self._scores(self.A[i0:i1], None if self.impl == "faiss" else self.At[i0:i1], j0, j1)
+
+    def rows_vs(self, ridx, j0, j1):
+        if self.impl == "faiss":
+            return self._scores(self.A[ridx.cpu().numpy()], None, j0, j1)
+        return self._scores(None, self.At.index_select(0, ridx), j0, j1)
+
+
+class ExactKernel(Kernel):
+    """Reference float64 scores (lp with p > P_MAX_SCREEN, where a float32 screen's bound is too loose to help)."""
+
+    dtype = torch.float64
+
+    def __init__(self, rows, cols, distance, device, workers):
+        super().__init__(rows, cols, distance, device, workers)
+        self.eps = 0.0
+
+    def _block(self, ridx: np.ndarray, j0: int, j1: int) -> torch.Tensor:
+        out = np.empty((ridx.shape[0], j1 - j0))
+        step = max(1, (1 << 22) // max(1, (j1 - j0) * self.rows.X.shape[1]))
+        for s in range(0, ridx.shape[0], step):
+            out[s : s + step] = self.distance.block(self.rows.X[ridx[s : s + step]], self.cols.X[j0:j1])
+        return torch.from_numpy(out).to(self.device)
+
+    def tile(self, i0, i1, j0, j1):
+        return self._block(np.arange(i0, i1), j0, j1)
+
+    def rows_vs(self, ridx, j0, j1):
+        return self._block(ridx.cpu().numpy(), j0, j1)
+
+
+def make_kernel(rows: SortedSet, cols: SortedSet, distance: Distance, device, workers: int, impl: str) -> Kernel:
+    """The kernel for `distance`: GEMM for squared Euclidean, difference loops (faiss or torch) otherwise."""
+    if distance.kind == "sqeuclidean":
+        return GemmKernel(rows, cols, distance, device, workers)
+    if distance.kind == "lp" and distance.p > P_MAX_SCREEN:
+        return ExactKernel(rows, cols, distance, device, workers)
+    return DiffKernel(rows, cols, distance, device, workers, impl=impl)

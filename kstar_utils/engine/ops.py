@@ -1,0 +1,47 @@
+"""Small tensor operations shared by the passes: chunked reductions, directed float32 rounding, counting."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def chunk_reduce(g: torch.Tensor, ch: int, *, dim: int, op: str) -> torch.Tensor:
+    """Reduction `op` ("amin" or "amax") over consecutive groups of ch entries along `dim` (last group may be short).
+
+    g: (a, b). dim=1 -> (a, ceil(b / ch)); dim=0 -> (ceil(a / ch), b).
+    """
+    n = g.shape[dim]
+    full = n // ch * ch
+    parts = []
+    if dim == 1:
+        if full:
+            parts.append(getattr(g[:, :full].reshape(g.shape[0], full // ch, ch), op)(2))
+        if full < n:
+            parts.append(getattr(g[:, full:], op)(1, keepdim=True))
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+    if full:
+        parts.append(getattr(g[:full].reshape(full // ch, ch, g.shape[1]), op)(1))
+    if full < n:
+        parts.append(getattr(g[full:], op)(0, keepdim=True))
+    return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+
+
+def round_up(v: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Values of `dtype` >= the float64 values v."""
+    f = v.astype(dtype)
+    return np.where(f.astype(np.float64) < v, np.nextafter(f, dtype(np.inf)), f)
+
+
+def round_down(v: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Values of `dtype` <= the float64 values v."""
+    f = v.astype(dtype)
+    return np.where(f.astype(np.float64) > v, np.nextafter(f, dtype(-np.inf)), f)
+
+
+def count_less(g: torch.Tensor, thr: torch.Tensor, axis: int) -> torch.Tensor:
+    """#(g < thr) along `axis` (thr broadcasts). On CPU numpy's compare + uint8 sum is several times faster."""
+    if g.device.type == "cpu":
+        b = np.less(g.numpy(), thr.numpy())
+        acc = np.uint16 if g.shape[axis] < 1 << 16 else np.int64  # narrow accumulator: less memory traffic per sum
+        return torch.from_numpy(b.view(np.uint8).sum(axis, dtype=acc).astype(np.int64))
+    return (g < thr).sum(axis)

@@ -1,0 +1,353 @@
+"""The tiled two-pass k* engine (torch, CPU or CUDA), exact via float64 re-decision; any score kind, through a kernel.
+
+Pass 1 (nearest foreign score m_p, and the sample attaining it): T x T tiles of the class-sorted set, only the upper
+triangle in the one-set case (each foreign tile updates both its rows' and its columns' bounds); tiles inside one
+class are skipped. Per tile the kernel returns screened scores, and per row and per column the best value of every
+chunk of columns / rows is kept. A rigorous bound (engine.bounds) turns that table into U_p >= m_p and a few candidate
+chunks per row, which are screened again and whose surviving pairs are evaluated in float64. For squared Euclidean
+scores where bfloat16 GEMMs are fast, pass 1 screens in bfloat16 first (engine.bf16).
+
+Pass 2 (count of classmates strictly closer than m_p): only same-class blocks, again the upper triangle. Entries
+clearly below / above m_p are counted / dropped on the device; the thin band in between is re-decided in float64.
+
+On CPU whole tiles run on parallel threads (one intra-op thread each). Memory: the float64 set on the host, the
+kernel's operands (float32 copies) on the device, O(T^2) per tile.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import torch
+
+from .bounds import check_screen
+from .kernels import GemmKernel, Kernel
+from .layout import SortedSet, class_blocks
+from .ops import chunk_reduce, count_less
+from .reference import merge_nearest
+from .threads import run_tiles, single_thread
+
+SCREENS = ("auto", "bf16", "float32")
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 GEMMs are much faster than float32 ones here (CUDA tensor cores; CPU AMX / AVX512-BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
+class TwoPassEngine:
+    """k* of `rows` against `cols` (the same SortedSet object in the one-set case, self excluded).
+
+    kernel: screened scores and their bound (engine.kernels); tile: T; bar: tqdm-like or None; screen: pass-1 screen,
+    "auto" (bfloat16 where the hardware has fast bfloat16 GEMMs and the kernel is a GEMM), "bf16" or "float32".
+    """
+
+    def __init__(self, rows: SortedSet, cols: SortedSet, kernel: Kernel, *, tile: int, bar=None, screen: str = "auto"):
+        if screen not in SCREENS:
+            raise ValueError(f"screen must be one of {list(SCREENS)}; got {screen!r}")
+        self.rows, self.cols, self.kernel = rows, cols, kernel
+        self.symmetric = rows is cols
+        self.device = kernel.device
+        self.T = int(tile)
+        self.bar = bar
+        self.workers = torch.get_num_threads() if self.device.type == "cpu" else 1  # tile-level threads (CPU)
+        self._screen_checked = False
+        self.rblocks = class_blocks(rows.starts, self.T)
+        self.cblocks = self.rblocks if self.symmetric else class_blocks(cols.starts, self.T)
+        self.ch = self.chunk_size()
+        gemm = isinstance(kernel, GemmKernel)
+        self.use_bf16 = gemm and (screen == "bf16" or (screen == "auto" and fast_bf16(self.device)))
+        self.use_bf16 = self.use_bf16 and rows.X.shape[1] <= 10**6  # bf16_bounds' relative slack assumes D < 10^6
+
+    # -- tile bookkeeping -------------------------------------------------------------------------------------------
+    def pass1_tiles(self) -> list[tuple[int, int, int, int, int, int]]:
+        """(i0, i1, j0, j1, bi, bj) over class-aligned blocks; the upper triangle in the one-set case."""
+        rows, cols = self.rows, self.cols
+        tiles = []
+        for bi, (i0, i1) in enumerate(self.rblocks):
+            for bj in range(bi if self.symmetric else 0, len(self.cblocks)):
+                j0, j1 = self.cblocks[bj]
+                c = rows.codes[i0]
+                if rows.codes[i1 - 1] == c and cols.codes[j0] == c and cols.codes[j1 - 1] == c:
+                    continue  # one class on both sides: nothing foreign
+                tiles.append((i0, i1, j0, j1, bi, bj))
+        return tiles
+
+    def pass2_tiles(self) -> list[tuple[int, int, int, int]]:
+        """Same-class tiles. One-set case: each class in sub-blocks of max(512, n_c / 8) rows, upper triangle only."""
+        rows, cols = self.rows, self.cols
+        tiles = []
+        for c in range(rows.starts.shape[0] - 1):
+            r0, r1 = rows.class_range(c)
+            c0, c1 = cols.class_range(c)
+            if r0 == r1 or c0 == c1:
+                continue
+            t = min(self.T, max(512, -(-(r1 - r0) // 8))) if self.symmetric else self.T
+            for i0 in range(r0, r1, t):
+                i1 = min(i0 + t, r1)
+                for j0 in range(i0 if self.symmetric else c0, c1, t):
+                    tiles.append((i0, i1, j0, min(j0 + t, c1)))
+        return tiles
+
+    def chunk_grid(self, blocks) -> tuple[np.ndarray, np.ndarray]:
+        """Chunks of <= ch columns inside each block: (first chunk index per block (nb,), chunk starts (nch,))."""
+        offs, starts = [], []
+        for b0, b1 in blocks:
+            offs.append(len(starts))
+            starts.extend(range(b0, b1, self.ch))
+        return np.array(offs, dtype=np.int64), np.array(starts, dtype=np.int64)
+
+    def chunk_size(self) -> int:
+        """Column-chunk width of the pass-1 table: a power of two >= max(128, cols.n / 1024) (the table stays small;
+        fewer, larger chunks make the candidate re-screen cheaper: measured 128 < 64 < 32 at N = 20k)."""
+        ch = 128
+        while ch * 1024 < self.cols.n and ch < self.T:
+            ch *= 2
+        return max(1, min(ch, self.T))
+
+    @staticmethod
+    def sample_tile(g: torch.Tensor):
+        """Up to 64 finite entries of a screened tile at seeded positions: (row idx, col idx, float64 values)."""
+        gen = np.random.default_rng(0)
+        ri = gen.integers(0, g.shape[0], 256)
+        ci = gen.integers(0, g.shape[1], 256)
+        vals = g[torch.from_numpy(ri).to(g.device), torch.from_numpy(ci).to(g.device)].double().cpu().numpy()
+        ok = np.isfinite(vals)[:64]
+        return ri[:64][ok], ci[:64][ok], vals[:64][ok]
+
+    def _check(self, g: torch.Tensor, i0: int, j0: int) -> None:
+        """Compare up to 64 finite screened entries of the first tile with the reference (cheap insurance)."""
+        if self.kernel.eps == 0.0:
+            return  # the kernel is the reference itself
+        ri, ci, vals = self.sample_tile(g)
+        check_screen(vals, self.rows.X, self.cols.X, i0 + ri, j0 + ci, self.rows.sqnorm, self.cols.sqnorm,
+                     self.kernel.eps, self.kernel.distance)
+        self._screen_checked = True
+
+    def decide_pairs(self, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+        """Reference s(rows[ia], cols[ib]) (float64), sorted by ia for locality, on the tile threads."""
+        order = np.argsort(ia, kind="stable")
+        out = np.empty(ia.shape[0])
+        step = 1 << 12
+        sl = [(s, order[s : s + step]) for s in range(0, ia.shape[0], step)]
+        pairs = self.kernel.distance.pairs
+
+        def part(a):
+            s, o = a
+            out[o] = pairs(self.rows.X, self.cols.X, ia[o], ib[o])
+
+        run_tiles(sl, part, self.workers)
+        return out
+
+    # -- pass 1 -----------------------------------------------------------------------------------------------------
+    def nearest_foreign(self) -> tuple[np.ndarray, np.ndarray]:
+        """Exact m_p (float64, (rows.n,)) and the original index of the foreign sample attaining it (int64, (rows.n,);
+        the lowest among exact ties), for the class-sorted rows."""
+        with single_thread(self.device):
+            if self.use_bf16:
+                from .bf16 import nearest_foreign_bf16
+
+                found = nearest_foreign_bf16(self)
+                if found is not None:
+                    return found
+            return self._nearest_foreign_screened()
+
+    def _nearest_foreign_screened(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pass 1a keeps, for every row and every chunk of ch columns, the smallest screened foreign score (an
+        (n, n / ch) table: one strided min per tile side, no candidate lists). The bound U_p follows; only chunks
+        whose minimum is within U_p + E are screened again and their candidates evaluated in float64."""
+        rows, cols, sym, ch, k = self.rows, self.cols, self.symmetric, self.ch, self.kernel
+        coff, cstarts = self.chunk_grid(self.cblocks)
+        roff = coff if sym else None
+        M = torch.full((rows.n, cstarts.shape[0]), math.inf, dtype=k.dtype, device=self.device)
+        for i0, i1, j0, j1, bi, bj in self.pass1_tiles():
+            g = k.tile(i0, i1, j0, j1)
+            for r0, r1, c0, c1 in rows.same_class_rects(i0, i1, cols, j0, j1):
+                g[r0:r1, c0:c1] = math.inf
+            if not self._screen_checked:
+                self._check(g, i0, j0)
+            M[i0:i1, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = chunk_reduce(g, ch, dim=1, op="amin")
+            if sym and bi != bj:  # the same scores seen from the columns' side
+                M[j0:j1, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = chunk_reduce(g, ch, dim=0, op="amin").T
+            if self.bar is not None:
+                self.bar.update(1)
+        nmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
+        pairs = []
+        for s0 in range(0, rows.n, 1 << 16):  # row blocks keep the (rows, nch) temporaries small
+            Mb = M[s0 : s0 + (1 << 16)]
+            slack = k.eps * (k.nr[s0 : s0 + (1 << 16), None] + nmax[None, :])
+            ub = (Mb + slack).amin(1, keepdim=True)  # >= m_p
+            rr, kk = torch.nonzero(Mb <= ub + slack, as_tuple=True)  # chunks that may hold a minimiser
+            pairs.append((rr + s0, kk, ub[rr, 0]))
+        rr = torch.cat([p[0] for p in pairs])
+        kk = torch.cat([p[1] for p in pairs])
+        ub = torch.cat([p[2] for p in pairs])
+        return self.evaluate_chunks(rr, kk, ub, cstarts)
+
+    def evaluate_chunks(self, rr: torch.Tensor, kk: torch.Tensor, ub: torch.Tensor, cstarts: np.ndarray):
+        """m_p and its sample from candidate (row, column chunk) pairs; ub (kernel dtype) >= m_p of each pair's row.
+
+        Each chunk's rows are screened again by the kernel. The screened values tighten the bound first:
+        U_p = min(ub, min over the screened foreign columns of g + E) >= m_p. Then every column with g <= U_p + E
+        (which includes every exact minimiser) is evaluated with the reference arithmetic. Returns (best (rows.n,)
+        float64, arg (rows.n,) int64 original column index, lowest among exact ties).
+        """
+        rows, cols, k = self.rows, self.cols, self.kernel
+        cends = np.append(cstarts[1:], cols.n)
+        order = torch.argsort(kk, stable=True)
+        rr, kk, ub = rr[order], kk[order], ub[order]
+        ks, counts = torch.unique_consecutive(kk, return_counts=True)
+        rcodes = torch.from_numpy(rows.codes).to(self.device)
+        ccodes = torch.from_numpy(cols.codes).to(self.device)
+        U = torch.full((rows.n,), math.inf, dtype=k.dtype, device=self.device)
+        U.scatter_reduce_(0, rr, ub.to(k.dtype), reduce="amin")
+        groups, kidx, mask_needed = [], [], []
+        start = 0
+        one_class = cols.codes[cstarts] == cols.codes[cends - 1]
+        rr_np = rr.cpu().numpy()
+        for kc, cnt in zip(ks.tolist(), counts.tolist()):
+            groups.append((len(groups), rr[start : start + cnt], int(cstarts[kc]), int(cends[kc])))
+            # a chunk of one class needs no mask when none of its rows is of that class
+            mask_needed.append(not one_class[kc] or bool((rows.codes[rr_np[start : start + cnt]] == cols.codes[
+                cstarts[kc]]).any()))
+            kidx.append(kc)
+            start += cnt
+        screened = [None] * len(groups)
+        ncmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
+
+        def screen(grp):
+            i, r, j0, j1 = grp
+            g = k.rows_vs(r, j0, j1)
+            if mask_needed[i]:
+                g[rcodes[r][:, None] == ccodes[None, j0:j1]] = math.inf
+            E = k.eps * (k.nr[r] + ncmax[kidx[i]])  # the chunk's largest norm: a larger, still valid E
+            screened[i] = (g, E, g.amin(1) + E)
+
+        run_tiles(groups, screen, self.workers)
+        for (i, r, j0, j1), (g, E, umin) in zip(groups, screened):
+            U.scatter_reduce_(0, r, umin.to(k.dtype), reduce="amin")
+        found = [None] * len(groups)
+
+        def select(grp):
+            i, r, j0, j1 = grp
+            g, E, _ = screened[i]
+            a, b = torch.nonzero(g <= (U[r] + E)[:, None], as_tuple=True)
+            found[i] = (r[a].cpu().numpy(), (j0 + b).cpu().numpy())
+
+        run_tiles(groups, select, self.workers)
+        ia = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
+        ib = np.concatenate([f[1] for f in found]) if found else np.zeros(0, dtype=np.int64)
+        best = np.full(rows.n, math.inf)
+        arg = np.full(rows.n, -1, dtype=np.int64)
+        merge_nearest(best, arg, ia, self.decide_pairs(ia, ib), cols.order[ib])
+        return best, arg
+
+    # -- pass 2 -----------------------------------------------------------------------------------------------------
+    def count_closer(self, m: np.ndarray) -> np.ndarray:
+        """#{classmates q != p : s(p, q) < m_p} for every row, int64 (rows.n,)."""
+        with single_thread(self.device):
+            return self._count_closer(m)
+
+    def _count_closer(self, m: np.ndarray) -> np.ndarray:
+        sym, k = self.symmetric, self.kernel
+        mt = torch.from_numpy(m.astype(np.float32 if k.dtype == torch.float32 else np.float64)).to(self.device)
+        acc: dict = {}  # per thread: (cnt, extra), summed at the end (tiles of one class share rows)
+        lock = threading.Lock()
+
+        def tile(t):
+            i0, i1, j0, j1 = t
+            key = threading.get_ident()
+            if key not in acc:
+                with lock:
+                    acc[key] = (torch.zeros(self.rows.n, dtype=torch.int64, device=self.device), [])
+            cnt, extra = acc[key]
+            g = k.tile(i0, i1, j0, j1)
+            if sym and i0 == j0:
+                g.fill_diagonal_(math.inf)  # the sample itself
+            Er = k.eps * (k.nr[i0:i1] + k.nc[j0:j1].max())
+            self._count_side(g, mt[i0:i1], Er, cnt[i0:i1], extra, i0, j0, axis=1)
+            if sym and j0 != i0:
+                Ec = k.eps * (k.nc[j0:j1] + k.nr[i0:i1].max())
+                self._count_side(g, mt[j0:j1], Ec, cnt[j0:j1], extra, i0, j0, axis=0)
+            if self.bar is not None:
+                self.bar.update(1)
+
+        run_tiles(self.pass2_tiles(), tile, self.workers)
+        total = np.zeros(self.rows.n, dtype=np.int64)
+        pend = []
+        for cnt, extra in acc.values():
+            total += cnt.cpu().numpy()
+            pend += extra
+        if pend:
+            q = np.concatenate([p[0] for p in pend])
+            o = np.concatenate([p[1] for p in pend])
+            s = self.decide_pairs(q, o)
+            total += np.bincount(q[s < m[q]], minlength=self.rows.n)
+        return total
+
+    def _count_side(self, g, mt, E, cnt_view, extra, i0, j0, *, axis: int) -> None:
+        """Count along `axis` (1: tile rows are the queries; 0: tile columns are).
+
+        Ambiguous pairs (query, other) are appended to the list `extra` for the float64 decision. Axis 0 occurs only
+        in the one-set case, where rows and cols are the same set.
+        """
+        shape = (-1, 1) if axis == 1 else (1, -1)
+        lo = (mt - E).view(shape)
+        hi = (mt + E).view(shape)
+        below = count_less(g, lo, axis)
+        maybe = count_less(g, hi, axis)
+        cnt_view += below
+        amb = torch.nonzero(maybe > below).squeeze(1)
+        if not amb.numel():
+            return
+        sub = g.index_select(1 - axis, amb)
+        if axis == 1:
+            rr, cc = torch.nonzero((sub >= lo[amb]) & (sub < hi[amb]), as_tuple=True)
+            q = (i0 + amb[rr]).cpu().numpy()  # the query sample (row)
+            o = (j0 + cc).cpu().numpy()
+        else:
+            rr, cc = torch.nonzero((sub >= lo[:, amb]) & (sub < hi[:, amb]), as_tuple=True)
+            q = (j0 + amb[cc]).cpu().numpy()  # the query sample (column)
+            o = (i0 + rr).cpu().numpy()
+        extra.append((q, o))  # evaluated together at the end (`decide_pairs`)
+
+    def count_rows(self, ridx: np.ndarray, c0: int, c1: int, m: np.ndarray) -> np.ndarray:
+        """Counts for an arbitrary subset of rows against pool rows [c0, c1) (one class), self excluded.
+
+        Used by the faiss k-NN backend for rows whose k* exceeds its k-NN limit. Returns int64 (len(ridx),).
+        """
+        k = self.kernel
+        out = np.zeros(ridx.shape[0], dtype=np.int64)
+        for s0 in range(0, ridx.shape[0], self.T):
+            r = ridx[s0 : s0 + self.T]
+            rt = torch.from_numpy(r).to(self.device)
+            mt = torch.from_numpy(m[r].astype(np.float32)).to(self.device)
+            cnt = torch.zeros(r.shape[0], dtype=torch.int64, device=self.device)
+            extra = np.zeros(self.rows.n, dtype=np.int64)
+            for j0 in range(c0, c1, self.T):
+                j1 = min(j0 + self.T, c1)
+                g = k.rows_vs(rt, j0, j1)
+                if self.symmetric:
+                    own = np.flatnonzero((r >= j0) & (r < j1))
+                    if own.size:
+                        g[torch.from_numpy(own).to(self.device), torch.from_numpy(r[own] - j0).to(self.device)] = math.inf
+                E = k.eps * (k.nr.index_select(0, rt) + k.nc[j0:j1].max())
+                lo = (mt - E)[:, None]
+                hi = (mt + E)[:, None]
+                below = (g < lo).sum(1)
+                cnt += below
+                amb = torch.nonzero((g < hi).sum(1) > below).squeeze(1)
+                if amb.numel():
+                    rr, cc = torch.nonzero((g[amb] >= lo[amb]) & (g[amb] < hi[amb]), as_tuple=True)
+                    q = r[amb[rr].cpu().numpy()]
+                    o = (j0 + cc).cpu().numpy()
+                    s = k.distance.pairs(self.rows.X, self.cols.X, q, o)
+                    np.add.at(extra, q, (s < m[q]).astype(np.int64))
+            out[s0 : s0 + self.T] = cnt.cpu().numpy() + extra[r]
+        return out

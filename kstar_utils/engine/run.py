@@ -1,0 +1,133 @@
+"""Device / backend / tile selection and the two passes, on class-sorted data; results in the caller's order."""
+from __future__ import annotations
+
+import numpy as np
+
+from .bounds import screen_eps, screen_floor
+from .layout import SortedSet, auto_tile_size
+from .reference import SQEUCLIDEAN, Distance
+
+BACKENDS = ("auto", "torch", "faiss")
+
+
+def resolve_device(device):
+    """None -> cuda if available else cpu; strings and torch.device accepted; ValueError for anything else."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}: {e}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda'; got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    return dev
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _tile_for(dev, tile_size):
+    if tile_size is not None:
+        return int(tile_size)
+    if dev.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(dev)
+        return auto_tile_size("cuda", free)
+    return auto_tile_size("cpu")
+
+
+def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_size, progress, scale: int = 0,
+               screen: str = "auto", distance: Distance = SQEUCLIDEAN) -> tuple[np.ndarray, np.ndarray]:
+    """Raw k* (int64, (n,)) of queries Xq (n, D) with codes yq against pool Xp/yp (None: one set), and each query's
+    nearest foreign sample (int64, (n,): its index in the pool, or in Xq for one set; the lowest among exact ties).
+
+    Xq, Xp: float rows of the metric space; both are multiplied by 2**scale (exactly) while they are sorted, and the
+    screens' error bounds assume the result lies in the canonical range of `method.metrics.scale_exponent` (largest
+    magnitude below 2). distance: the score compared (engine.reference). backend: "auto"/"torch" (torch kernels; for
+    l1 and lp scores on the CPU, "auto" uses faiss's faster loops when faiss is installed) or "faiss" (squared
+    Euclidean: faiss k-NN searches as the screen; other scores: faiss's kernels in the two-pass engine).
+    screen: the two-pass engine's pass-1 screen for squared Euclidean scores ("auto", "bf16", "float32").
+    """
+    from tqdm.auto import tqdm
+
+    from .kernels import make_kernel
+    from .passes import TwoPassEngine
+    from .threads import exact_float32_matmul
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    dev = resolve_device(device)
+    T = _tile_for(dev, tile_size)
+    dim = Xq.shape[1]
+    floor = screen_floor(dim, distance)
+    rows = SortedSet.build(Xq, yq, n_classes, scale=scale, distance=distance, floor=floor)
+    cols = rows if Xp is None else SortedSet.build(Xp, yp, n_classes, scale=scale, distance=distance, floor=floor)
+    if progress is None:
+        progress = rows.n * cols.n >= 50_000 * 50_000
+    if backend == "faiss" and not faiss_available():
+        raise ValueError("backend='faiss' needs the faiss package (faiss-cpu, or faiss-gpu for CUDA)")
+    impl = "faiss" if backend == "faiss" or (backend == "auto" and dev.type == "cpu" and faiss_available()
+                                              and distance.kind in ("l1", "lp")) else "torch"
+
+    with exact_float32_matmul():
+        if backend == "faiss" and distance.kind == "sqeuclidean":
+            m, enemy, counts = _faiss_knn(rows, cols, dev, T, n_classes, progress, screen)
+        else:
+            kernel = make_kernel(rows, cols, distance, dev, _workers(dev), impl)
+            eng = TwoPassEngine(rows, cols, kernel, tile=T, screen=screen)
+            total = len(eng.pass1_tiles()) + len(eng.pass2_tiles())
+            with tqdm(total=total, desc="k* tiles", unit="tile", disable=not progress) as bar:
+                eng.bar = bar
+                m, enemy = eng.nearest_foreign()
+                counts = eng.count_closer(m)
+
+    if not np.all(np.isfinite(m)) or (enemy < 0).any():  # every query has a foreign sample (>= 2 pool classes)
+        raise RuntimeError("internal error: a sample has no nearest foreign sample")
+    out = np.empty(rows.n, dtype=np.int64)
+    out[rows.order] = 1 + counts
+    nearest = np.empty(rows.n, dtype=np.int64)
+    nearest[rows.order] = enemy
+    return out, nearest
+
+
+def _workers(dev) -> int:
+    import torch
+
+    return torch.get_num_threads() if dev.type == "cpu" else 1
+
+
+def _faiss_knn(rows, cols, dev, T, n_classes, progress, screen):
+    import faiss
+    from tqdm.auto import tqdm
+
+    from .faiss_knn import FaissEngine
+    from .kernels import GemmKernel
+    from .passes import TwoPassEngine
+
+    use_gpu = dev.type == "cuda"
+    if use_gpu and faiss.get_num_gpus() == 0:
+        raise ValueError("backend='faiss' on CUDA needs faiss-gpu; this faiss build has no GPU support")
+    holder = {}
+
+    def fallback():
+        if "e" not in holder:
+            holder["e"] = TwoPassEngine(rows, cols, GemmKernel(rows, cols, SQEUCLIDEAN, dev, _workers(dev)), tile=T,
+                                        screen=screen)
+        return holder["e"]
+
+    eng = FaissEngine(rows, cols, eps=screen_eps(rows.X.shape[1]), use_gpu=use_gpu, fallback=fallback)
+    with tqdm(total=2 * n_classes, desc="k* classes", unit="class", disable=not progress) as bar:
+        eng.bar = bar
+        m, enemy = eng.nearest_foreign()
+        counts = eng.count_closer(m)
+    return m, enemy, counts

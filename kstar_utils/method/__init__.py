@@ -1,0 +1,1 @@
+"""The method's pure functions: distances and their canonical rows (metrics)."""
