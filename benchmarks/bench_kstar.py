@@ -3,16 +3,19 @@
     .venv/bin/python benchmarks/bench_kstar.py                # N = 5k, 10k, 20k (+ reference, GEMM) and 100k engine-only
     .venv/bin/python benchmarks/bench_kstar.py --quick        # N = 2k, 5k; engine-only 20k
     .venv/bin/python benchmarks/bench_kstar.py --device cuda  # up to N = 1,281,167 x D = 768, C = 1000
+    .venv/bin/python benchmarks/bench_kstar.py --metric manhattan --large  # the L1 engine vs cdist(p=1) + sort
 
 Data: C Gaussian classes in D dimensions, centres ~ N(0, spread^2 I), unit-variance noise, float32, balanced classes,
 seeded (the same data in every case of a size). Every case runs in its own subprocess, so "peak MB" is that process's
 own maximum resident set (ru_maxrss; on CUDA also the peak allocated device memory), not shared with other cases.
 
-Cases per size: `reference` (the original algorithm: full N x N float32 cdist, full argsort per row, position of the
-first label change), `torch` and `faiss` (the engine's backends), `gemm` (one N x N x D float32 matrix product of the
-same data, the speed-of-light yardstick) and `base` (data generation only: the memory floor). Exactness: the fraction
-of engine k* equal to the float64 definition, on every sample for N <= --full-check, otherwise on a random subset of
---check-queries queries (each evaluated against all N samples with `reference_sq_distances`).
+Cases per size: `reference` (the original algorithm: full N x N float32 cdist of the metric's order, full argsort per
+row, position of the first label change), `auto`, `torch` and `faiss` (the engine's backends; for Manhattan, `auto`
+and `faiss` screen with faiss's L1 loops, `torch` with torch.cdist), `gemm` (one N x N x D float32 matrix product of
+the same data, the speed-of-light yardstick of the Euclidean engine) and `base` (data generation only: the memory
+floor). Exactness: the fraction of engine k* equal to the float64 definition, on every sample for N <= --full-check,
+otherwise on a random subset of --check-queries queries (each evaluated against all N samples with the reference
+scores of engine.reference).
 """
 from __future__ import annotations
 
@@ -40,16 +43,20 @@ def make_data(n: int, d: int, c: int, spread: float, seed: int = 0):
     return X, y
 
 
-def float64_kstar_of(X: np.ndarray, y: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """k* of the given queries by the float64 definition (reference arithmetic, self excluded, strict <)."""
-    from kstar_utils.kstar import reference_sq_distances
+CDIST_P = {"euclidean": 2.0, "manhattan": 1.0, "chebyshev": float("inf")}
 
-    X64 = X.astype(np.float64)
+
+def float64_kstar_of(X: np.ndarray, y: np.ndarray, queries: np.ndarray, metric: str = "euclidean") -> np.ndarray:
+    """k* of the given queries by the float64 definition (reference arithmetic, self excluded, strict <)."""
+    from kstar_utils.method.metrics import metric_space
+
+    space = metric_space(X.astype(np.float64), metric)
+    X64 = space.queries
     out = np.empty(queries.shape[0], dtype=np.int64)
     step = max(1, int(4e6 // X.shape[0] // X.shape[1]) or 1)
     for s in range(0, queries.shape[0], step):
         q = queries[s : s + step]
-        S = reference_sq_distances(X64[q], X64)
+        S = space.distance.block(X64[q], X64)
         same = y[q, None] == y[None, :]
         enemy = np.where(same, np.inf, S).min(1)
         closer = same & (S < enemy[:, None])
@@ -58,13 +65,13 @@ def float64_kstar_of(X: np.ndarray, y: np.ndarray, queries: np.ndarray) -> np.nd
     return out
 
 
-def reference_algorithm(X: np.ndarray, y: np.ndarray, device: str) -> np.ndarray:
+def reference_algorithm(X: np.ndarray, y: np.ndarray, device: str, metric: str = "euclidean") -> np.ndarray:
     """The original notebook's algorithm: cdist, argsort each row, first label change (float32, ties arbitrary)."""
     import torch
 
     a = torch.from_numpy(X).to(device)
     t = torch.from_numpy(y).to(device)
-    d = torch.cdist(a, a, p=2)
+    d = torch.cdist(a, a, p=CDIST_P[metric])
     order = torch.argsort(d, dim=1)
     del d
     lab = t[order]
@@ -88,9 +95,9 @@ def run_case(spec: dict) -> dict:
     import tqdm.auto  # noqa: F401
 
     from kstar_utils import compute_kstar
-    from kstar_utils.kstar_engine import run, torch_engine  # noqa: F401
+    from kstar_utils.engine import passes, run  # noqa: F401
 
-    if kind == "faiss":
+    if kind in ("faiss", "auto"):
         import faiss  # noqa: F401
     t0 = time.perf_counter()
     if kind == "base":
@@ -103,25 +110,26 @@ def run_case(spec: dict) -> dict:
         sync()
         del g
     elif kind == "reference":
-        k = reference_algorithm(X, y, dev)
+        k = reference_algorithm(X, y, dev, spec["metric"])
     else:
-        k = compute_kstar(X, y, device=dev, backend=kind, progress=spec.get("progress", False))
+        k = compute_kstar(X, y, device=dev, backend=kind, metric=spec["metric"], progress=spec.get("progress", False))
     sync()
     result["time_s"] = time.perf_counter() - t0
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if cuda:
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    if kind in ("reference", "torch", "faiss"):
+    if kind in ("reference", "torch", "faiss", "auto"):
         n = spec["n"]
         if n <= spec["full_check"]:
             q = np.arange(n)
         else:
             q = np.sort(np.random.default_rng(1).choice(n, size=min(n, spec["check_queries"]), replace=False))
-        cache = os.path.join(spec["cache_dir"], f"exact_{n}_{spec['d']}_{spec['c']}_{spec['spread']}_{q.shape[0]}.npy")
+        cache = os.path.join(spec["cache_dir"], f"exact_{spec['metric']}_{n}_{spec['d']}_{spec['c']}_{spec['spread']}_"
+                                                f"{q.shape[0]}.npy")
         if os.path.exists(cache):  # the float64 check is the same for every case of a size: compute it once
             exact = np.load(cache)
         else:
-            exact = float64_kstar_of(X, y, q)
+            exact = float64_kstar_of(X, y, q, spec["metric"])
             np.save(cache, exact)
         result["exact_frac"] = float(np.mean(k[q] == exact))
         result["checked"] = int(q.shape[0])
@@ -151,11 +159,12 @@ def fmt(x, spec="{:.2f}"):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="*", help="N with reference, GEMM and both backends (none: --sizes)")
-    ap.add_argument("--large", type=int, nargs="*", help="N for the engine alone (torch backend)")
+    ap.add_argument("--large", type=int, nargs="*", help="N for the engine alone (default backend)")
     ap.add_argument("--dim", type=int, default=None)
     ap.add_argument("--classes", type=int, default=None)
     ap.add_argument("--spread", type=float, default=0.5, help="std of the class centres (noise std is 1)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--metric", default="euclidean", choices=sorted(CDIST_P))
     ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     ap.add_argument("--repeats", type=int, default=1,
                     help="run every timed case this often, cases interleaved per round (each round sees similar load); "
@@ -179,12 +188,14 @@ def main(argv=None) -> int:
     sizes = args.sizes if args.sizes is not None else (
         [2000, 5000] if args.quick else ([20000, 100000] if cuda else [5000, 10000, 20000]))
     large = args.large if args.large is not None else ([20000] if args.quick else ([1281167] if cuda else [100000]))
+    euclid = args.metric == "euclidean"
     cases = []
     for n in sizes:
-        names = ["base", "gemm"] + ([] if args.no_reference else ["reference"]) + ["torch"]
-        names += [] if args.no_faiss else ["faiss"]
+        names = ["base"] + (["gemm"] if euclid else []) + ([] if args.no_reference else ["reference"])
+        names += ["torch"] if euclid else ["auto", "torch"]
+        names += [] if args.no_faiss or not euclid else ["faiss"]
         cases += [(n, name) for name in names]
-    cases += [(n, name) for n in large for name in ("base", "torch")]
+    cases += [(n, name) for n in large for name in ("base", "torch" if euclid else "auto")]
 
     import tempfile
 
@@ -192,7 +203,7 @@ def main(argv=None) -> int:
 
     cache_dir = tempfile.mkdtemp(prefix="bench_kstar_")
     results: dict = {}
-    base_spec = dict(d=d, c=c, spread=args.spread, device=args.device, full_check=args.full_check,
+    base_spec = dict(d=d, c=c, spread=args.spread, device=args.device, metric=args.metric, full_check=args.full_check,
                      check_queries=args.check_queries, cache_dir=cache_dir)
     runs: dict = {}
     rounds = [(rep, n, name) for rep in range(args.repeats) for n, name in cases if rep == 0 or name != "base"]
@@ -224,13 +235,13 @@ def main(argv=None) -> int:
     for (n, name), rs in runs.items():  # per-round ratios: the same round's reference / GEMM run
         for base in ("reference", "gemm"):
             bs = runs.get((n, base))
-            if bs and name in ("torch", "faiss", "reference") and name != base:
+            if bs and name in ("torch", "faiss", "auto", "reference") and name != base:
                 pairs = [r["time_s"] / b["time_s"] for r, b in zip(rs, bs) if "time_s" in r and "time_s" in b]
                 ratios[(n, name, base)] = median_of(pairs)
 
     lines = [
         f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
-        f"device {args.device} | D={d} C={c} spread={args.spread}",
+        f"device {args.device} | metric {args.metric} | D={d} C={c} spread={args.spread}",
         "",
         f"repeats: {args.repeats} (median time; ratios = median over rounds of the same round's ratio)",
         "",
@@ -241,7 +252,7 @@ def main(argv=None) -> int:
     for n in sorted({n for n, _ in cases}):
         ref_t = results.get((n, "reference"), {}).get("time_s")
         gemm_t = results.get((n, "gemm"), {}).get("time_s")
-        for name in ("base", "gemm", "reference", "torch", "faiss"):
+        for name in ("base", "gemm", "reference", "auto", "torch", "faiss"):
             r = results.get((n, name))
             if r is None:
                 continue
@@ -255,18 +266,20 @@ def main(argv=None) -> int:
             else:
                 mem_s = fmt(mem, "{:.0f}")
             ex = f"{r['exact_frac']:.4f} ({r['checked']})" if "exact_frac" in r else ""
-            rel_ref = fmt(ratios.get((n, name, "reference"))) if ref_t and name in ("torch", "faiss") else ""
-            rel_gemm = fmt(ratios.get((n, name, "gemm"))) if gemm_t and name in ("torch", "faiss", "reference") else ""
+            rel_ref = fmt(ratios.get((n, name, "reference"))) if ref_t and name in ("torch", "faiss", "auto") else ""
+            rel_gemm = (fmt(ratios.get((n, name, "gemm"))) if gemm_t and name in ("torch", "faiss", "auto", "reference")
+                        else "")
             lines.append(f"| {n} | {name} | {t:.2f} | {mem_s} | {rel_ref} | {rel_gemm} | {ex} |")
-        hashes = {r.get("kstar_hash") for k in ("torch", "faiss") for r in runs.get((n, k), []) if "time_s" in r}
+        hashes = {r.get("kstar_hash") for k in ("torch", "faiss", "auto") for r in runs.get((n, k), [])
+                  if "time_s" in r}
         if len(hashes) > 1:
-            lines.append(f"| {n} | torch vs faiss | results DIFFER | | | | |")
+            lines.append(f"| {n} | engine backends | results DIFFER | | | | |")
     table = "\n".join(lines)
     print("\n" + table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({f"{n}:{k}": v for (n, k), v in results.items()}, f, indent=1)
-    bad = [k for k, v in results.items() if k[1] in ("torch", "faiss") and v.get("exact_frac", 1.0) != 1.0]
+    bad = [k for k, v in results.items() if k[1] in ("torch", "faiss", "auto") and v.get("exact_frac", 1.0) != 1.0]
     return 1 if bad else 0
 
 
