@@ -37,6 +37,20 @@ class MetricSpace:
     distance: Distance
     metric: str
     details: dict[str, Any] = field(default_factory=dict)
+    scale: int = 0  # the rows are the metric's rows times 2**scale
+
+    def distances(self, ia, ib) -> np.ndarray:
+        """The metric's distances (float64, (k,)) between queries[ia] and pool[ib] (queries[ib] for one set), in the
+        features' own units: Euclidean / Mahalanobis lengths, cosine distance 1 - cos, L1, L-inf, Lp lengths."""
+        pool = self.queries if self.pool is None else self.pool
+        s = self.distance.pairs(self.queries, pool, ia, ib)
+        if self.metric == "cosine":  # unit rows: |a - b|^2 = 2 - 2 cos
+            return np.ldexp(s, -2 * self.scale) / 2.0
+        if self.distance.kind == "sqeuclidean":
+            return np.ldexp(np.sqrt(s), -self.scale)
+        if self.distance.kind == "lp":
+            return np.ldexp(s ** (1.0 / self.distance.p), -self.scale)
+        return np.ldexp(s, -self.scale)
 
 
 def check_metric(metric: str, p=None, cov=None, shrinkage=None) -> None:
@@ -200,7 +214,7 @@ def metric_space(queries: np.ndarray, metric: str = "euclidean", *, codes: np.nd
         details = {"p": float(p)}
     k = scale_exponent(queries, pool)
     return MetricSpace(rescale(queries, k), None if pool is None else rescale(pool, k), distance_of(metric, p),
-                       metric, details)
+                       metric, details, k)
 
 
 def _whiten(queries, pool, codes, cov, shrinkage):

@@ -1,0 +1,1 @@
+"""Analyses built on k*: who fractures whom (fracture)."""
