@@ -5,15 +5,18 @@
 
 Each layer's file is keyed (kstar_utils.cache.artifact_path) by everything that changes its values: model, weights
 tag, dataset, split, layer, sampling, pooling, embedding normalisation and numeric precision. Asking again for the same
-spec reuses the file; ``force=True`` rebuilds it. Large runs write chunk files plus a manifest as they go, so an
-interrupted run resumes at the first missing chunk; the finished file and its JSON sidecar are written atomically.
+spec reuses the file, but only when its bytes still have the sha256 its sidecar records and the weights file it was
+extracted from (sidecar ``inputs``) still has the recorded content; a damaged file is set aside and rebuilt
+(kstar_utils.cache.verified_sidecar). ``force=True`` rebuilds it. Large runs write chunk files plus a manifest as they
+go, so an interrupted run resumes at the first missing chunk; the finished file and its JSON sidecar are written
+atomically, byte-reproducibly (equal arrays give an equal file and an equal hash).
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -53,37 +56,56 @@ class FeatureSet:
 
 
 # ---------------------------------------------------------------------------------------------- file format
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """np.savez, but byte-for-byte reproducible: fixed member timestamps, so equal arrays give an equal file."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arr), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+_write_npz = cache.write_npz  # the old name, for code that imported the writer from here
 
 
 def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray, class_names, sidecar: Mapping) -> Path:
-    """Write a feature file and then its sidecar, each atomically (a reader never sees a partial file)."""
+    """Write a feature file and then its sidecar, each atomically (a reader never sees a partial file).
+
+    features (N, D) -> float32, labels (N,) -> int64, class_names (C,). The sidecar gets the file's `sha256`.
+    """
     path = Path(path)
-    with cache.atomic_path(path) as tmp:
-        _write_npz(tmp, {"features": np.asarray(features, dtype=np.float32),
-                         "labels": np.asarray(labels, dtype=np.int64),
-                         "class_names": np.asarray([str(c) for c in class_names], dtype=str)})
-    cache.write_json_atomic(cache.sidecar_path(path), dict(sidecar))
+    arrays = {"features": np.asarray(features, dtype=np.float32), "labels": np.asarray(labels, dtype=np.int64),
+              "class_names": np.asarray([str(c) for c in class_names], dtype=str)}
+    cache.write_artifact(path, lambda tmp: cache.write_npz(tmp, arrays), sidecar)
     return path
 
 
 def load_features(path: str | Path) -> FeatureSet:
-    """Read a feature file written by :func:`extract_features` (its sidecar, when present, becomes `meta`)."""
+    """Read a feature file written by :func:`extract_features` (its sidecar, when present, becomes `meta`).
+
+    A file that is not a complete features .npz, or whose sidecar is unreadable, raises ValueError
+    (cache.CorruptFileError) naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"feature file not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        X = z["features"].astype(np.float32, copy=False)
-        y = z["labels"].astype(np.int64, copy=False)
-        names = tuple(str(c) for c in z["class_names"]) if "class_names" in z else ()
+    z = cache.load_npz(path, ["features", "labels"])
+    X = z["features"].astype(np.float32, copy=False)
+    y = z["labels"].astype(np.int64, copy=False)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise cache.CorruptFileError(f"{path}: features must be (N, D) with N labels; got {X.shape} and {y.shape}")
+    names = tuple(str(c) for c in z["class_names"]) if "class_names" in z else ()
     meta = cache.read_sidecar(path) if cache.sidecar_path(path).exists() else {}
     return FeatureSet(X, y, names, meta, path)
+
+
+def _check_feature_file(path: Path) -> None:
+    """Raise CorruptFileError unless `path` reads in full as a features .npz (zip CRCs included)."""
+    load_features(path)
+
+
+def _reusable(path: Path, digests: dict[str, str]) -> bool:
+    """Whether a cached features file may be reused: intact (its sha256 as its sidecar records) and extracted from
+    weights that still have the recorded content. A weights file no longer on disk does not count as changed: the
+    spec's weights tag still names the weights, and nothing could be re-extracted without them anyway."""
+    meta = cache.verified_sidecar(path, adopt=_check_feature_file)
+    if meta is None:
+        return False
+    if "inputs" not in meta and meta.get("weights_file") and meta.get("weights_sha256"):
+        # sidecars from before `inputs` existed record the weights at the top level
+        meta = {"inputs": {"weights": cache.input_record(meta["weights_file"], meta["weights_sha256"])}}
+    return not cache.changed_inputs(meta, digests, missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -218,7 +240,8 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     specs = {layer: feature_spec(model, dataset, split, layer, pretrained=pretrained, model_opts=model_opts,
                                  data_opts=data_opts, pool=pool, precision=precision) for layer in layers}
     paths = {layer: cache.artifact_path(root, "features", spec, ".npz") for layer, spec in specs.items()}
-    todo = tuple(layer for layer in layers if force or not cache.is_complete(paths[layer]))
+    digests: dict[str, str] = {}  # each weights file is hashed once per call, however many layers share it
+    todo = tuple(layer for layer in layers if force or not _reusable(paths[layer], digests))
     if not todo:
         return paths
 
@@ -233,7 +256,8 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
                              pool=pool, num_workers=int(run_opts.get("num_workers", 0)),
                              chunk_batches=int(run_opts.get("chunk_batches", 8)),
                              progress=bool(run_opts.get("progress", True)), on_chunk=run_opts.get("on_chunk"))
-    weights_sha = _weights_sha256(loaded)
+    weights_sha = _weights_sha256(loaded, digests)
+    inputs = {"weights": cache.input_record(loaded.weights_file, weights_sha)} if weights_sha else {}
     for layer in todo:
         X = arrays[layer]
         if layer == "penultimate":
@@ -243,26 +267,20 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
             weights_sha256=weights_sha, dataset=dataset, split=split, layer=layer,
             preprocessing=dict(loaded.preprocessing), data_source=dict(data.source), n=int(X.shape[0]),
             d=int(X.shape[1]), n_classes=len(data.class_names), device=str(dev), batch_size=batch_size,
-            features_sha256=cache.spec_hash({"x": _array_digest(X)}, length=64),
-            model_extra=dict(loaded.extra))
+            model_extra=dict(loaded.extra), inputs=inputs)
         save_features(paths[layer], X, arrays["__labels__"], data.class_names, sidecar)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return paths
 
 
-def _array_digest(X: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()
-
-
-def _weights_sha256(loaded: registry.LoadedModel) -> str | None:
+def _weights_sha256(loaded: registry.LoadedModel, digests: dict[str, str]) -> str | None:
+    """sha256 of the loaded weights file (None without one); `digests` is the call's path -> hash memo."""
     f = loaded.weights_file
     if f is None or not Path(f).is_file():
         return None
-    from .models._common import sha256_file
-
-    return sha256_file(f)
+    if str(f) not in digests:
+        digests[str(f)] = cache.sha256_file(f)
+    return digests[str(f)]
 
 
 def _check_penultimate_width(loaded: registry.LoadedModel, width: int) -> None:
@@ -272,11 +290,15 @@ def _check_penultimate_width(loaded: registry.LoadedModel, width: int) -> None:
                            f"(data/robustbench/feature_layers.csv); the head module may be wrong")
 
 
-def _manifest_ok(parts_dir: Path, expected: Mapping) -> bool:
+def _manifest_state(parts_dir: Path, expected: Mapping) -> str:
+    """"same" (the chunks belong to this run), "other" (another run's, or no manifest) or "unreadable"."""
     try:
-        return json.loads((parts_dir / MANIFEST).read_text()) == json.loads(json.dumps(expected, default=str))
-    except (OSError, ValueError):
-        return False
+        found = cache.read_json(parts_dir / MANIFEST)
+    except FileNotFoundError:
+        return "other"
+    except cache.CorruptFileError:
+        return "unreadable"
+    return "same" if found == json.loads(json.dumps(expected, default=str)) else "other"
 
 
 def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Path, run_spec, *, batch_size, device,
@@ -296,7 +318,10 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
     n_chunks = (n + chunk - 1) // chunk
     manifest = {"run_spec": run_spec, "n": n, "chunk_size": chunk, "batch_size": int(batch_size),
                 "n_chunks": n_chunks, "layers": list(layers)}
-    if parts_dir.exists() and not _manifest_ok(parts_dir, manifest):
+    state = _manifest_state(parts_dir, manifest) if parts_dir.exists() else "same"
+    if state == "unreadable":  # the chunks cannot be matched to a run: keep them aside rather than delete them
+        cache.set_aside(parts_dir, f"its {MANIFEST} is unreadable, so its chunks cannot be matched to this run")
+    elif state == "other":
         shutil.rmtree(parts_dir)  # parts from a different batch size or data: they cannot be combined
     parts_dir.mkdir(parents=True, exist_ok=True)
     cache.write_json_atomic(parts_dir / MANIFEST, manifest)
@@ -310,8 +335,12 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
         for i in range(n_chunks):
             lo, hi = i * chunk, min(n, (i + 1) * chunk)
             if part(i).is_file():
-                bar.update(hi - lo)
-                continue
+                try:  # a chunk left by an earlier run: read it in full before trusting it
+                    cache.load_npz(part(i), ["labels", *(f"layer{j}" for j in range(len(layers)))])
+                    bar.update(hi - lo)
+                    continue
+                except cache.CorruptFileError as e:
+                    cache.set_aside(part(i), str(e))
             loader = DataLoader(Subset(data.dataset, range(lo, hi)), batch_size=batch_size, shuffle=False,
                                 num_workers=num_workers, pin_memory=device.type == "cuda")
             outs: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
@@ -326,7 +355,7 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
             arrays = {f"layer{j}": np.concatenate(outs[layer]) for j, layer in enumerate(layers)}
             arrays["labels"] = np.concatenate(labels)
             with cache.atomic_path(part(i)) as tmp:
-                _write_npz(tmp, arrays)
+                cache.write_npz(tmp, arrays)
             if on_chunk is not None:
                 on_chunk(i, n_chunks)
     finally:
@@ -335,10 +364,10 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
     result: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     labels = []
     for i in range(n_chunks):
-        with np.load(part(i), allow_pickle=False) as z:
-            for j, layer in enumerate(layers):
-                result[layer].append(z[f"layer{j}"])
-            labels.append(z["labels"])
+        z = cache.load_npz(part(i), ["labels", *(f"layer{j}" for j in range(len(layers)))])
+        for j, layer in enumerate(layers):
+            result[layer].append(z[f"layer{j}"])
+        labels.append(z["labels"])
     out = {layer: np.ascontiguousarray(np.concatenate(v).astype(np.float32, copy=False)) for layer, v in result.items()}
     out["__labels__"] = np.concatenate(labels).astype(np.int64)
     if not np.array_equal(out["__labels__"], data.labels):
@@ -353,24 +382,32 @@ def _import_feature_file(dataset: str, *, root, force: bool, n_per_class=None, s
         raise ValueError("subset applies to ImageNet datasets only")
     src = Path(dataset.split(":", 1)[1]).expanduser().resolve()
     datasets._require(dataset, "given", None)  # a missing file: the error that says how to provide it
-    from .models._common import sha256_file
-
-    src_sha = sha256_file(src)
+    inputs = {"source": cache.input_record(src, cache.sha256_file(src))}
+    src_sha = inputs["source"]["sha256"]
     labels_file = src.with_name(f"{src.stem}_labels.npy")
     if src.suffix == ".npy" and labels_file.is_file():  # .npy features keep their labels beside them: key both
-        src_sha = cache.spec_hash({"features": src_sha, "labels": sha256_file(labels_file)}, length=64)
+        inputs["labels"] = cache.input_record(labels_file, cache.sha256_file(labels_file))
+        src_sha = cache.spec_hash({"features": src_sha, "labels": inputs["labels"]["sha256"]}, length=64)
     spec = {"kind": "features", "model": "external", "pretrained": src_sha[:16], "dataset": src.stem, "split": "given",
             "layer": "features"}
     if n_per_class is not None:
         spec.update(n_per_class=n_per_class, seed=seed)
     path = cache.artifact_path(root, "features", spec, ".npz")
-    if cache.is_complete(path) and not force:
+    if not force and cache.verified_sidecar(path, {k: v["sha256"] for k, v in inputs.items()}) is not None:
         return path
-    X, y, names = datasets.load_feature_file(src)
+    try:
+        X, y, names = datasets.load_feature_file(src)
+    except datasets.DatasetNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        if str(src) in str(e):  # already names the file
+            raise
+        raise ValueError(f"features file {src} (from {dataset!r}) is not readable: {type(e).__name__}: {e}") from None
     keep = datasets.subsample_per_class(y, n_per_class, seed)
     X, y = X[keep], y[keep]
     sidecar = cache.provenance(spec, model="external", source_file=str(src), source_sha256=src_sha, dataset=dataset,
-                               layer="features", n=int(X.shape[0]), d=int(X.shape[1]), n_classes=len(names))
+                               layer="features", n=int(X.shape[0]), d=int(X.shape[1]), n_classes=len(names),
+                               inputs=inputs)
     return save_features(path, X, y, names, sidecar)
 
 

@@ -2,12 +2,17 @@
 
     features index (01) -> k* index (02) -> skewness tables (03) -> correlations (04)
 
-An index is a small CSV with one row per (model, layer) and the paths of the cached artefacts, so a notebook names
-its input and output as two paths and any stage can be rerun alone. Cached artefacts are keyed by their spec
-(kstar_utils.cache.artifact_path): asking again for finished work reuses it.
+An index is a small CSV with one row per (model, layer) and the paths of the cached artefacts (with the sha256 of
+each file's bytes), so a notebook names its input and output as two paths and any stage can be rerun alone. Cached
+artefacts are keyed by their spec (kstar_utils.cache.artifact_path), and a k*'s spec holds the sha256 of its features
+file: asking again for finished work reuses it, new features content gives a new k*, and a damaged cached k* is set
+aside and recomputed.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -40,14 +45,20 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
 def read_index(index: str | Path | pd.DataFrame, required: Sequence[str], *, layer: str | None = None) -> pd.DataFrame:
     """An index table (a DataFrame or the path of its CSV) with its required columns checked; with `layer`, only the
     rows of that layer (an error when there are none)."""
+    where = ""
     if not isinstance(index, pd.DataFrame):
         path = Path(index)
         if not path.exists():
             raise FileNotFoundError(f"index table not found: {path} (run the previous notebook/stage first)")
-        index = pd.read_csv(path)
+        where = f" {path}"
+        try:
+            index = pd.read_csv(path)
+        except (ValueError, OSError) as e:  # ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
+            raise ValueError(f"index table {path} is not a readable CSV ({type(e).__name__}: {e}); write it again "
+                             f"with the previous notebook/stage") from None
     missing = [c for c in required if c not in index.columns]
     if missing:
-        raise ValueError(f"index table lacks columns {missing}; has {list(index.columns)}")
+        raise ValueError(f"index table{where} lacks columns {missing}; has {list(index.columns)[:20]}")
     if layer is not None:
         index = index[index["layer"] == layer]
         if index.empty:
@@ -67,19 +78,27 @@ def extract_stage(models: Iterable[str], dataset: str, *, split: str = "test", l
         for layer, path in paths.items():
             meta = cache.read_sidecar(path)
             rows.append({"model": model, "dataset": dataset, "split": split, "layer": layer,
-                         "n": meta.get("n"), "d": meta.get("d"), "features_path": str(path)})
+                         "n": meta.get("n"), "d": meta.get("d"), "features_path": str(path),
+                         "features_sha256": meta.get("sha256")})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------ 02 k*
 @dataclass(frozen=True)
 class KstarResult:
-    """k* of one (model, layer): kstar (N,) int64 raw k*, labels (N,) int64, class_names (C,), meta = sidecar."""
+    """k* of one (model, layer): kstar (N,) int64 raw k*, labels (N,) int64, class_names (C,), meta = sidecar,
+    enemy (N,) int64: the index of each sample's nearest sample of another class (lowest index among exact ties)."""
 
     kstar: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
     meta: Mapping
+    enemy: np.ndarray | None = None
+
+    @property
+    def khat(self) -> np.ndarray:
+        """(N,) normalised k* = k* / class size."""
+        return self.kstar / np.bincount(self.labels)[self.labels]
 
     @property
     def named_labels(self) -> np.ndarray:
@@ -87,59 +106,147 @@ class KstarResult:
         return np.asarray(self.class_names)[self.labels] if self.class_names else self.labels
 
 
-def kstar_path(features_path: str | Path, root: str | Path, metric: str) -> tuple[Path, dict]:
-    """Where the k* of a feature file is cached, and the spec that keys it."""
+METRIC_OPTIONS = ("p", "cov", "shrinkage")
+
+
+def metric_label(metric: str, **options) -> str:
+    """A readable name of a metric and its options, e.g. "minkowski(p=3)", "mahalanobis(cov=pooled)"."""
+    opts = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
+    return f"{metric}({opts})" if opts else metric
+
+
+def kstar_path(features_path: str | Path, root: str | Path, metric: str, *,
+               features_sha256: str | None = None, **metric_options) -> tuple[Path, dict]:
+    """Where the k* of a feature file is cached, and the spec that keys it.
+
+    The spec holds the sha256 of the features file's bytes (computed here unless given), so the same file name with
+    new content is another k*. Features files are written byte-reproducibly: equal arrays, equal hash. Metric options
+    (p, cov, shrinkage; a covariance matrix by its hash) are part of the key.
+    """
     fmeta = cache.read_sidecar(features_path)
     fspec = fmeta.get("spec", {})
-    spec = {"kind": "kstar", "metric": metric, "features": fmeta.get("spec_hash"),
+    opts = {k: (_matrix_key(v) if k == "cov" and not isinstance(v, str) else v)
+            for k, v in metric_options.items() if v is not None}
+    spec = {"kind": "kstar", "version": 2, "metric": metric, **opts, "features": fmeta.get("spec_hash"),
+            "features_sha256": features_sha256 or cache.sha256_file(features_path),
             **{k: fspec.get(k, fmeta.get(k)) for k in INDEX_KEYS}}
     return cache.artifact_path(root, "kstar", spec, ".npz"), spec
 
 
+def _matrix_key(m) -> str:
+    a = np.ascontiguousarray(np.asarray(m, dtype=np.float64))
+    return "sha256:" + hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+
+
+def _file_state(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def kstar_of_file(features_path: str | Path, root: str | Path, *, metric: str = "euclidean", force: bool = False,
-                  **engine_options) -> Path:
-    """Compute (or reuse) k* of one feature file; returns the path of its .npz (kstar, labels, class_names)."""
-    path, spec = kstar_path(features_path, root, metric)
-    if force or not cache.is_complete(path):
+                  p=None, cov=None, shrinkage=None, **engine_options) -> Path:
+    """Compute (or reuse) k* of one feature file; returns the path of its .npz (kstar (N,) int64, enemy (N,) int64,
+    labels (N,) int64, class_names (C,)), whose sidecar records its own sha256 and, under inputs["features"], the
+    features file's. p, cov, shrinkage: the metric's options (compute_kstar).
+
+    A cached k* is reused only when its bytes match its sidecar (else it is set aside with a CorruptCacheWarning and
+    recomputed); its key holds the features' sha256, so changed features always give a new k*. A features file that
+    cannot be read raises ValueError naming it (it may be the user's: it is never moved).
+    """
+    features_path = Path(features_path)
+    if not features_path.is_file():
+        raise FileNotFoundError(f"features file not found: {features_path} (listed in the features index)")
+    for _ in range(3):
+        before = _file_state(features_path)
+        fsha = cache.sha256_file(features_path)
+        path, spec = kstar_path(features_path, root, metric, features_sha256=fsha, p=p, cov=cov, shrinkage=shrinkage)
+        if not force and cache.verified_sidecar(path, {"features": fsha}) is not None:
+            return path
         fs = load_features(features_path)
-        k = compute_kstar(fs.features, fs.labels, metric=metric, **engine_options)
-        with cache.atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, kstar=k, labels=fs.labels, class_names=np.asarray(fs.class_names, dtype=str))
-        cache.write_json_atomic(cache.sidecar_path(path), cache.provenance(spec, features_path=str(features_path),
-                                                                           n=int(k.size)))
+        # the k* is keyed by the hash taken above: the arrays must come from those same bytes
+        if _file_state(features_path) == before:
+            break
+    else:
+        raise RuntimeError(f"features file {features_path} kept changing while it was read; is another process "
+                           f"writing it?")
+    recorded = fs.meta.get("sha256")
+    if recorded and recorded != fsha:
+        warnings.warn(f"features file {features_path} is not the file its sidecar describes (sha256 {fsha[:12]}, "
+                      f"sidecar {str(recorded)[:12]}; replaced?); its k* is computed from its current content",
+                      stacklevel=2)
+    k, enemy = compute_kstar(fs.features, fs.labels, metric=metric, p=p, cov=cov, shrinkage=shrinkage,
+                             return_enemy=True, **engine_options)
+    arrays = {"kstar": np.asarray(k, dtype=np.int64), "enemy": np.asarray(enemy, dtype=np.int64),
+              "labels": fs.labels, "class_names": np.asarray(fs.class_names, dtype=str)}
+    cache.write_artifact(path, lambda tmp: cache.write_npz(tmp, arrays),
+                         cache.provenance(spec, features_path=str(features_path), n=int(k.size),
+                                          inputs={"features": cache.input_record(features_path, fsha)}))
     return path
 
 
-def load_kstar(path: str | Path) -> KstarResult:
-    with np.load(path, allow_pickle=False) as z:
-        names = tuple(str(c) for c in z["class_names"])
-        return KstarResult(z["kstar"], z["labels"], names, cache.read_sidecar(path))
+def load_kstar(path: str | Path, *, sha256: str | None = None) -> KstarResult:
+    """Read a k* file written by :func:`kstar_of_file`.
+
+    Its bytes are hashed and parsed in one read and must match the sha256 its sidecar records and, when given,
+    `sha256` (e.g. the k* index's record), so a result never comes from a damaged or swapped file. A mismatch or an
+    unreadable file raises ValueError (cache.CorruptFileError) naming it.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    meta = cache.read_sidecar(path)
+    actual = hashlib.sha256(data).hexdigest()
+    for whose, want in (("its sidecar", meta.get("sha256")), ("the k* index", sha256)):
+        if isinstance(want, str) and want and want != actual:
+            raise cache.CorruptFileError(
+                f"k* file {path} (sha256 {actual[:12]}) is not the file {whose} records (sha256 {want[:12]}): damaged "
+                f"or replaced; run the k* stage again (it sets a damaged cached k* aside and recomputes it)")
+    z = cache.load_npz(data, ["kstar", "enemy", "labels", "class_names"], name=path)
+    return KstarResult(z["kstar"], z["labels"], tuple(str(c) for c in z["class_names"]), meta, z["enemy"])
+
+
+def _recorded_sha(row) -> str | None:
+    """The k* sha256 an index row records (None for indexes written before the column existed)."""
+    value = getattr(row, "kstar_sha256", None)
+    return value if isinstance(value, str) else None
 
 
 def kstar_stage(features_index, *, root: str | Path = "outputs", metric: str = "euclidean", force: bool = False,
-                progress: bool = True, **engine_options) -> pd.DataFrame:
-    """k* for every row of the features index; returns the k* index (features index + metric, kstar_path)."""
+                progress: bool = True, p=None, cov=None, shrinkage=None, **engine_options) -> pd.DataFrame:
+    """k* for every row of the features index; returns the k* index (features index + metric, kstar_path and the
+    sha256 of each features and k* file, read from the k* sidecars, so nothing is hashed twice). The `metric` column
+    names the metric with its options (`metric_label`)."""
+    from .method.metrics import check_metric
+
+    check_metric(metric, p, cov, shrinkage)  # before any file is read
     index = read_index(features_index, INDEX_KEYS + ["features_path"])
-    paths = [str(kstar_of_file(p, root, metric=metric, force=force, **engine_options))
-             for p in tqdm(index["features_path"], desc="k*", disable=not progress)]
-    return index.assign(metric=metric, kstar_path=paths)
+    paths = [str(kstar_of_file(f, root, metric=metric, force=force, p=p, cov=cov, shrinkage=shrinkage,
+                               **engine_options))
+             for f in tqdm(index["features_path"], desc="k*", disable=not progress)]
+    metas = [cache.read_sidecar(f) for f in paths]
+    label = metric_label(metric, p=p, cov=cov if cov is None or isinstance(cov, str) else "given",
+                         shrinkage=shrinkage)
+    return index.assign(metric=label, kstar_path=paths,
+                        features_sha256=[m["inputs"]["features"]["sha256"] for m in metas],
+                        kstar_sha256=[m["sha256"] for m in metas])
 
 
 # ------------------------------------------------------------------------------------------------ 03 skewness
-def summarize_file(path: str | Path) -> SkewnessSummary:
-    res = load_kstar(path)
+def summarize_file(path: str | Path, *, sha256: str | None = None) -> SkewnessSummary:
+    res = load_kstar(path, sha256=sha256)
     return summarize_skewness(res.kstar, res.named_labels)
 
 
 def skewness_stage(kstar_index) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-model coefficients (Γ, Γ', weighted Γ', spread, pattern counts) and the long per-class table."""
+    """Per-model coefficients (Γ, Γ', weighted Γ', spread, pattern counts, and the sha256 of the k* file they were
+    computed from) and the long per-class table. Each k* file is checked against its sidecar and the index's
+    `kstar_sha256` where the index has one."""
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"])
     model_rows, class_tables = [], []
     for row in index.itertuples(index=False):
-        s = summarize_file(row.kstar_path)
+        res = load_kstar(row.kstar_path, sha256=_recorded_sha(row))
+        s = summarize_skewness(res.kstar, res.named_labels)
         keys = {k: getattr(row, k) for k in INDEX_KEYS + ["metric"]}
-        model_rows.append({**keys, **s.to_dict()})
+        model_rows.append({**keys, **s.to_dict(), "kstar_sha256": res.meta.get("sha256")})
         class_tables.append(s.per_class.assign(**keys))
     per_class = pd.concat(class_tables, ignore_index=True)
     per_class = per_class[INDEX_KEYS + ["metric"] + [c for c in per_class.columns if c not in keys]]
@@ -155,7 +262,7 @@ def kstar_figures(kstar_index, figures_dir: str | Path, *, layer: str = "penulti
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"], layer=layer)
     rows = []
     for row in index.itertuples(index=False):
-        res = load_kstar(row.kstar_path)
+        res = load_kstar(row.kstar_path, sha256=_recorded_sha(row))
         labels = res.named_labels
         fig = plot_kstar_distribution(res.kstar, labels, summarize_skewness(res.kstar, labels),
                                       title=f"{row.model} · {row.layer} · {row.dataset}/{row.split}")
@@ -172,7 +279,7 @@ def kstar_overview(kstar_index) -> pd.DataFrame:
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"])
     rows = []
     for row in index.itertuples(index=False):
-        res = load_kstar(row.kstar_path)
+        res = load_kstar(row.kstar_path, sha256=_recorded_sha(row))
         khat = normalize_kstar(res.kstar, res.labels)
         rows.append({"model": row.model, "layer": row.layer, "n": int(khat.size),
                      "median_khat": float(np.median(khat)), "share_kstar_1": float(np.mean(res.kstar == 1))})

@@ -1,24 +1,16 @@
 """Helpers shared by the model adapters: checkpoint sanity checks, file hashes, weights-only loading."""
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from pathlib import Path
 
+from ..cache import sha256_file  # noqa: F401 -- the adapters' import path; the one implementation is in cache
 from . import CorruptWeightsError
 
 # torch.save writes a zip archive (PK..) since torch 1.6; older checkpoints are plain pickles (protocol 2+ starts 0x80)
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_checkpoint_file(path: str | os.PathLike) -> Path:

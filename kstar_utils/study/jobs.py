@@ -5,7 +5,8 @@
         html/01_extract_features.html ...        the same, converted with nbconvert
         tables/features_index.csv, kstar_index.csv, skewness_models.csv, skewness_per_class.csv
         figures/                                  the notebooks' figures
-        done.json                                 written last: the job finished (spec, timings, provenance)
+        done.json                                 written last: the job finished (spec, timings, provenance, and
+                                                  the sha256 of its tables and of the features and k* files)
         error.txt                                 the traceback of the last failed attempt
 
 Features and k* are cached under the study's cache_dir (shared with the notebooks), so a rerun of a failed or
@@ -19,7 +20,7 @@ import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .. import cache
 from .spec import NOTEBOOK_SEQUENCE, Job
@@ -40,12 +41,65 @@ def job_paths(job: Job) -> dict[str, Path]:
 
 
 def is_finished(job: Job) -> bool:
-    """True when the job's done.json exists and records the same spec (then the job is skipped)."""
-    done = job_paths(job)["done"]
+    """True when the job's done.json records the same spec and every file its results rest on still has the content
+    done.json recorded (then the job is skipped): the job's tables (`outputs`) and the features and k* files its k*
+    index lists (`inputs`). A cached features file that was rebuilt with new content therefore re-runs the job.
+
+    An unreadable done.json or a table whose bytes changed is set aside with a CorruptCacheWarning; a changed or
+    missing features / k* file is not damage, just a reason to run again (the caches make that quick). Each file is
+    hashed once per call.
+    """
+    done_path = job_paths(job)["done"]
     try:
-        return json.loads(done.read_text()).get("spec_hash") == job.spec_hash
-    except (OSError, ValueError):
+        done = cache.read_json(done_path)
+    except FileNotFoundError:
         return False
+    except cache.CorruptFileError as e:
+        cache.set_aside(done_path, str(e), then="the job runs again")
+        return False
+    if done.get("spec_hash") != job.spec_hash:
+        return False
+    outputs, inputs = done.get("outputs"), done.get("inputs")
+    if not isinstance(outputs, dict) or not isinstance(inputs, dict):
+        return False  # written before done.json recorded content: nothing to verify against
+    for path, sha in outputs.items():
+        if not Path(path).is_file():
+            return False
+        if cache.sha256_file(path) != sha:
+            cache.set_aside(path, f"its content differs from the sha256 {str(sha)[:12]} recorded in {done_path} "
+                                  f"(damaged or replaced)", then="the job runs again")
+            return False
+    try:  # the k* index was verified above; the files it lists must be exactly the recorded inputs
+        listed = set(_indexed_inputs(done["tables"]["kstar_index"]))
+    except (KeyError, TypeError, ValueError, OSError):
+        return False
+    if listed != set(inputs):
+        return False
+    record = {"inputs": {path: cache.input_record(path, sha) for path, sha in inputs.items()}}
+    return not cache.changed_inputs(record, missing_ok=False)
+
+
+def _indexed_inputs(kstar_index: str | Path) -> dict[str, str | None]:
+    """{path: sha256} of every features and k* file a job's k* index lists; the sha256 is the one the index
+    recorded when the k* stage ran (None where the index has no such column)."""
+    import pandas as pd
+
+    index = pd.read_csv(kstar_index)
+    out: dict[str, str | None] = {}
+    for path_col, sha_col in (("features_path", "features_sha256"), ("kstar_path", "kstar_sha256")):
+        shas = index[sha_col] if sha_col in index.columns else [None] * len(index)
+        for path, sha in zip(index[path_col], shas):
+            out[str(path)] = sha if isinstance(sha, str) else None
+    return out
+
+
+def _content_record(tables: dict[str, str]) -> dict[str, dict[str, str]]:
+    """done.json's content record: `outputs` {table path: sha256} of the job's tables and `inputs` {path: sha256}
+    of the features and k* files its k* index lists (as the index recorded them: the content the results were
+    computed from; hashed now only where the index recorded none)."""
+    outputs = {str(path): cache.sha256_file(path) for path in tables.values()}
+    inputs = {path: sha or cache.sha256_file(path) for path, sha in _indexed_inputs(tables["kstar_index"]).items()}
+    return {"outputs": outputs, "inputs": inputs}
 
 
 def notebook_parameters(job: Job) -> dict[str, dict[str, Any]]:
@@ -66,6 +120,22 @@ def notebook_parameters(job: Job) -> dict[str, dict[str, Any]]:
                               "per_class_table": str(t / "skewness_per_class.csv"),
                               "figures_dir": str(p["figures"]), "show_model": job.model, "show_layer": first},
     }
+
+
+def check_notebook_parameters(jobs: Sequence[Job]) -> None:
+    """Raise UnknownParameterError (a ValueError) naming the notebook, the parameter and the notebook's closest
+    declared names when a notebook of the sequence does not declare a name notebook_parameters passes it.
+
+    papermill only warns about an undeclared name and the notebook runs with its default, so a parameter renamed in
+    a notebook would silently give every job the default. The declared names are read from each notebook's tagged
+    parameters cell (cached per file), never assumed.
+    """
+    from ..notebook_params import check_parameters
+
+    for job in jobs:
+        params = notebook_parameters(job)
+        for name in NOTEBOOK_SEQUENCE:
+            check_parameters(Path(job.notebooks_dir) / name, params[name], passed_by="the study runner")
 
 
 def _select_gpu() -> None:
@@ -121,6 +191,8 @@ def run_job(job: Job) -> dict[str, Any]:
     p = job_paths(job)
     if is_finished(job):
         return json.loads(p["done"].read_text())
+    # run_study checks this before any job starts; a job run on its own (or a notebook edited mid-study) is checked here
+    check_notebook_parameters([job])
     for key in ("executed", "html", "tables", "figures"):
         p[key].mkdir(parents=True, exist_ok=True)
     if job.device == "cuda":
@@ -153,14 +225,15 @@ def run_job(job: Job) -> dict[str, Any]:
         raise JobFailed(f"{job.model} on {job.dataset}: {current} failed: {message}") from None
     html = [to_html(nb, p["html"]) for nb in executed]
     p["error"].unlink(missing_ok=True)
+    tables = ({k: params["03_skewness.ipynb"][k] for k in ("skewness_table", "per_class_table")}
+              | {"kstar_index": params["02_kstar.ipynb"]["kstar_index"],
+                 "features_index": params["01_extract_features.ipynb"]["features_index"]})
     result = cache.provenance(job.spec, job_id=job.job_id, model=job.model, dataset=job.dataset,
                               host=socket.gethostname(), pid=os.getpid(),
                               layers=list(job.layers), seconds=round(time.perf_counter() - t_job, 2),
                               notebook_seconds=timings, executed=[str(x) for x in executed],
                               html=[str(x) for x in html if x], zeroshot_acc_computed=zeroshot_acc,
-                              tables={k: params["03_skewness.ipynb"][k] for k in ("skewness_table", "per_class_table")}
-                              | {"kstar_index": params["02_kstar.ipynb"]["kstar_index"],
-                                 "features_index": params["01_extract_features.ipynb"]["features_index"]})
+                              tables=tables, **_content_record(tables))
     cache.write_json_atomic(p["done"], result)
     return result
 

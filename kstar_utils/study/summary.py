@@ -6,9 +6,15 @@ Accuracies come from published tables, joined on the registry's model id:
 - robustbench:<...>     the RobustBench leaderboard (clean_acc, robust_acc as fractions)
 - openclip:<arch>/<tag> the OpenCLIP zero-shot results: zeroshot_acc on the job's dataset, zeroshot_avg on 38
 and, when the study asks for it, zeroshot_acc_computed (kstar_utils.zeroshot, computed in the job).
+
+A finished job's rows are read from its tables only when their bytes are the ones its done.json recorded, and each
+row's k* and features hashes (from the skewness table and the k* index) agree with done.json's `inputs`; otherwise
+the job's rows say why and carry no coefficients (kstar_utils.study.jobs.is_finished re-runs it next time).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -16,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import cache
 from .jobs import job_paths
 from .spec import Job
 
@@ -66,10 +73,56 @@ def published_accuracy(models: Sequence[str], datasets: Sequence[str]) -> pd.Dat
     return out
 
 
+class StaleResult(ValueError):
+    """A finished job's table is missing, damaged or does not match the content its done.json recorded."""
+
+
+def _recorded_table(done: Mapping, name: str) -> pd.DataFrame:
+    """One of a job's tables, parsed from the same bytes whose sha256 is checked against done.json's `outputs`."""
+    path = str(done["tables"][name])
+    want = (done.get("outputs") or {}).get(path)
+    if not want:
+        raise StaleResult(f"the job's done.json records no sha256 for {path}; run the job again")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise StaleResult(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+    if hashlib.sha256(data).hexdigest() != want:
+        cache.set_aside(path, "its content is not the one the job's done.json recorded (damaged or replaced)",
+                        then="the next run re-runs the job")
+        raise StaleResult(f"{path} is not the table the job wrote (set aside; the next run re-runs the job)")
+    try:
+        return pd.read_csv(io.BytesIO(data))
+    except ValueError as e:
+        raise StaleResult(f"{path} is not a readable CSV ({type(e).__name__}: {e})") from None
+
+
+def _finished_rows(done: Mapping) -> pd.DataFrame:
+    """The skewness rows of a finished job with the paths and sha256 of the features and k* files each row comes
+    from; StaleResult unless the tables and their hashes agree with done.json."""
+    sk = _recorded_table(done, "skewness_table")
+    kidx = _recorded_table(done, "kstar_index")
+    cols = [c for c in ("layer", "features_path", "kstar_path", "features_sha256", "kstar_sha256") if c in kidx.columns]
+    rows = sk.merge(kidx[cols], on="layer", how="left", suffixes=("", "_index"))
+    inputs = done.get("inputs") or {}
+    for r in rows.itertuples(index=False):
+        for kind in ("features", "kstar"):
+            path, recorded = getattr(r, f"{kind}_path"), inputs.get(str(getattr(r, f"{kind}_path")))
+            shas = {getattr(r, c) for c in (f"{kind}_sha256", f"{kind}_sha256_index") if hasattr(r, c)}
+            if not recorded or any(isinstance(v, str) and v != recorded for v in shas):
+                raise StaleResult(f"layer {r.layer}: the {kind} file {path} in the job's tables is not the one its "
+                                  f"done.json recorded; run the job again")
+    return rows.drop(columns=[c for c in ("features_sha256_index", "kstar_sha256_index") if c in rows.columns]).assign(
+        features_sha256=[inputs[str(x)] for x in rows["features_path"]],
+        kstar_sha256=[inputs[str(x)] for x in rows["kstar_path"]])
+
+
 def job_rows(job: Job, status: Mapping) -> pd.DataFrame:
     """Rows of one job: its skewness table (finished jobs) or one row per layer with the error (failed jobs).
 
     status: {"status": "ok" | "skipped" | "failed", "error": str, "attempts": int, "done": done.json content}.
+    A finished job whose tables do not match its done.json (see _finished_rows) gets failed rows naming the file,
+    and a warning: a summary row never comes from a table other than the one the job wrote.
     """
     p = job_paths(job)
     base = {"job_id": job.job_id, "spec_hash": job.spec_hash, "status": status.get("status", ""),
@@ -77,13 +130,17 @@ def job_rows(job: Job, status: Mapping) -> pd.DataFrame:
             "executed_notebooks": ";".join(str(p["executed"] / n) for n in sorted(_names(p["executed"])))}
     done = status.get("done") or {}
     if status.get("status") in ("ok", "skipped") and done:
-        sk = pd.read_csv(done["tables"]["skewness_table"])
-        kidx = pd.read_csv(done["tables"]["kstar_index"])[["layer", "features_path", "kstar_path"]]
-        sk = sk.merge(kidx, on="layer", how="left")
-        versions = done.get("versions", {})
-        return sk.assign(**base, error_file="", zeroshot_acc_computed=done.get("zeroshot_acc_computed"),
-                         created=done.get("created", ""), kstar_utils_version=versions.get("kstar-utils", ""),
-                         torch_version=versions.get("torch", ""), job_seconds=done.get("seconds"))
+        try:
+            sk = _finished_rows(done)
+        except (StaleResult, KeyError) as e:
+            message = f"stale or damaged result: {e}"
+            warnings.warn(f"{job.model} on {job.dataset}: {message}", stacklevel=2)
+            base.update(status="failed", error=message)
+        else:
+            versions = done.get("versions", {})
+            return sk.assign(**base, error_file="", zeroshot_acc_computed=done.get("zeroshot_acc_computed"),
+                             created=done.get("created", ""), kstar_utils_version=versions.get("kstar-utils", ""),
+                             torch_version=versions.get("torch", ""), job_seconds=done.get("seconds"))
     return pd.DataFrame([{"model": job.model, "dataset": job.dataset, "split": job.split, "layer": layer,
                           "metric": job.metric, **base, "error_file": str(p["error"]) if p["error"].exists() else ""}
                          for layer in job.layers])
