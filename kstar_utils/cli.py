@@ -2,9 +2,18 @@
 
     kstar run study.yaml [--scheduler ADDRESS] [--workers N] [--threads] [--retries N] [--force]
     kstar plan study.yaml          # the jobs a run would execute or skip, and the weights/data they need
+    kstar notebook NOTEBOOK OUTPUT [-p NAME VALUE ...] [-r NAME VALUE ...] [-y YAML] [-f params.yaml] [--cwd DIR]
+                   [-k KERNEL]     # one notebook through papermill, refusing parameter names it does not declare
 
-`run` exits with status 0 when every job finished, 1 when some failed (their errors are in the summary table and
-each failed job's error.txt), 2 for a bad study file.
+`plan` and `run` check the study before any job starts: output and cache folders can be created and written, the
+notebooks declare every parameter the runner passes, the metric and the layer names exist, and (`run`) the weights
+and data of every job to run are present. `notebook` runs one notebook through papermill after checking that the
+notebook declares every parameter name given.
+
+Exit status: 0 success; 1 some jobs failed (their errors are in the summary table and each failed job's error.txt),
+`plan` found weights or data missing, or a notebook cell failed; 2 a bad study file, argument or parameter name, or a
+failed check (one line `kstar: error: ...` naming the problem; nothing was started); 130 interrupted (Ctrl-C):
+finished jobs are kept and a new run resumes.
 """
 from __future__ import annotations
 
@@ -27,22 +36,43 @@ def _parser() -> argparse.ArgumentParser:
                      help="run local workers as threads of this process instead of processes (small studies)")
     run.add_argument("--retries", type=int, default=1, help="extra attempts of a failed job (default 1)")
     run.add_argument("--force", action="store_true", help="re-execute finished jobs (caches are still reused)")
-    plan = sub.add_parser("plan", help="list a study's jobs, whether each is finished, and what it needs")
+    plan = sub.add_parser("plan", help="check a study; list its jobs, whether each is finished, and what it needs")
     plan.add_argument("study")
+    nb = sub.add_parser("notebook", help="run one notebook through papermill, refusing parameter names it does not "
+                                         "declare")
+    nb.add_argument("notebook", help="the notebook to run, e.g. notebooks/02_kstar.ipynb")
+    nb.add_argument("output", help="where to write the executed notebook")
+    nb.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a parameter; VALUE is read as papermill reads it: True, False, None, int, float, else text")
+    nb.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a parameter kept as text")
+    nb.add_argument("-y", "--yaml", action="append", default=[], metavar="YAML",
+                    help="parameters as a YAML mapping, e.g. -y 'layers: [penultimate]'")
+    nb.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
+                    help="parameters from a YAML file (e.g. notebooks/params/*.yaml); -y, -p, -r override it")
+    nb.add_argument("--cwd", default=None, help="working directory of the kernel (default: the notebook's folder, "
+                                                 "where the notebooks' relative paths point)")
+    nb.add_argument("-k", "--kernel", default=None, help="Jupyter kernel (default: the notebook's own, e.g. kstar)")
+    nb.add_argument("--no-progress-bar", action="store_true", help="do not show papermill's progress bar")
     return p
 
 
 def _plan(study_file: str) -> int:
-    from .preflight import format_report, preflight
-    from .study import expand_jobs, is_finished, load_study
+    from .preflight import format_report
+    from .study import check_jobs, expand_jobs, is_finished, load_study
+    from .study.runner import check_folders
 
     study = load_study(study_file)
     jobs = expand_jobs(study)
+    check_folders(jobs, study.output_dir)
+    finished = {j.job_id: is_finished(j) for j in jobs}
+    # missing weights and data are reported below (exit 1); anything else that would stop a run is an error here
+    items = check_jobs(jobs, study.output_dir, pending=[j for j in jobs if not finished[j.job_id]],
+                       require_present=False)
     print(f"study {study.name}: {len(jobs)} job(s), output {study.output_dir}, cache {study.cache_dir}")
     for j in jobs:
-        state = "finished (skipped)" if is_finished(j) else "to run"
+        state = "finished (skipped)" if finished[j.job_id] else "to run"
         print(f"  {j.model:55s} {j.dataset:12s} {','.join(j.layers):24s} {j.device:5s} {state}")
-    items = preflight(list(study.models), list(study.datasets), split=study.split, data_root=study.data_root)
     print(format_report(items))
     return 0 if all(i.present for i in items) else 1
 
@@ -71,16 +101,58 @@ def _run(study_file: str, *, scheduler: str | None, workers: int | None, threads
     return 1 if counts["failed"] else 0
 
 
+def _notebook(args: argparse.Namespace) -> int:
+    from .notebook_params import collect_parameters, run_notebook
+    from .study.runner import ending_new_processes
+
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"notebook not found: {notebook}")
+    if args.cwd is not None and not Path(args.cwd).is_dir():
+        raise FileNotFoundError(f"--cwd {args.cwd} is not a folder")
+    if args.kernel is not None:
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+        try:
+            KernelSpecManager().get_kernel_spec(args.kernel)
+        except NoSuchKernel:
+            raise ValueError(f"no Jupyter kernel named {args.kernel!r}; installed: "
+                             f"{sorted(KernelSpecManager().find_kernel_specs())}") from None
+    params = collect_parameters(files=args.parameters_file, yaml_strings=args.yaml, pairs=args.parameter,
+                                raw_pairs=args.raw)
+    import papermill as pm
+
+    try:
+        # papermill stops its kernel on a failed cell; on Ctrl-C the kernel is ended here
+        with ending_new_processes(kill_on_sigint=True):
+            out = run_notebook(notebook, args.output, params, cwd=args.cwd, kernel=args.kernel,
+                               progress_bar=not args.no_progress_bar)
+    except pm.PapermillExecutionError as e:
+        where = f"cell {e.exec_count}" if e.exec_count else f"cell #{e.cell_index}"
+        print(f"kstar: error: notebook {notebook.name} failed in {where}: {e.ename}: "
+              f"{' '.join(str(e.evalue).split())[:300]}; executed notebook: {args.output}", file=sys.stderr)
+        return 1
+    print(f"executed notebook: {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "plan":
             return _plan(args.study)
+        if args.command == "notebook":
+            return _notebook(args)
         return _run(args.study, scheduler=args.scheduler, workers=args.workers, threads=args.threads,
                     retries=args.retries, force=args.force)
     except (ValueError, FileNotFoundError) as e:
         print(f"kstar: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # the runner has already shut the cluster down; done.json marks every job that finished
+        what = "; finished jobs are kept, run again to resume" if args.command == "run" else ""
+        print(f"kstar: interrupted{what}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

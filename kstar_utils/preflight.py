@@ -5,10 +5,17 @@ searched and how to provide it. Nothing is loaded or downloaded.
     python -m kstar_utils.preflight --params notebooks/params/openclip_vitb32_cifar10.yaml
 
 Exit status 0 when everything is present, 1 otherwise (so scripts can stop before a long run).
+
+The checks a run makes before anything starts (``kstar plan`` / ``kstar run``) also live here: output folders that
+can be created and written (`check_writable_folder`) and layer names each model has (`check_model_layers`: the one
+check that builds something, the model's architecture, with random weights wherever the registry allows; it never
+downloads).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +75,125 @@ def format_report(items: Sequence[PreflightItem]) -> str:
     missing = sum(not it.present for it in items)
     lines.append(f"{len(items) - missing} of {len(items)} requirements present" + (f"; {missing} missing" if missing else ""))
     return "\n".join(lines)
+
+
+class PreflightError(ValueError):
+    """A problem found before a run starts (a folder that cannot be written, an unknown layer, missing weights or
+    data for a run); the message is one line naming the path, model or name."""
+
+
+def check_writable_folder(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Raise PreflightError unless `path` is a writable folder or can be created as one; returns the absolute path.
+
+    Nothing is created: the path is walked up to its first existing ancestor, which must be a folder (not a file in
+    the way) with write permission. `what` names the folder in the message (e.g. "output_dir").
+    """
+    path = Path(path).expanduser().absolute()
+    probe = path
+    try:
+        while not probe.exists():
+            if probe.is_symlink():
+                raise PreflightError(f"{what} {path} cannot be created: {probe} is a broken symbolic link")
+            probe = probe.parent
+    except PermissionError:
+        raise PreflightError(f"{what} {path} cannot be checked: no permission to look inside {probe.parent}") from None
+    if not probe.is_dir():
+        if probe == path:
+            raise PreflightError(f"{what} {path} is a file, not a folder")
+        raise PreflightError(f"{what} {path} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        if probe == path:
+            raise PreflightError(f"{what} {path} is not writable (no write permission)")
+        raise PreflightError(f"{what} {path} cannot be created: no write permission on {probe}")
+    return path
+
+
+def _without(options: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k not in keys}
+
+
+#: registry source -> (name after "<source>:", model options) -> the same architecture with random weights, so that
+#: checking layer names reads no weights file (a ViT-L checkpoint is 1.7 GB) and works before the weights are in
+#: place. Module names do not depend on the weights: a tag or checkpoint only fills the same modules. Sources not
+#: listed (zoo, cifar-resnet, ...) are built as named, from their weights when those are present.
+RANDOM_WEIGHTS = {
+    "openclip": lambda rest, o: (rest.partition("/")[0], _without(o, "weights_path", "cache_dir")),
+    "torchvision": lambda rest, o: (rest.partition("@")[0], _without(o, "weights_path")),
+    "timm": lambda rest, o: (rest, {**_without(o, "weights_path", "cache_dir"), "pretrained": False}),
+    "robustbench": lambda rest, o: (rest, {**_without(o, "weights_path", "model_dir"), "pretrained": False}),
+}
+
+_LAYER_MODELS: dict[tuple, Any] = {}
+
+
+class _ModuleNames:
+    """Stands in for a built module once its names are read: LoadedModel.check_layers only walks named_modules(),
+    and keeping the names instead of the module frees its memory at once."""
+
+    def __init__(self, module):
+        self.names = tuple(n for n, _ in module.named_modules())
+
+    def named_modules(self):
+        return ((n, None) for n in self.names)
+
+
+def _build(name: str, options: Mapping[str, Any]):
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # loading a checkpoint into meta parameters warns that the copy is a no-op, which is the point here
+        warnings.simplefilter("ignore")
+        try:
+            with torch.device("meta"):  # no memory and no random initialisation: building a big model is instant
+                return _models.load_model(name, **options)
+        except Exception:  # noqa: BLE001 -- some constructors use their tensors (open_clip moves the model to the CPU)
+            pass
+        return _models.load_model(name, **options)
+
+
+def layer_model(name: str, **model_options):
+    """The LoadedModel of registry model `name` as LoadedModel.check_layers needs it (output layer, head module,
+    module names; `module` replaced by its names), or None when it cannot be built without weights that are missing.
+
+    Built with random weights where RANDOM_WEIGHTS knows how, else as named (model_options: as for load_model; never
+    downloads). Cached per architecture and options for the life of the process. Raises PreflightError when the
+    model cannot be built (a corrupt checkpoint, a missing library).
+    """
+    source, rest = _models.split_name(name)
+    options = {k: v for k, v in model_options.items() if k != "allow_download"}
+    if source in RANDOM_WEIGHTS:
+        rest, options = RANDOM_WEIGHTS[source](rest, options)
+    built_name = f"{source}:{rest}"
+    key = (built_name, repr(sorted(options.items())))
+    if key not in _LAYER_MODELS:
+        if not all(r.present for r in _models.weights_requirements(built_name, **options)):
+            return None  # the weights report names what is missing
+        try:
+            loaded = _build(built_name, options)
+        except Exception as e:  # noqa: BLE001 -- whatever the adapter raised, one line naming the model
+            raise PreflightError(f"cannot build model {name!r} to check its layers: {type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:300]}") from None
+        _LAYER_MODELS[key] = dataclasses.replace(loaded, module=_ModuleNames(loaded.module), run=None,
+                                                 preprocess=None)
+    return dataclasses.replace(_LAYER_MODELS[key], name=name)
+
+
+def check_model_layers(name: str, layers: Sequence[str], **model_options) -> bool:
+    """Raise PreflightError, with the closest valid names, when model `name` has no layer called one of `layers`.
+
+    Returns False when the check could not be made because the model's weights are missing (and its architecture
+    cannot be built without them), True when it was made.
+    """
+    loaded = layer_model(name, **model_options)
+    if loaded is None:
+        return False
+    try:
+        loaded.check_layers(layers)
+    except ValueError as e:
+        raise PreflightError(str(e)) from None
+    return True
 
 
 def plan_from_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,12 +1,19 @@
 """`kstar run` end to end on a small embedded study (offline): summary, failures, resume, Dask, figures, index.
 
 One study run (module fixture) serves most tests: three zoo models on digits at one layer, plus one job that fails
-(a dataset folder that does not exist). Workers are threads of this process (a LocalCluster with processes=False).
+(an image folder whose files are not images: present, so the checks before the run pass, but unreadable). Workers
+are threads of this process (a LocalCluster with processes=False). The checks that stop a study before any job
+starts, and Ctrl-C during a run, are tested on their own small studies.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +23,48 @@ import yaml
 
 from kstar_utils import cli, stages
 from kstar_utils.study import expand_jobs, load_study, read_run_log
+from kstar_utils.study import runner
 
+ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["zoo:untrained", "zoo:standard", "zoo:pgd-0.1"]
 MISSING = "folder:/nonexistent/kstar-test-images"
 
 
+def _broken_images(folder: Path) -> str:
+    """A folder dataset that exists (two classes of one file each) but whose files are not images."""
+    for cls in ("a", "b"):
+        (folder / "broken" / cls).mkdir(parents=True, exist_ok=True)
+        (folder / "broken" / cls / "x.png").write_bytes(b"not an image")
+    return f"folder:{folder / 'broken'}"
+
+
 def _write_study(folder: Path, **extra) -> Path:
-    study = {"name": "small", "grids": [{"models": MODELS, "datasets": ["digits"], "layers": ["penultimate"]},
-                                        {"models": ["zoo:standard"], "datasets": [MISSING], "layers": ["penultimate"]}],
+    study = {"name": "small",
+             "grids": [{"models": MODELS, "datasets": ["digits"], "layers": ["penultimate"]},
+                       {"models": ["zoo:standard"], "datasets": [_broken_images(folder)], "layers": ["penultimate"]}],
              "output_dir": "out", "cache_dir": "cache", "n_boot": 200,
              "figures": {"compare_models": ["zoo:untrained", "zoo:pgd-0.1"]}, **extra}
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
+
+
+def _write_small_study(folder: Path, **extra) -> Path:
+    """One zoo model on digits, one layer: the smallest study that runs a real job."""
+    study = {"name": "tiny", "models": ["zoo:standard"], "datasets": ["digits"], "layers": ["penultimate"],
+             "output_dir": "out", "cache_dir": "cache", "n_boot": 50, **extra}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """Fails the test if a run gets as far as starting a Dask cluster."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cluster was started although a check should have stopped the run")
+
+    monkeypatch.setattr(runner, "_local_cluster", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +78,7 @@ def study_run(tmp_path_factory):
     path = _write_study(folder)
     code = cli.main(["run", str(path), "--threads", "--workers", "2", "--retries", "0"])
     return {"path": path, "code": code, "out": folder / "out", "cache": folder / "cache",
-            "summary": pd.read_csv(folder / "out" / "summary.csv")}
+            "broken": _broken_images(folder), "summary": pd.read_csv(folder / "out" / "summary.csv")}
 
 
 def test_run_writes_summary_and_records_the_failure(study_run):
@@ -51,9 +87,9 @@ def test_run_writes_summary_and_records_the_failure(study_run):
     ok = s[s["dataset"] == "digits"]
     assert sorted(ok["model"]) == sorted(MODELS)
     assert (ok["status"] == "ok").all() and ok["approx_skewness"].notna().all()
-    failed = s[s["dataset"] == MISSING]
+    failed = s[s["dataset"] == study_run["broken"]]
     assert len(failed) == 1 and failed["status"].iloc[0] == "failed"
-    assert "DatasetNotFoundError" in failed["error"].iloc[0]
+    assert "UnidentifiedImageError" in failed["error"].iloc[0]
     assert np.isnan(failed["approx_skewness"].iloc[0])
     assert "Traceback" in Path(failed["error_file"].iloc[0]).read_text()
     # the same table in parquet, with provenance per row
@@ -95,22 +131,33 @@ def test_correlations_figures_and_index(study_run):
     assert "figures/true_vs_approx_skewness.png" in index and "traceback" in index
 
 
-def test_rerun_executes_only_what_is_missing(study_run):
-    """A job interrupted before it finished (no done.json) runs again; finished jobs are not executed again."""
-    jobs = {j.model: j for j in expand_jobs(load_study(study_run["path"])) if j.dataset == "digits"}
+def test_rerun_executes_only_what_is_missing(study_run, tmp_path):
+    """A job interrupted before it finished (no done.json) runs again; finished jobs are not executed again.
+
+    On a copy of the shared run's output folder (same spec, so the same job folders), which the other tests keep
+    seeing unchanged."""
+    out = tmp_path / "out"
+    shutil.copytree(study_run["out"], out)
+    raw = yaml.safe_load(study_run["path"].read_text())
+    raw.update(output_dir=str(out), cache_dir=str(study_run["cache"]))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    jobs = {j.model: j for j in expand_jobs(load_study(path)) if j.dataset == "digits"}
     victim = jobs["zoo:standard"]
+    assert Path(victim.job_dir).parent == out / "jobs"
     (Path(victim.job_dir) / "done.json").unlink()  # as if the job had been killed before its last step
     mtimes = {m: (Path(j.job_dir) / "executed" / "03_skewness.ipynb").stat().st_mtime_ns for m, j in jobs.items()}
-    n_before = len(read_run_log(study_run["out"]))
-    code = cli.main(["run", str(study_run["path"]), "--threads", "--workers", "2", "--retries", "0"])
-    assert code == 1  # the missing dataset still fails
-    last = {r["model"] + "|" + r["dataset"]: r["status"] for r in read_run_log(study_run["out"])[n_before:]}
+    n_before = len(read_run_log(out))
+    code = cli.main(["run", str(path), "--threads", "--workers", "2", "--retries", "0"])
+    assert code == 1  # the unreadable images still fail
+    last = {r["model"] + "|" + r["dataset"]: r["status"] for r in read_run_log(out)[n_before:]}
     assert last == {"zoo:untrained|digits": "skipped", "zoo:pgd-0.1|digits": "skipped",
-                    "zoo:standard|digits": "executed", f"zoo:standard|{MISSING}": "failed"}
+                    "zoo:standard|digits": "executed", f"zoo:standard|{study_run['broken']}": "failed"}
     for m, j in jobs.items():
         now = (Path(j.job_dir) / "executed" / "03_skewness.ipynb").stat().st_mtime_ns
         assert (now != mtimes[m]) == (m == "zoo:standard"), m
-    s = pd.read_csv(study_run["out"] / "summary.csv")
+    assert (Path(study_run["path"]).parent / "out" / "jobs" / Path(victim.job_dir).name / "done.json").exists()
+    s = pd.read_csv(out / "summary.csv")
     pd.testing.assert_frame_equal(
         s.set_index("model").loc[MODELS, ["approx_skewness", "true_skewness"]],
         study_run["summary"].set_index("model").loc[MODELS, ["approx_skewness", "true_skewness"]])
@@ -161,7 +208,7 @@ def test_example_studies_are_valid():
 
 def test_plan_lists_jobs(tmp_path, capsys):
     path = _write_study(tmp_path)
-    cli.main(["plan", str(path)])
+    assert cli.main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "4 job(s)" in out and "zoo:pgd-0.1" in out and "to run" in out
 
@@ -179,3 +226,188 @@ def test_dask_worker_processes(study_run, tmp_path):
     (status,) = result.statuses.values()
     assert status["status"] == "ok" and status["done"]["pid"] != os.getpid()
     assert result.summary["approx_skewness"].notna().all()
+
+
+# ---------------------------------------------------------------------------------------------- checks before a run
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("kstar: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_output_dir_that_is_a_file_stops_before_anything_starts(tmp_path, capsys, no_cluster, command):
+    (tmp_path / "taken").write_text("a file where the output folder should be")
+    path = _write_small_study(tmp_path, output_dir="taken")
+    t0 = time.perf_counter()
+    assert cli.main([command, str(path)]) == 2
+    assert time.perf_counter() - t0 < 30
+    err = _error(capsys)
+    assert f"output_dir {tmp_path / 'taken'} is a file" in err
+    # a file further up is named too
+    path = _write_small_study(tmp_path, output_dir="taken/deeper/out")
+    assert cli.main([command, str(path)]) == 2
+    assert f"{tmp_path / 'taken'} is a file" in _error(capsys)
+    assert not (tmp_path / "cache").exists()  # nothing was created
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_cache_dir_that_cannot_be_created_stops_the_study(tmp_path, capsys, no_cluster, command):
+    (tmp_path / "blocker").write_text("a file")
+    path = _write_small_study(tmp_path, cache_dir="blocker/cache")
+    assert cli.main([command, str(path)]) == 2
+    err = _error(capsys)
+    assert f"cache_dir {tmp_path / 'blocker' / 'cache'} cannot be created: {tmp_path / 'blocker'} is a file" in err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
+def test_cache_dir_without_write_permission_stops_the_study(tmp_path, capsys, no_cluster):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        path = _write_small_study(tmp_path, cache_dir="locked/cache")
+        assert cli.main(["run", str(path)]) == 2
+        assert f"no write permission on {locked}" in _error(capsys)
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_unknown_layer_stops_the_study_with_the_closest_names(tmp_path, capsys, no_cluster, command):
+    path = _write_small_study(tmp_path, layers=["penultimat"])
+    assert cli.main([command, str(path)]) == 2
+    err = _error(capsys)
+    assert "unknown layer 'penultimat' for model 'zoo:standard'" in err and "'penultimate'" in err
+
+
+def test_figure_options_are_checked_before_the_run(tmp_path, capsys, no_cluster):
+    path = _write_study(tmp_path, figures={"compare_models": ["zoo:untrained", "zoo:pgd-0.01"]})
+    assert cli.main(["run", str(path)]) == 2
+    assert "'zoo:pgd-0.01', which is not a model of the study; did you mean ['zoo:pgd-0.1']" in _error(capsys)
+    path = _write_study(tmp_path, figures={"layer": "logits"})
+    assert cli.main(["plan", str(path)]) == 2
+    assert "figures.layer 'logits' is not a layer of the study" in _error(capsys)
+    path = _write_study(tmp_path, figures={"format": "pgn"})
+    assert cli.main(["plan", str(path)]) == 2
+    assert "figures.format 'pgn'" in _error(capsys)
+
+
+def test_module_layer_names_are_valid_layers(tmp_path, capsys):
+    path = _write_small_study(tmp_path, layers=["features.3", "fc"])
+    assert cli.main(["plan", str(path)]) == 0
+    assert "to run" in capsys.readouterr().out
+
+
+def test_missing_data_is_reported_by_plan_and_refused_by_run(tmp_path, capsys, no_cluster):
+    path = _write_small_study(tmp_path, datasets=[MISSING])
+    assert cli.main(["plan", str(path)]) == 1  # the report, as before: what is missing and how to provide it
+    out = capsys.readouterr().out
+    assert "MISSING" in out and "/nonexistent/kstar-test-images" in out
+    assert cli.main(["run", str(path)]) == 2
+    err = _error(capsys)
+    assert f"data {MISSING} (test)" in err and "/nonexistent/kstar-test-images" in err
+
+
+def test_missing_weights_are_refused_by_run(tmp_path, capsys, no_cluster):
+    path = _write_small_study(tmp_path, extract_options={"weights_dir": str(tmp_path / "no-weights")})
+    assert cli.main(["plan", str(path)]) == 1
+    assert "MISSING" in capsys.readouterr().out
+    assert cli.main(["run", str(path)]) == 2
+    err = _error(capsys)
+    assert "weights zoo:standard" in err and str(tmp_path / "no-weights") in err
+
+
+def _notebooks_with_renamed_parameter(folder: Path) -> Path:
+    """A copy of the sequence's notebooks in which 02_kstar.ipynb calls its `metric` parameter `distance_metric`."""
+    from kstar_utils.study.spec import NOTEBOOK_SEQUENCE
+
+    folder.mkdir()
+    for name in NOTEBOOK_SEQUENCE:
+        shutil.copy(ROOT / "notebooks" / name, folder / name)
+    nb = json.loads((folder / "02_kstar.ipynb").read_text())
+    (cell,) = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    cell["source"] = [line.replace("metric =", "distance_metric =") for line in cell["source"]]
+    (folder / "02_kstar.ipynb").write_text(json.dumps(nb))
+    return folder
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_parameter_the_notebook_does_not_declare_stops_the_study(tmp_path, capsys, no_cluster, command):
+    notebooks = _notebooks_with_renamed_parameter(tmp_path / "nb")
+    path = _write_small_study(tmp_path, notebooks_dir=str(notebooks))
+    assert cli.main([command, str(path)]) == 2
+    err = _error(capsys)
+    assert "notebook 02_kstar.ipynb has no parameter 'metric'" in err and "'distance_metric'" in err
+
+
+def test_plan_of_the_embedded_study_is_quick(tmp_path, capsys):
+    raw = yaml.safe_load((ROOT / "studies" / "embedded.yaml").read_text())
+    raw.update(output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    path = tmp_path / "embedded.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    import papermill  # noqa: F401 -- imports are the interpreter's start-up cost, not the plan's
+    import torch  # noqa: F401
+
+    from kstar_utils import notebook_params, preflight
+
+    preflight._LAYER_MODELS.clear()  # every model is built and every notebook read again
+    notebook_params._DECLARED.clear()
+    t0 = time.perf_counter()
+    assert cli.main(["plan", str(path)]) == 0
+    assert time.perf_counter() - t0 < 5
+    assert "8 job(s)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+def _kernel_started(proc, psutil) -> list:
+    """The descendants of `proc` once one of them is a Jupyter kernel (a job is running), else []."""
+    try:
+        procs = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    for p in procs:
+        try:
+            if "ipykernel" in " ".join(p.cmdline()):
+                return procs
+        except psutil.Error:
+            pass
+    return []
+
+
+@pytest.mark.parametrize("target,workers", [("process", "processes"), ("process group", "processes"),
+                                            ("process", "threads")])
+def test_ctrl_c_stops_the_run_cleanly(tmp_path, target, workers):
+    """SIGINT while a job runs (to the kstar process alone, or to its process group as a terminal's Ctrl-C does):
+    one line, exit status 130, no traceback, and no worker or kernel process left behind."""
+    psutil = pytest.importorskip("psutil")
+    path = _write_small_study(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "kstar_utils.cli", "run", str(path), "--workers", "1",
+                             "--retries", "0", *(["--threads"] if workers == "threads" else [])], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (started := _kernel_started(proc, psutil)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no job started within 240 s"
+            time.sleep(0.2)
+        if target == "process":
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("kstar: interrupted"), err
+    _, alive = psutil.wait_procs(started, timeout=5)
+    assert not [p.pid for p in alive if _running(p, psutil)], [p.pid for p in alive]
+
+
+def _running(p, psutil) -> bool:
+    # an exited process reparented to a PID 1 that does not reap stays a zombie: it is gone all the same
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

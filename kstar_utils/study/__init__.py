@@ -16,7 +16,7 @@ from typing import Callable
 import pandas as pd
 
 from .jobs import is_finished, run_job
-from .runner import ClusterOptions, read_run_log, run_jobs
+from .runner import ClusterOptions, check_jobs, read_run_log, run_jobs
 from .spec import Job, Study, expand_jobs, load_study, study_from_dict
 
 
@@ -37,7 +37,11 @@ class StudyResult:
 def run_study(study: Study, *, cluster: ClusterOptions = ClusterOptions(), retries: int = 1, force: bool = False,
               on_done: Callable | None = None) -> StudyResult:
     """Run (or resume) a study: unfinished jobs on Dask, then summary.csv / summary.parquet, correlations.csv, the
-    figures and index.html under study.output_dir."""
+    figures and index.html under study.output_dir.
+
+    Raises ValueError naming the problem, before any cluster starts, when check_jobs finds one (a folder that cannot
+    be written, an undeclared notebook parameter, an unknown layer, missing weights or data of a job to run).
+    KeyboardInterrupt propagates once the cluster and the processes it started are shut down."""
     from ..stages import write_table
     from .report import study_figures, write_index
     from .summary import build_summary, study_correlations, write_summary
@@ -56,4 +60,4 @@ def run_study(study: Study, *, cluster: ClusterOptions = ClusterOptions(), retri
 
 
 __all__ = ["Study", "Job", "StudyResult", "ClusterOptions", "load_study", "study_from_dict", "expand_jobs",
-           "run_study", "run_jobs", "run_job", "is_finished", "read_run_log"]
+           "run_study", "run_jobs", "run_job", "is_finished", "read_run_log", "check_jobs"]

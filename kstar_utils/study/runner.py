@@ -4,18 +4,26 @@ A LocalCluster (one process per worker, one thread each) is started unless a sch
 device is cuda ask for the worker resource {"GPU": 1}, so each GPU runs one job at a time; a local cluster then gets
 one worker per GPU. Every run appends one line per job to <output_dir>/run_log.jsonl (executed, skipped or failed,
 attempts, seconds), which is how a resumed run shows that finished jobs were not executed again.
+
+Before any job starts, `check_jobs` checks what can be checked without running one (folders, notebook parameters,
+metric, layer names, weights and data); a failed check raises ValueError and nothing is started. An interrupted run
+(Ctrl-C) closes the client and the local cluster and ends every process the cluster started, Jupyter kernels of
+running jobs included; finished jobs keep their done.json, so the next run resumes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .jobs import ERROR_FILE, JobFailed, is_finished, job_paths, run_job
+from .jobs import ERROR_FILE, JobFailed, check_notebook_parameters, is_finished, job_paths, run_job
 from .spec import Job
 
 RUN_LOG = "run_log.jsonl"
@@ -32,6 +40,83 @@ class ClusterOptions:
     processes: bool = True
 
 
+def check_folders(jobs: Sequence[Job], output_dir: str | Path) -> None:
+    """Raise preflight.PreflightError unless output_dir, every job folder and every cache_dir can be created and
+    written. First of all checks: deciding whether a job is finished reads inside its folder."""
+    from ..preflight import check_writable_folder
+
+    check_writable_folder(output_dir, "output_dir")
+    for job in jobs:
+        check_writable_folder(job.job_dir, "job folder")
+    for cache_dir in dict.fromkeys(j.cache_dir for j in jobs):
+        check_writable_folder(cache_dir, "cache_dir")
+
+
+def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence[Job] | None = None,
+               require_present: bool = True) -> list:
+    """Everything that can be checked before a job starts; raises ValueError (preflight.PreflightError,
+    notebook_params.UnknownParameterError, ...) naming the first problem, and returns the weights and data
+    requirements of all jobs (preflight.PreflightItem, for a report).
+
+    Checked: the folders (check_folders); every notebook of the sequence declares every parameter the runner passes
+    it; the metric is one the k* engine knows; then, for the `pending` jobs (those a run would execute; default: the
+    unfinished ones): with require_present, that their weights and data are present (weights a job may download are
+    not required), and that each model has the requested layers. Nothing is created, downloaded or run. Quick:
+    module names come from each architecture built once (on the meta device where possible, see
+    preflight.layer_model).
+    """
+    from ..features import MODEL_OPTIONS
+    from ..kstar import METRICS
+    from ..preflight import PreflightError, check_model_layers, preflight
+
+    check_folders(jobs, output_dir)
+    for metric in dict.fromkeys(j.metric for j in jobs):
+        if metric not in METRICS:
+            raise PreflightError(f"metric {metric!r} is not one the k* engine computes; valid: {list(METRICS)}")
+    check_notebook_parameters(jobs)
+
+    to_run = {j.job_id for j in (pending if pending is not None else [j for j in jobs if not is_finished(j)])}
+    items, missing = {}, {}
+    for job in jobs:
+        # a features:<file> dataset brings its own features: the notebooks do not load the model
+        models = [] if job.dataset.startswith("features:") else [job.model]
+        model_opts = {k: v for k, v in job.extract_options.items() if k in MODEL_OPTIONS and k != "allow_download"}
+        for item in preflight(models, [job.dataset], split=job.split, data_root=job.data_root, **model_opts):
+            key = (item.kind, item.name, item.path)
+            items.setdefault(key, item)
+            downloads = item.kind == "weights" and job.extract_options.get("allow_download")
+            if job.job_id in to_run and not item.present and not downloads:
+                missing.setdefault(key, item)
+    if require_present and missing:
+        listed = "; ".join(f"{i.kind} {i.name} (searched {i.path})" for i in missing.values())
+        raise PreflightError(f"{len(missing)} requirement(s) of the jobs to run missing: {listed}; "
+                             "`kstar plan` says how to provide each")
+
+    checked = set()
+    for job in jobs:
+        if job.job_id not in to_run or job.dataset.startswith("features:"):
+            continue
+        model_opts = {k: v for k, v in job.extract_options.items() if k in MODEL_OPTIONS}
+        key = (job.model, job.layers, repr(sorted(model_opts.items())))
+        if key not in checked:
+            check_model_layers(job.model, job.layers, **model_opts)
+            checked.add(key)
+    return list(items.values())
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT is ignored inside the block (only the main thread can change signal handlers; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _local_cluster(options: ClusterOptions, gpu: bool):
     import os
 
@@ -46,10 +131,113 @@ def _local_cluster(options: ClusterOptions, gpu: bool):
     else:
         workers = options.workers or max(1, os.cpu_count() or 1)
         resources = None
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=options.processes, resources=resources,
-                        dashboard_address=None,
-                        # failed jobs are reported once, by run_jobs; the workers' own error logs would repeat them
-                        silence_logs=logging.CRITICAL)
+    # Processes spawned while SIGINT is ignored keep ignoring it (Python installs its KeyboardInterrupt handler only
+    # over the default action), so a Ctrl-C in the terminal, sent to the whole process group, reaches only this
+    # process, which then shuts the cluster down in order instead of every worker printing its own traceback.
+    with _sigint_ignored() if options.processes else contextlib.nullcontext():
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=options.processes,
+                            resources=resources, dashboard_address=None,
+                            # failed jobs are reported once, by run_jobs; the workers' own error logs would repeat them
+                            silence_logs=logging.CRITICAL)
+
+
+def _new_descendants(spared: set) -> set:
+    """Live descendant processes of this process that are not in `spared` (psutil.Process objects, which compare
+    by pid and start time), leaving out multiprocessing's own helpers, which serve the whole process."""
+    import psutil
+
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        helper = "multiprocessing.resource_tracker" in cmd or "multiprocessing.forkserver" in cmd
+        if p not in spared and not helper:
+            out.add(p)
+    return out
+
+
+def _end_processes(procs: set, grace: float = 3.0) -> None:
+    import psutil
+
+    alive = [p for p in procs if p.is_running()]
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+@contextlib.contextmanager
+def ending_new_processes(*, kill_on_sigint: bool = False):
+    """On leaving the block, however it is left, end (terminate, then kill) every descendant process started inside
+    it that is still running: e.g. the Jupyter kernel of a notebook interrupted by Ctrl-C.
+
+    kill_on_sigint: SIGINT inside the block first kills those processes, then raises KeyboardInterrupt (main thread
+    only). A kernel asked to shut down in the middle of a cell, as papermill does when interrupted, prints a
+    traceback of its own; a killed one is silent, and nothing of it is needed any more."""
+    import psutil
+
+    spared = set(psutil.Process().children(recursive=True))
+
+    def interrupt(signum, frame):
+        for proc in _new_descendants(spared):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        raise KeyboardInterrupt
+
+    install = kill_on_sigint and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupt) if install else None
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)
+        with _sigint_ignored():
+            _end_processes(_new_descendants(spared))
+
+
+@contextlib.contextmanager
+def _quiet_aborted_notebooks():
+    """papermill's log is silenced inside the block: a job whose kernel is ended on purpose would report
+    "Kernel died" after the run has already said it was interrupted."""
+    log = logging.getLogger("papermill")
+    disabled, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = disabled
+
+
+def _shutdown(client, local, futures, spared: set, *, threads: bool, interrupted: bool) -> None:
+    """Close the client and the local cluster, then end what they leave behind: a worker that did not stop in time
+    and the Jupyter kernel of a job it was running (papermill starts kernels in their own session, so they outlive
+    an interrupted worker; ipykernel notices a dead parent only after a while). SIGINT is ignored meanwhile: a
+    second Ctrl-C cutting this short would leave exactly those processes running.
+
+    threads: the workers are threads of this process. A thread cannot be stopped, and closing the cluster waits for
+    it, so an interrupted run first ends the kernels (then this process's only new descendants): the notebook fails
+    at once and the thread returns."""
+    with _sigint_ignored(), _quiet_aborted_notebooks() if interrupted else contextlib.nullcontext():
+        started = _new_descendants(spared)  # before closing: a kernel whose worker dies is no longer a descendant
+        if client is not None:
+            unfinished = [f for f in futures if not f.done()]
+            with contextlib.suppress(Exception):
+                if unfinished:  # else Dask retries them, or an external cluster runs them for nobody
+                    client.cancel(unfinished)
+        if interrupted and threads:
+            _end_processes(started)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
+        if local is not None:
+            with contextlib.suppress(Exception):
+                local.close(timeout=10)
+        _end_processes(started | _new_descendants(spared))
 
 
 def _append_log(log: Path, records: Sequence[dict]) -> None:
@@ -68,33 +256,42 @@ def read_run_log(output_dir: str | Path) -> list[dict]:
 
 
 def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOptions = ClusterOptions(),
-             retries: int = 1, force: bool = False, on_done: Callable[[Job, dict], None] | None = None) -> dict[str, dict]:
+             retries: int = 1, force: bool = False, on_done: Callable[[Job, dict], None] | None = None,
+             check: bool = True) -> dict[str, dict]:
     """Run every unfinished job (all with force=True) and return job_id -> status.
 
     status: {"status": "ok" | "skipped" | "failed", "attempts", "seconds", "error" (one line, failed only),
     "done" (the job's done.json content, finished jobs)}. A failed job does not stop the others; its traceback is
-    in its folder's error.txt. retries: extra attempts of a failed job (Dask's retries).
+    in its folder's error.txt. retries: extra attempts of a failed job (Dask's retries). check: run check_jobs
+    first (a failed check raises ValueError before a cluster starts). KeyboardInterrupt propagates after the
+    cluster and every process it started are shut down.
     """
+    import psutil
     from distributed import Client, as_completed
 
     run_id = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     statuses: dict[str, dict] = {}
-    todo = []
+    if check:
+        check_folders(jobs, output_dir)
+    todo = list(jobs) if force else [j for j in jobs if not is_finished(j)]
+    if check:  # before anything is changed: a failed check leaves every finished job finished
+        check_jobs(jobs, output_dir, pending=todo, require_present=True)
     for job in jobs:
         if force:
             job_paths(job)["done"].unlink(missing_ok=True)
-        if is_finished(job):
+        elif job.job_id not in {j.job_id for j in todo}:
             statuses[job.job_id] = {"status": "skipped", "attempts": 0, "seconds": 0.0,
                                     "done": json.loads(job_paths(job)["done"].read_text())}
-        else:
-            todo.append(job)
     if todo:
         gpu = any(j.device == "cuda" for j in todo)
-        local = None if cluster.scheduler else _local_cluster(cluster, gpu)
-        client = Client(cluster.scheduler or local)
+        spared = set(psutil.Process().children(recursive=True))
+        local = client = None
+        futures = {}
+        completed = False
         try:
+            local = None if cluster.scheduler else _local_cluster(cluster, gpu)
+            client = Client(cluster.scheduler or local)
             t0 = time.perf_counter()
-            futures = {}
             for job in todo:
                 fut = client.submit(run_job, job, key=f"kstar-job-{job.job_id}", retries=retries, pure=False,
                                     resources={"GPU": 1} if job.device == "cuda" else None)
@@ -113,10 +310,10 @@ def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOpt
                                             "error": message, "error_file": str(job_paths(job)["dir"] / ERROR_FILE)}
                 if on_done is not None:
                     on_done(job, statuses[job.job_id])
+            completed = True
         finally:
-            client.close()
-            if local is not None:
-                local.close()
+            _shutdown(client, local, futures, spared, threads=local is not None and not cluster.processes,
+                      interrupted=not completed)
     _append_log(Path(output_dir) / RUN_LOG,
                 [{"run": run_id, "job_id": j.job_id, "model": j.model, "dataset": j.dataset,
                   "status": "executed" if statuses[j.job_id]["status"] == "ok" else statuses[j.job_id]["status"],

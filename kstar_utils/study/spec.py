@@ -19,11 +19,12 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from .. import cache
+from ..kstar import METRICS as _ENGINE_METRICS
 
 #: the notebooks every job runs, in order (the stages 01 -> 02 -> 03 of the workbook)
 NOTEBOOK_SEQUENCE = ("01_extract_features.ipynb", "02_kstar.ipynb", "03_skewness.ipynb")
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-METRICS = ("euclidean", "cosine")
+METRICS = tuple(_ENGINE_METRICS)  # the k* engine's own list, so a metric the engine gains is valid here at once
 DEVICES = ("auto", "cpu", "cuda")
 
 TOP_KEYS = {
@@ -175,7 +176,10 @@ def _check_names(grids: Sequence[Grid]) -> None:
 
     for g in grids:
         for m in g.models:
-            _models.check_model_name(m)
+            try:
+                _models.check_model_name(m)
+            except ImportError as e:  # a source whose optional library is not installed
+                raise ValueError(f"model {m!r} needs a library that is not installed: {e}") from None
         for d in g.datasets:
             _datasets.check_dataset_name(d)
 
@@ -233,6 +237,24 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
     compare = tuple(figs.get("compare_models", ()))
     if compare and len(compare) != 2:
         raise ValueError(f"study file: figures.compare_models names two models; got {list(compare)}")
+    # the figures are drawn after every job has run: a name they cannot use would only be noticed then, as a figure
+    # silently left out
+    models = list(dict.fromkeys(m for g in grids for m in g.models))
+    for m in compare:
+        if m not in models:
+            close = difflib.get_close_matches(str(m), models, n=3, cutoff=0.5)
+            raise ValueError(f"study file: figures.compare_models names {m!r}, which is not a model of the study"
+                             + (f"; did you mean {close}?" if close else f"; models: {models}"))
+    layers = list(dict.fromkeys(layer for g in grids for layer in g.layers))
+    if figs.get("layer") is not None and figs["layer"] not in layers:
+        raise ValueError(f"study file: figures.layer {figs['layer']!r} is not a layer of the study; layers: {layers}")
+    if "format" in figs:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = sorted(FigureCanvasBase.get_supported_filetypes())
+        if figs["format"] not in formats:
+            raise ValueError(f"study file: figures.format {figs['format']!r} is not one matplotlib writes; "
+                             f"valid: {formats}")
     for n_key in ("n_boot", "seed"):
         if n_key in raw and (not isinstance(raw[n_key], int) or raw[n_key] < 0):
             raise ValueError(f"study file: {n_key!r} must be a non-negative integer; got {raw[n_key]!r}")
