@@ -3,6 +3,8 @@
 Sources (one adapter module each, imported lazily so that e.g. the digits zoo works without open_clip):
 
 - ``zoo:<name>``                                   the embedded digits models (``kstar_utils.zoo``)
+- ``cifar-resnet:<name>``                          pretrained CIFAR-10 ResNet-20/32/44/56 and the fine-tuned ResNet-20s
+                                                    (shipped in data/cifar_resnets/), e.g. ``cifar-resnet:resnet20``
 - ``openclip:<arch>/<pretrained tag>``             e.g. ``openclip:ViT-B-32/laion2b_s34b_b79k``; ``openclip:RN50``
                                                     without a tag builds random weights
 - ``robustbench:<dataset>/<threat>/<name>``        e.g. ``robustbench:cifar10/Linf/Carmon2019Unlabeled``
@@ -23,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 SOURCES = {
     "zoo": "kstar_utils.models.zoo_adapter",
+    "cifar-resnet": "kstar_utils.models.cifar_resnet",
     "openclip": "kstar_utils.models.openclip_adapter",
     "robustbench": "kstar_utils.models.robustbench_adapter",
     "torchvision": "kstar_utils.models.torchvision_adapter",

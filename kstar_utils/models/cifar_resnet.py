@@ -1,0 +1,207 @@
+"""The original CIFAR ResNet (He et al. 2016, section 4.2) and the adapter for ``cifar-resnet:<name>``.
+
+Names:
+- ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``: the pretrained CIFAR-10 models of Y. Idelbayev
+  (github.com/akamaster/pytorch_resnet_cifar10, BSD-2), shipped in data/cifar_resnets/ with their licence;
+- ``resnet20-ft``, ``resnet20-noise``, ``resnet20-pgd1`` ... ``resnet20-pgd8``: the same ResNet-20 fine-tuned by this
+  project on the shipped CIFAR-10 training images (``kstar_utils.models.cifar_zoo``; weights in
+  data/cifar_resnets/finetuned/).
+
+Architecture: 3x3 conv 16 -> BN -> ReLU; three stages (``layer1``, ``layer2``, ``layer3``) of n basic blocks with 16,
+32, 64 channels (n = 3, 5, 7, 9 for depth 20, 32, 44, 56), stride 2 at the first block of stages 2 and 3; the
+shortcut where the shape changes is "option A" (no parameters: x[:, :, ::2, ::2] zero-padded with planes/4 channels
+on each side); global average pool -> ``linear`` 64 -> 10. The model takes images in [0, 1] and normalises them
+itself (mean/std of the upstream training, non-persistent buffers), as RobustBench models do, so attacks work in
+pixel space. ``penultimate`` is the (B, 64) input of ``linear``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import LoadedModel, WeightsNotFoundError, WeightsRequirement
+
+#: upstream mean/std (ToTensor then Normalize), used in training and testing
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: depth -> (upstream file, blocks per stage)
+PRETRAINED = {
+    "resnet20": ("resnet20-12fca82f.th", 3),
+    "resnet32": ("resnet32-d509ac18.th", 5),
+    "resnet44": ("resnet44-014dd654.th", 7),
+    "resnet56": ("resnet56-4bfd9763.th", 9),
+}
+UPSTREAM_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/{file}"
+FINETUNED_DIR = "finetuned"
+
+
+def weights_dir(option=None) -> Path:
+    from ..paths import shipped
+
+    return Path(option).expanduser() if option else shipped("cifar_resnets")
+
+
+def _finetuned_names() -> dict[str, str]:
+    from . import cifar_zoo
+
+    return {r.name: r.base for r in cifar_zoo.RECIPES}
+
+
+def known_names() -> list[str]:
+    return list(PRETRAINED) + list(_finetuned_names())
+
+
+def is_valid(name: str) -> bool:
+    return name in known_names()
+
+
+def base_of(name: str) -> str:
+    """The pretrained architecture a name is built on ("resnet20-pgd8" -> "resnet20")."""
+    return name if name in PRETRAINED else _finetuned_names()[name]
+
+
+def weights_file(name: str, weights_dir_opt=None) -> Path:
+    d = weights_dir(weights_dir_opt)
+    if name in PRETRAINED:
+        return d / PRETRAINED[name][0]
+    return d / FINETUNED_DIR / f"{name}.th"
+
+
+def build(depth_name: str, n_classes: int = 10):
+    """The architecture of a base name ("resnet20" ... "resnet56") with random weights."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class BasicBlock(nn.Module):
+        def __init__(self, in_planes: int, planes: int, stride: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.pad = planes // 4 if (stride != 1 or in_planes != planes) else 0
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+            shortcut = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad)) if self.pad else x
+            return F.relu(out + shortcut)
+
+    class CifarResNet(nn.Module):
+        """(B, 3, 32, 32) images in [0, 1] -> (B, n_classes) logits."""
+
+        def __init__(self, blocks: int):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            stages, in_planes = [], 16
+            for planes, stride in ((16, 1), (32, 2), (64, 2)):
+                layer = []
+                for i in range(blocks):
+                    layer.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                    in_planes = planes
+                stages.append(nn.Sequential(*layer))
+            self.layer1, self.layer2, self.layer3 = stages
+            self.linear = nn.Linear(64, n_classes)
+
+        def forward(self, x):
+            x = F.relu(self.bn1(self.conv1((x - self.mean) / self.std)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    if depth_name not in PRETRAINED:
+        raise ValueError(f"unknown CIFAR ResNet {depth_name!r}; valid: {list(PRETRAINED)}")
+    return CifarResNet(PRETRAINED[depth_name][1])
+
+
+def load_state(module, path: Path) -> None:
+    """Load an upstream file ({"state_dict": {"module.<key>": ...}, "best_prec1": ...}) or one of this project's
+    fine-tuned files (the same layout) into `module`, strictly: every key must match."""
+    from ._common import torch_load_trusted
+
+    from . import CorruptWeightsError
+
+    checkpoint = torch_load_trusted(path)
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise CorruptWeightsError(f"{path} holds no 'state_dict'; is it a CIFAR ResNet checkpoint?")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CorruptWeightsError(f"{path} does not match the architecture of {type(module).__name__}: "
+                                  f"{str(e).splitlines()[0]}") from None
+
+
+def save_state(module, path: Path, **info) -> Path:
+    """Save `module` in the upstream layout ({"state_dict": {"module.<key>": ...}, **info}), atomically."""
+    import torch
+
+    from .. import cache
+
+    state = {f"module.{k}": v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    with cache.atomic_path(path) as tmp:
+        torch.save({"state_dict": state, **info}, tmp)
+    return Path(path)
+
+
+def load_model(name: str, weights_dir_opt=None):
+    """The pretrained or fine-tuned model `name` in eval mode, on the CPU."""
+    if not is_valid(name):
+        import difflib
+
+        close = difflib.get_close_matches(name, known_names(), n=3, cutoff=0.4)
+        raise ValueError(f"unknown CIFAR ResNet {name!r}; closest: {close or known_names()}")
+    path = weights_file(name, weights_dir_opt)
+    if not path.is_file():
+        req = requirements(name, weights_dir_opt)[0]
+        raise WeightsNotFoundError(f"weights for cifar-resnet:{name} not found: searched {path}. "
+                                   f"To provide them: {req.how_to_provide}")
+    module = build(base_of(name))
+    load_state(module, path)
+    return module.eval()
+
+
+# ---------------------------------------------------------------------------------------------- registry adapter
+def pretrained_tag(name: str, weights_dir=None, **options) -> str:
+    """"<name>@<sha256 prefix of its weights file>": retrained weights change every cache key built on them."""
+    from ._common import sha256_file
+
+    path = weights_file(name, weights_dir)
+    return f"cifar-resnet:{name}@{sha256_file(path)[:12]}" if path.is_file() else f"cifar-resnet:{name}"
+
+
+def requirements(name: str, weights_dir=None, **options) -> list[WeightsRequirement]:
+    path = weights_file(name, weights_dir)
+    if name in PRETRAINED:
+        how = (f"shipped in data/cifar_resnets/; upstream: {UPSTREAM_URL.format(file=PRETRAINED[name][0])} "
+               f"(or allow_download=True)")
+    else:
+        how = "shipped in data/cifar_resnets/finetuned/; rebuild with `kstar zoo train --zoo cifar`"
+    return [WeightsRequirement(f"cifar-resnet:{name}", path, path.is_file(), how)]
+
+
+def _download(name: str, path: Path) -> None:
+    import torch
+
+    if name not in PRETRAINED:
+        raise WeightsNotFoundError(f"cifar-resnet:{name} is made by this project and cannot be downloaded; "
+                                   "rebuild it with `kstar zoo train --zoo cifar`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(UPSTREAM_URL.format(file=PRETRAINED[name][0]), str(path), progress=False)
+
+
+def load(name: str, weights_dir=None, allow_download: bool = False, **options) -> LoadedModel:
+    from ._common import to_tensor_if_needed
+
+    path = weights_file(name, weights_dir)
+    if not path.is_file() and allow_download:
+        _download(name, path)
+    module = load_model(name, weights_dir)
+    return LoadedModel(
+        name=f"cifar-resnet:{name}", module=module, preprocess=to_tensor_if_needed, run=module,
+        output_layer="logits", head_module="linear", pretrained=pretrained_tag(name, weights_dir),
+        weights_file=path, preprocessing={"input": "(3, 32, 32) float32 in [0, 1], no resize",
+                                          "normalisation": f"inside the model: mean {MEAN}, std {STD}"},
+        extra={"penultimate_dim": 64, "base": base_of(name)},
+    )

@@ -1,0 +1,214 @@
+"""A real robustness axis on real images: the pretrained CIFAR-10 ResNet-20 fine-tuned by this project.
+
+Starting from Y. Idelbayev's pretrained ResNet-20, each recipe fine-tunes on the 4,660 shipped CIFAR-10 training
+images (``cifar10-sample`` split ``train``) with the upstream augmentation (4-pixel padded random crop, horizontal
+flip), SGD with momentum and a cosine schedule:
+
+- ``resnet20-ft``     plain fine-tuning: the control, same schedule, no noise, no attack
+- ``resnet20-noise``  Gaussian noise augmentation, sigma = 0.1 (pixel units)
+- ``resnet20-pgdK``   PGD adversarial training (Madry et al.), L-inf eps = K/255 for K = 1, 2, 4, 8, 7 steps
+
+Every model, the four pretrained ones included, is then measured on the 846 shipped test images: clean accuracy on
+all of them and robust accuracy under AutoAttack's APGD-CE + APGD-T (pyautoattack) at L-inf eps = EVAL_EPS on a fixed,
+class-stratified subset of EVAL_N images (see ``docs/models_and_data.md`` for why this budget). Weights go to
+data/cifar_resnets/finetuned/, the measurements to data/cifar_resnets/cifar_zoo_metrics.csv; ``kstar zoo train
+--zoo cifar`` rebuilds both and resumes a run that was stopped (finished models are kept).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRICS_FILE = "cifar_zoo_metrics.csv"
+EVAL_EPS = 1 / 255       # robust-accuracy budget: at 2/255 and above every standard model is at ~0 (no ranking)
+EVAL_N = 500             # class-stratified subset of the 846 test images for the attacks
+EVAL_SEED = 0
+ATTACKS = ("apgd-ce", "apgd-t")
+APGD_RESTARTS = 1        # AutoAttack's standard setting
+APGD_TARGETS = 3         # APGD-T target classes (standard: 9); the top-3 wrong classes decide almost every point
+PRETRAINED_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One fine-tuning run. kind: "clean", "noise" (Gaussian, sigma = eps) or "pgd" (L-inf eps, `pgd_steps`)."""
+
+    name: str
+    kind: str
+    eps: float = 0.0
+    base: str = "resnet20"
+    epochs: int = 5
+    lr: float = 0.01
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    pgd_steps: int = 7
+    seed: int = 0
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("resnet20-ft", "clean"),
+    Recipe("resnet20-noise", "noise", eps=0.1),
+    Recipe("resnet20-pgd1", "pgd", eps=1 / 255),
+    Recipe("resnet20-pgd2", "pgd", eps=2 / 255),
+    Recipe("resnet20-pgd4", "pgd", eps=4 / 255),
+    Recipe("resnet20-pgd8", "pgd", eps=8 / 255),
+)
+
+
+def recipe(name: str) -> Recipe:
+    for r in RECIPES:
+        if r.name == name:
+            return r
+    import difflib
+
+    close = difflib.get_close_matches(name, [r.name for r in RECIPES], n=3, cutoff=0.3)
+    raise ValueError(f"unknown fine-tuning recipe {name!r}; closest: {close or [r.name for r in RECIPES]}")
+
+
+def load_images(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped CIFAR-10 images of `split` as (N, 3, 32, 32) float32 in [0, 1] and labels (N,) int64."""
+    from ..datasets import cifar10_sample_arrays
+
+    images, labels, _ = cifar10_sample_arrays(split)
+    # contiguous NCHW: channels-last strides would reach the attacks' gradient views (which need plain strides)
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0), labels
+
+
+def eval_subset(labels: np.ndarray, n: int = EVAL_N, seed: int = EVAL_SEED) -> np.ndarray:
+    """Sorted indices of a class-stratified subset of n test images (each class in proportion to its size)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(labels.shape[0])
+    if n >= idx.size:
+        return idx
+    keep, _ = train_test_split(idx, train_size=n, random_state=seed, stratify=labels)
+    return np.sort(keep)
+
+
+def _augment(x, gen):
+    """Upstream training augmentation: 4-pixel zero-padded random 32x32 crop and a random horizontal flip."""
+    import torch
+
+    b = x.shape[0]
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    dy, dx = torch.randint(0, 9, (2, b), generator=gen)
+    rows = (dy[:, None] + torch.arange(32))[:, :, None]
+    cols = (dx[:, None] + torch.arange(32))[:, None, :]
+    out = padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+    flip = torch.rand(b, generator=gen) < 0.5
+    out[flip] = out[flip].flip(3)
+    return out.contiguous()
+
+
+def finetune(r: Recipe, X: np.ndarray, y: np.ndarray, *, progress: bool = True):
+    """Fine-tune the pretrained `r.base` on images X (N, 3, 32, 32) in [0, 1] and labels (N,); deterministic from
+    r.seed. Returns the model in eval mode."""
+    import torch
+    from torch import nn
+    from tqdm.auto import tqdm
+
+    from .cifar_resnet import load_model
+    from .training import pgd_linf
+
+    torch.manual_seed(r.seed)
+    gen = torch.Generator().manual_seed(r.seed)
+    model = load_model(r.base)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=0.9, weight_decay=r.weight_decay)
+    steps = r.epochs * -(-len(Xt) // r.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    bar = tqdm(total=steps, desc=r.name, unit="step", disable=not progress)
+    for _ in range(r.epochs):
+        perm = torch.randperm(len(Xt), generator=gen)
+        for i in range(0, len(Xt), r.batch_size):
+            idx = perm[i : i + r.batch_size]
+            xb, yb = _augment(Xt[idx], gen), yt[idx]
+            if r.kind == "noise":
+                xb = (xb + r.eps * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
+            elif r.kind == "pgd":
+                model.eval()  # the attack must not move the batch-norm statistics
+                xb = pgd_linf(model, xb, yb, r.eps, r.pgd_steps, gen)
+            model.train()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+    bar.close()
+    return model.eval()
+
+
+def measure(model, X: np.ndarray, y: np.ndarray, subset: np.ndarray, *, eps: float = EVAL_EPS) -> dict:
+    """Clean accuracy on all test images and AutoAttack robust accuracy on `subset` (fractions)."""
+    from .training import accuracy, robust_accuracy
+
+    return {"clean_acc": round(accuracy(model, X, y), 4),
+            "robust_acc": round(robust_accuracy(model, X[subset], y[subset], eps=eps, attacks=ATTACKS,
+                                                n_restarts=APGD_RESTARTS, n_target_classes=APGD_TARGETS,
+                                                seed=EVAL_SEED), 4)}
+
+
+def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps: float = EVAL_EPS,
+                    force: bool = False) -> pd.DataFrame:
+    """Fine-tune every recipe and measure every model; returns (and writes) the metrics table.
+
+    Resumable: a model whose weights and metrics row already exist (same recipe) is skipped unless force=True.
+    models: names to (re)build (default: the four pretrained ones and every recipe).
+    """
+    import torch
+
+    from .. import cache
+    from .cifar_resnet import load_model, save_state, weights_dir
+
+    out_dir = Path(out_dir) if out_dir is not None else weights_dir()
+    names = list(models) if models else list(PRETRAINED_MODELS) + [r.name for r in RECIPES]
+    table_path = out_dir / METRICS_FILE
+    table = pd.read_csv(table_path) if table_path.is_file() else pd.DataFrame()
+    rows = {r["model"]: r for r in table.to_dict("records")} if not table.empty else {}
+    Xtr, ytr = load_images("train")
+    Xte, yte = load_images("test")
+    subset = eval_subset(yte)
+    for name in names:
+        r = None if name in PRETRAINED_MODELS else recipe(name)
+        key = repr(r) if r else "pretrained"
+        wfile = out_dir / "finetuned" / f"{name}.th" if r else out_dir / f"{name}"
+        if not force and name in rows and rows[name].get("recipe") == key and float(rows[name]["eval_eps"]) == eval_eps \
+                and (r is None or wfile.is_file()):
+            continue
+        t0 = time.perf_counter()
+        torch.manual_seed(0)
+        if r is None:
+            model = load_model(name, out_dir)
+        else:
+            model = finetune(r, Xtr, ytr)
+            save_state(model, wfile, recipe=key)
+        train_seconds = time.perf_counter() - t0
+        m = measure(model, Xte, yte, subset, eps=eval_eps)
+        rows[name] = {"model": name, "kind": r.kind if r else "pretrained", "base": r.base if r else name,
+                      "train_eps": r.eps if r else 0.0, "epochs": r.epochs if r else 0, **m, "eval_eps": eval_eps,
+                      "eval_n": int(subset.size), "attacks": "+".join(ATTACKS),
+                      "apgd_targets": APGD_TARGETS, "train_seconds": round(train_seconds, 1),
+                      "eval_seconds": round(time.perf_counter() - t0 - train_seconds, 1), "recipe": key}
+        print(rows[name], flush=True)
+        order = [n for n in list(PRETRAINED_MODELS) + [x.name for x in RECIPES] if n in rows]
+        out = pd.DataFrame([rows[n] for n in order])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with cache.atomic_path(table_path) as tmp:
+            out.to_csv(tmp, index=False)
+    return pd.read_csv(table_path)
+
+
+def load_cifar_zoo_metrics(path: str | Path | None = None) -> pd.DataFrame:
+    """The measured table with `model` as registry names ("cifar-resnet:<name>"); accuracies are fractions."""
+    from .cifar_resnet import weights_dir
+
+    path = Path(path) if path is not None else weights_dir() / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"CIFAR zoo metrics not found at {path}; rebuild with `kstar zoo train --zoo cifar`")
+    table = pd.read_csv(path)
+    return table.assign(model="cifar-resnet:" + table["model"])
