@@ -58,9 +58,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _plan(study_file: str) -> int:
-    from .preflight import format_report
-    from .study import check_jobs, expand_jobs, is_finished, load_study
-    from .study.runner import check_folders
+    from kstar_utils.pipeline.preflight import format_report
+    from kstar_utils.study import check_jobs, expand_jobs, is_finished, load_study
+    from kstar_utils.study.runner import check_folders
 
     study = load_study(study_file)
     jobs = expand_jobs(study)
@@ -79,7 +79,7 @@ def _plan(study_file: str) -> int:
 
 def _run(study_file: str, *, scheduler: str | None, workers: int | None, threads: bool, retries: int,
          force: bool) -> int:
-    from .study import ClusterOptions, load_study, run_study
+    from kstar_utils.study import ClusterOptions, load_study, run_study
 
     study = load_study(study_file)
     if retries < 0:
@@ -102,8 +102,8 @@ def _run(study_file: str, *, scheduler: str | None, workers: int | None, threads
 
 
 def _notebook(args: argparse.Namespace) -> int:
-    from .notebook_params import collect_parameters, run_notebook
-    from .study.runner import ending_new_processes
+    from kstar_utils.pipeline.notebooks import collect_parameters, run_notebook
+    from kstar_utils.study.runner import ending_new_processes
 
     notebook = Path(args.notebook)
     if not notebook.is_file():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from kstar_utils.method.metrics import metric_space
-from kstar_utils.validation import encode_labels
+from kstar_utils.method.validation import encode_labels
 
 
 def kstar_oracle(X, y, *, metric="euclidean", pool_X=None, pool_y=None, return_enemy=False, **metric_options):

@@ -13,8 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kstar_utils import cache, compute_kstar, stages
-from kstar_utils.features import extract_features, load_features, save_features
+from kstar_utils.io import cache
+
+from kstar_utils import compute_kstar
+
+from kstar_utils.pipeline import stages
+from kstar_utils.pipeline.features import extract_features, load_features, save_features
 
 
 def _sha(path) -> str:
@@ -51,7 +55,7 @@ def byo(tmp_path):
 
 @pytest.fixture
 def zoo_root(tmp_path):
-    from kstar_utils import zoo
+    from kstar_utils.models import digits_zoo as zoo
 
     if not zoo.weights_path("standard").exists():
         pytest.skip("zoo weights not built (make zoo)")

@@ -21,7 +21,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from kstar_utils import cli, stages
+from kstar_utils import cli
+
+from kstar_utils.pipeline import stages
 from kstar_utils.study import expand_jobs, load_study, read_run_log
 from kstar_utils.study import runner
 
@@ -70,9 +72,9 @@ def no_cluster(monkeypatch):
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
     pytest.importorskip("papermill")
-    from kstar_utils.zoo import DATA_DIR, METRICS_FILE
+    from kstar_utils.models.digits_zoo import METRICS_FILE, _data_dir
 
-    if not (DATA_DIR / METRICS_FILE).exists():
+    if not (_data_dir() / METRICS_FILE).exists():
         pytest.skip("the embedded zoo is not built (data/zoo/zoo_metrics.csv); run `make zoo`")
     folder = tmp_path_factory.mktemp("study")
     path = _write_study(folder)
@@ -349,7 +351,7 @@ def test_plan_of_the_embedded_study_is_quick(tmp_path, capsys):
     import papermill  # noqa: F401 -- imports are the interpreter's start-up cost, not the plan's
     import torch  # noqa: F401
 
-    from kstar_utils import notebook_params, preflight
+    from kstar_utils.pipeline import notebooks as notebook_params, preflight
 
     preflight._LAYER_MODELS.clear()  # every model is built and every notebook read again
     notebook_params._DECLARED.clear()

@@ -1,4 +1,4 @@
-"""Statistics of kstar_utils.correlate: oracles from scipy, behaviour on monotone and independent data, bad input."""
+"""Statistics of kstar_utils.analysis.correlate: oracles from scipy, behaviour on monotone and independent data, bad input."""
 from __future__ import annotations
 
 import warnings
@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from kstar_utils import compute_kstar, summarize_skewness
-from kstar_utils.correlate import (
+from kstar_utils.analysis.correlate import (
     RESULT_COLUMNS,
     TABLE_COLUMNS,
     _kendall,
@@ -21,7 +21,7 @@ from kstar_utils.correlate import (
     correlation_table,
     reliability_flags,
 )
-from kstar_utils.skewness import distribution_skew
+from kstar_utils.method.skewness import distribution_skew
 
 FAST = dict(n_boot=300, n_perm=300)
 
@@ -211,7 +211,7 @@ def _slow_bootstrap_gamma_prime(khat, codes, counts, n_boot, seed):
 
 
 def test_batched_class_resampling_matches_distribution_skew_row_by_row():
-    from kstar_utils.correlate import _resampled_skews
+    from kstar_utils.analysis.correlate import _resampled_skews
 
     n_c = 6
     khat = np.array([1, 1, 1, 1, 2, 6]) / n_c  # many resamples are constant at 1/n_c -> +inf
@@ -250,7 +250,7 @@ def test_bootstrap_approx_skewness_percentiles_match_a_slow_resampler():
     counts = np.bincount(codes)
     khat = k / counts[codes]
     skews = _slow_bootstrap_gamma_prime(khat, codes, counts, 300, seed=9)
-    from kstar_utils.skewness import mean_of_class_skews
+    from kstar_utils.method.skewness import mean_of_class_skews
 
     gp = np.array([mean_of_class_skews(s[~np.isnan(s)], np.ones((~np.isnan(s)).sum())) for s in skews])
     lo, hi = bootstrap_approx_skewness(k, y, n_boot=300, seed=9)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from kstar_utils import datasets
 from kstar_utils.datasets import DatasetNotFoundError, load_dataset, load_feature_file, subsample_per_class
-from kstar_utils.preflight import format_report, main, preflight
+from kstar_utils.pipeline.preflight import format_report, main, preflight
 
 
 def _png(path, value):
@@ -70,7 +70,9 @@ def test_imagenet16_maps_to_coarse_classes(tmp_path):
 
 
 def test_imagenet16_mapping_file():
-    with open(datasets.IMAGENET16_FILE, newline="") as f:
+    from kstar_utils.io.paths import shipped
+
+    with open(shipped("imagenet16", "imagenet16_classes.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 207 and len({r["wnid"] for r in rows}) == 207
     assert len({r["category"] for r in rows}) == 16
@@ -93,7 +95,7 @@ def test_missing_data_names_path_and_remedy(tmp_path, name):
 
 
 def test_data_root_from_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("KSTAR_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("KSTAR_DATASETS", str(tmp_path))
     assert datasets.resolve_data_root() == tmp_path
     assert datasets.requirements("cifar10")[0].path == tmp_path / "cifar-10-batches-py"
 
@@ -104,7 +106,7 @@ def test_unknown_dataset_suggests():
 
 
 def test_digits_come_from_the_zoo():
-    zoo = pytest.importorskip("kstar_utils.zoo")
+    zoo = pytest.importorskip("kstar_utils.models.digits_zoo")
     ds = load_dataset("digits", "test", n_per_class=3)
     x, y = ds.dataset[0]
     assert tuple(x.shape) == (1, 8, 8) and ds.class_names[0] == "0" and len(ds) == 30
@@ -156,7 +158,7 @@ def test_preflight_reads_the_example_params():
 
     import yaml
 
-    from kstar_utils.preflight import plan_from_params
+    from kstar_utils.pipeline.preflight import plan_from_params
 
     root = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "params"
     files = sorted(root.glob("*.yaml"))

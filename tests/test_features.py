@@ -1,6 +1,6 @@
 """Feature extraction: shapes, cache reuse, layers, resume after an interruption, bring-your-own features.
 
-A stand-in zoo (a tiny CNN on random 8x8 images, same contract as kstar_utils.zoo) keeps these tests independent of
+A stand-in zoo (a tiny CNN on random 8x8 images, same contract as kstar_utils.models.digits_zoo) keeps these tests independent of
 the zoo's trained weights and fast.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from kstar_utils import cache
-from kstar_utils.features import extract_features, load_features, pool_output
+from kstar_utils.io import cache
+from kstar_utils.pipeline.features import extract_features, load_features, pool_output
 from kstar_utils.models import zoo_adapter
 
 
@@ -31,7 +31,7 @@ class TinyCNN(nn.Module):
 
 @pytest.fixture
 def stand_in_zoo(monkeypatch, tmp_path):
-    """A fake kstar_utils.zoo: models 'tiny' and 'tiny2'; 'digits' = 130 random images, 13 per class."""
+    """A fake kstar_utils.models.digits_zoo: models 'tiny' and 'tiny2'; 'digits' = 130 random images, 13 per class."""
     rng = np.random.default_rng(0)
     images = rng.random((130, 1, 8, 8), dtype=np.float32)
     labels = np.repeat(np.arange(10), 13).astype(np.int64)
@@ -164,9 +164,9 @@ def test_pool_output_shapes():
 
 
 def test_real_zoo_if_present(tmp_path):
-    zoo = pytest.importorskip("kstar_utils.zoo")
+    zoo = pytest.importorskip("kstar_utils.models.digits_zoo")
     if not zoo.weights_path("standard").exists():
-        pytest.skip("zoo weights not built (python -m kstar_utils.zoo train)")
+        pytest.skip("zoo weights not built (python -m kstar_utils.models.digits_zoo train)")
     paths = extract_features("zoo:standard", "digits", root=tmp_path, progress=False)
     pen = load_features(paths["penultimate"])
     assert pen.features.shape[1] == 64 and pen.n == len(zoo.load_digits("test")[1])

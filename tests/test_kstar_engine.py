@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from kstar_utils.kstar import compute_kstar, reference_sq_distances
+from kstar_utils.method.kstar import compute_kstar, reference_sq_distances
 from kstar_utils.engine import bf16
 from kstar_utils.engine.bf16 import Bf16Side, bf16_bounds, bf16_threshold, check_bf16_screen
 from kstar_utils.engine.bounds import check_screen, screen_eps
@@ -350,7 +350,7 @@ def test_cosine_at_extreme_row_norms(engine):
 
 
 def test_rescale_is_exact_and_canonical():
-    from kstar_utils.kstar import prepare_metric, scale_exponent
+    from kstar_utils.method.kstar import prepare_metric, scale_exponent
 
     X = np.random.default_rng(2).normal(size=(30, 4))
     base = prepare_metric(X, "euclidean")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from kstar_utils.features import forward_layers
+from kstar_utils.pipeline.features import forward_layers
 from kstar_utils.models import (CorruptWeightsError, WeightsNotFoundError, check_model_name, load_model,
                                 weights_requirements)
 
@@ -90,7 +90,7 @@ def test_openclip_html_file_in_hf_cache_is_reported(tmp_path):
 
 
 def test_zero_shot_on_random_weights_is_a_valid_fraction(tmp_path):
-    from kstar_utils.zeroshot import zero_shot_accuracy
+    from kstar_utils.pipeline.zeroshot import zero_shot_accuracy
 
     acc = zero_shot_accuracy("openclip:RN50", "digits", root=tmp_path, n_per_class=2, progress=False,
                              class_names=[f"the digit {i}" for i in range(10)], templates=["a photo of {}."])
@@ -98,7 +98,7 @@ def test_zero_shot_on_random_weights_is_a_valid_fraction(tmp_path):
 
 
 def test_zero_shot_helpers():
-    from kstar_utils.zeroshot import get_templates, zero_shot_predict
+    from kstar_utils.pipeline.zeroshot import get_templates, zero_shot_predict
 
     W = torch.eye(3)
     X = np.array([[0.1, 2.0, 0.0], [5.0, 0.0, 1.0]], dtype=np.float32)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kstar_utils import cli
-from kstar_utils.notebook_params import (UnknownParameterError, check_parameters, collect_parameters,
+from kstar_utils.pipeline.notebooks import (UnknownParameterError, check_parameters, collect_parameters,
                                          declared_parameters, parse_value)
 
 pytest.importorskip("papermill")

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kstar_utils import open_checks, perturbation, stages
-from kstar_utils.zoo import load_digits
+from kstar_utils.pipeline import open_checks, perturbation, stages
+from kstar_utils.models.digits_zoo import load_digits
 
 
 def test_noisy_digits_is_seeded_clipped_and_clean_at_zero():
@@ -26,7 +26,7 @@ def test_zoo_features_match_extract_features(tmp_path):
     X, y = load_digits("test")
     f, pred = perturbation.zoo_features_of_images("zoo:standard", X, "penultimate")
     index = stages.extract_stage(["zoo:standard"], "digits", layers=["penultimate"], root=tmp_path, progress=False)
-    from kstar_utils.features import load_features
+    from kstar_utils.pipeline.features import load_features
 
     fs = load_features(index["features_path"].iloc[0])
     np.testing.assert_allclose(f, fs.features, rtol=1e-5, atol=1e-5)

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kstar_utils import datasets, models, tables
-from kstar_utils.features import extract_features, load_features
-from kstar_utils.kstar import compute_kstar
-from kstar_utils.skewness import summarize_skewness
+from kstar_utils import datasets, models
+
+from kstar_utils.io import tables
+from kstar_utils.pipeline.features import extract_features, load_features
+from kstar_utils.method.kstar import compute_kstar
+from kstar_utils.method.skewness import summarize_skewness
 
 MODEL = "torchvision:resnet50@IMAGENET1K_V1"
 TOLERANCE = 0.02  # the published skews are rounded to 2 decimals and read off figures
@@ -29,7 +31,7 @@ def _missing() -> list[str]:
             out.append(f"weights of {MODEL} not in the torch hub cache (searched {r.path}; {r.how_to_provide})")
     for r in datasets.requirements("imagenet16", "test"):
         if not r.present:
-            out.append(f"ImageNet val not found at {r.path} (set KSTAR_DATA_ROOT; {r.how_to_provide})")
+            out.append(f"ImageNet val not found at {r.path} (set KSTAR_DATASETS; {r.how_to_provide})")
     return out
 
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from kstar_utils import compute_kstar, summarize_skewness
-from kstar_utils.sensitivity import (
+from kstar_utils.analysis.checks import (
     class_skew_correlation,
     kstar_by_metric,
     mahalanobis_whiten,

@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 from kstar_utils import normalize_kstar, summarize_skewness
-from kstar_utils.skewness import CLUSTERED, FRACTURED, OVERLAPPED, UNDEFINED, distribution_skew, pattern_of
+from kstar_utils.method.skewness import CLUSTERED, FRACTURED, OVERLAPPED, UNDEFINED, distribution_skew, pattern_of
 
 
 def _labels(*sizes):

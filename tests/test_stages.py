@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kstar_utils import compute_kstar, stages, summarize_skewness
-from kstar_utils.features import load_features
+from kstar_utils import compute_kstar, summarize_skewness
+
+from kstar_utils.pipeline import stages
+from kstar_utils.pipeline.features import load_features
 
 MODELS = ["zoo:standard", "zoo:pgd-0.1"]
 
@@ -79,8 +81,8 @@ def test_missing_index_points_to_the_previous_stage(tmp_path):
 def test_feature_cache_is_keyed_by_the_zoo_weights(tmp_path):
     import shutil
 
-    from kstar_utils import zoo
-    from kstar_utils.features import extract_features
+    from kstar_utils.models import digits_zoo as zoo
+    from kstar_utils.pipeline.features import extract_features
 
     for name in ("standard", "untrained"):
         shutil.copy(zoo.weights_path(name), tmp_path / f"{name}.pt")

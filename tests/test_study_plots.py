@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kstar_utils import study_plots as sp
+from kstar_utils.plotting import study as sp
 from kstar_utils.plotting import save_figure
 from kstar_utils.study.summary import study_correlations
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kstar_utils import tables
+from kstar_utils.io import tables
 
 LOADERS = {
     "openclip/openclip_results.csv": tables.load_openclip_results,
@@ -33,16 +33,13 @@ def test_shipped_tables_load_and_sit_in_the_package_data_folder(relative):
     assert len(df) == len(raw(relative))
 
 
-def test_data_dir_defaults_to_repository_data_and_env_overrides(tmp_path, monkeypatch):
-    monkeypatch.delenv(tables.DATA_DIR_ENV, raising=False)
-    assert tables.data_dir().name == "data"
-    assert (tables.data_dir().parent / "kstar_utils" / "tables.py").is_file()
+def test_tables_are_read_from_the_shipped_data_folder(tmp_path, monkeypatch):
     (tmp_path / "paper").mkdir()
     raw("paper/kdist_project_page_skews.csv").head(4).to_csv(tmp_path / "paper/kdist_project_page_skews.csv", index=False)
-    monkeypatch.setenv(tables.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("KSTAR_SHIPPED_DATA", str(tmp_path))
     assert len(tables.load_published_skews()) == 4
-    monkeypatch.setenv(tables.DATA_DIR_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match=tables.DATA_DIR_ENV):
+    monkeypatch.setenv("KSTAR_SHIPPED_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="KSTAR_SHIPPED_DATA"):
         tables.load_openclip_results()
 
 

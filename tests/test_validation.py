@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kstar_utils import compute_kstar, normalize_kstar, summarize_skewness
-from kstar_utils.validation import check_features, check_kstar, encode_labels
+from kstar_utils.method.validation import check_features, check_kstar, encode_labels
 
 ROWS_3_17 = re.escape("in 2 of 60 rows (first rows: [3, 17])")
 

@@ -11,9 +11,9 @@
     faiss_knn   faiss k-NN searches as the screen (squared Euclidean)
     run         device, backend and tile selection: run_engine
 """
-from .bounds import screen_eps, screen_floor
-from .layout import SortedSet, auto_tile_size
-from .reference import Distance, pair_sq_distances
-from .run import run_engine
+from kstar_utils.engine.bounds import screen_eps, screen_floor
+from kstar_utils.engine.layout import SortedSet, auto_tile_size
+from kstar_utils.engine.reference import Distance, pair_sq_distances
+from kstar_utils.engine.run import run_engine
 
 __all__ = ["Distance", "SortedSet", "auto_tile_size", "pair_sq_distances", "run_engine", "screen_eps", "screen_floor"]

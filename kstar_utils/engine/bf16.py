@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bounds import TINY32, U32, U64, _gamma
-from .reference import pair_sq_distances
-from .threads import run_tiles
+from kstar_utils.engine.bounds import TINY32, U32, U64, _gamma
+from kstar_utils.engine.reference import pair_sq_distances
+from kstar_utils.engine.threads import run_tiles
 
 # Relative error of the GEMM's bfloat16 output: round-to-nearest-even (oneDNN's vcvtneps2bf16, CUDA's RN conversion)
 # gives 2^-8 (the 1.001 covers float64 evaluation); a truncating conversion (errors up to 2^-7) fails the runtime check.
@@ -178,7 +178,7 @@ def nearest_foreign_bf16(engine):
     """
     import torch
 
-    from .ops import chunk_reduce
+    from kstar_utils.engine.ops import chunk_reduce
 
     sides = _setup(engine)
     if sides is None:
@@ -258,7 +258,7 @@ def _candidates(engine, M, cstarts: np.ndarray, sr: Bf16Side, sc: Bf16Side):
     """
     import torch
 
-    from .ops import round_down, round_up
+    from kstar_utils.engine.ops import round_down, round_up
 
     rows, cols = engine.rows, engine.cols
     g_kmin, g_kmax = sc.kappa.min(), sc.kappa.max()

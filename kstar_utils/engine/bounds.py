@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reference import SQEUCLIDEAN, Distance
+from kstar_utils.engine.reference import SQEUCLIDEAN, Distance
 
 U32 = 2.0**-24
 U64 = 2.0**-53

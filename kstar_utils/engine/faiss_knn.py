@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bounds import check_screen
-from .layout import SortedSet
-from .reference import merge_nearest, pair_sq_distances
+from kstar_utils.engine.bounds import check_screen
+from kstar_utils.engine.layout import SortedSet
+from kstar_utils.engine.reference import merge_nearest, pair_sq_distances
 
 K_MAX = 2048  # faiss-gpu's k limit
 K_FIRST = 64

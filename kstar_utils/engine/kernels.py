@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .bounds import P_MAX_SCREEN, screen_eps
-from .layout import SortedSet
-from .reference import Distance
-from .threads import run_tiles
+from kstar_utils.engine.bounds import P_MAX_SCREEN, screen_eps
+from kstar_utils.engine.layout import SortedSet
+from kstar_utils.engine.reference import Distance
+from kstar_utils.engine.threads import run_tiles
 
 IMPLS = ("torch", "faiss")
 _PAD = 8  # augmented width D + 2 rounded up to a multiple of 8 (friendlier to BLAS kernels)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .reference import SQEUCLIDEAN, Distance
-from .threads import cpu_threads, run_tiles
+from kstar_utils.engine.reference import SQEUCLIDEAN, Distance
+from kstar_utils.engine.threads import cpu_threads, run_tiles
 
 
 @dataclass

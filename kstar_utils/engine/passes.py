@@ -21,12 +21,12 @@ import threading
 import numpy as np
 import torch
 
-from .bounds import check_screen
-from .kernels import GemmKernel, Kernel
-from .layout import SortedSet, class_blocks
-from .ops import chunk_reduce, count_less
-from .reference import merge_nearest
-from .threads import run_tiles, single_thread
+from kstar_utils.engine.bounds import check_screen
+from kstar_utils.engine.kernels import GemmKernel, Kernel
+from kstar_utils.engine.layout import SortedSet, class_blocks
+from kstar_utils.engine.ops import chunk_reduce, count_less
+from kstar_utils.engine.reference import merge_nearest
+from kstar_utils.engine.threads import run_tiles, single_thread
 
 SCREENS = ("auto", "bf16", "float32")
 
@@ -151,7 +151,7 @@ class TwoPassEngine:
         the lowest among exact ties), for the class-sorted rows."""
         with single_thread(self.device):
             if self.use_bf16:
-                from .bf16 import nearest_foreign_bf16
+                from kstar_utils.engine.bf16 import nearest_foreign_bf16
 
                 found = nearest_foreign_bf16(self)
                 if found is not None:

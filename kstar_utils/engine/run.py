@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bounds import screen_eps, screen_floor
-from .layout import SortedSet, auto_tile_size
-from .reference import SQEUCLIDEAN, Distance
+from kstar_utils.engine.bounds import screen_eps, screen_floor
+from kstar_utils.engine.layout import SortedSet, auto_tile_size
+from kstar_utils.engine.reference import SQEUCLIDEAN, Distance
 
 BACKENDS = ("auto", "torch", "faiss")
 
@@ -60,9 +60,9 @@ def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_siz
     """
     from tqdm.auto import tqdm
 
-    from .kernels import make_kernel
-    from .passes import TwoPassEngine
-    from .threads import exact_float32_matmul
+    from kstar_utils.engine.kernels import make_kernel
+    from kstar_utils.engine.passes import TwoPassEngine
+    from kstar_utils.engine.threads import exact_float32_matmul
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -110,9 +110,9 @@ def _faiss_knn(rows, cols, dev, T, n_classes, progress, screen):
     import faiss
     from tqdm.auto import tqdm
 
-    from .faiss_knn import FaissEngine
-    from .kernels import GemmKernel
-    from .passes import TwoPassEngine
+    from kstar_utils.engine.faiss_knn import FaissEngine
+    from kstar_utils.engine.kernels import GemmKernel
+    from kstar_utils.engine.passes import TwoPassEngine
 
     use_gpu = dev.type == "cuda"
     if use_gpu and faiss.get_num_gpus() == 0:

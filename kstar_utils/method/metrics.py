@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.reference import SQEUCLIDEAN, Distance
+from kstar_utils.engine.reference import SQEUCLIDEAN, Distance
 
 METRICS = ("euclidean", "cosine", "mahalanobis", "manhattan", "chebyshev", "minkowski")
 COVARIANCES = ("pooled", "total")

@@ -2,7 +2,7 @@
 
 Sources (one adapter module each, imported lazily so that e.g. the digits zoo works without open_clip):
 
-- ``zoo:<name>``                                   the embedded digits models (``kstar_utils.zoo``)
+- ``zoo:<name>``                                   the embedded digits models (``kstar_utils.models.digits_zoo``)
 - ``cifar-resnet:<name>``                          pretrained CIFAR-10 ResNet-20/32/44/56 and the fine-tuned ResNet-20s
                                                     (shipped in data/cifar_resnets/), e.g. ``cifar-resnet:resnet20``
 - ``openclip:<arch>/<pretrained tag>``             e.g. ``openclip:ViT-B-32/laion2b_s34b_b79k``; ``openclip:RN50``

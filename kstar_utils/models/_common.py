@@ -5,8 +5,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..cache import sha256_file  # noqa: F401 -- the adapters' import path; the one implementation is in cache
-from . import CorruptWeightsError
+from kstar_utils.io.cache import sha256_file  # noqa: F401 -- the adapters' import path; the one implementation is in cache
+from kstar_utils.models import CorruptWeightsError
 
 # torch.save writes a zip archive (PK..) since torch 1.6; older checkpoints are plain pickles (protocol 2+ starts 0x80)
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
 
 #: upstream mean/std (ToTensor then Normalize), used in training and testing
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -34,13 +34,13 @@ FINETUNED_DIR = "finetuned"
 
 
 def weights_dir(option=None) -> Path:
-    from ..paths import shipped
+    from kstar_utils.io.paths import shipped
 
     return Path(option).expanduser() if option else shipped("cifar_resnets")
 
 
 def _finetuned_names() -> dict[str, str]:
-    from . import cifar_zoo
+    from kstar_utils.models import cifar_zoo
 
     return {r.name: r.base for r in cifar_zoo.RECIPES}
 
@@ -117,9 +117,9 @@ def build(depth_name: str, n_classes: int = 10):
 def load_state(module, path: Path) -> None:
     """Load an upstream file ({"state_dict": {"module.<key>": ...}, "best_prec1": ...}) or one of this project's
     fine-tuned files (the same layout) into `module`, strictly: every key must match."""
-    from ._common import torch_load_trusted
+    from kstar_utils.models._common import torch_load_trusted
 
-    from . import CorruptWeightsError
+    from kstar_utils.models import CorruptWeightsError
 
     checkpoint = torch_load_trusted(path)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
@@ -137,7 +137,7 @@ def save_state(module, path: Path, **info) -> Path:
     """Save `module` in the upstream layout ({"state_dict": {"module.<key>": ...}, **info}), atomically."""
     import torch
 
-    from .. import cache
+    from kstar_utils.io import cache
 
     state = {f"module.{k}": v.detach().cpu().clone() for k, v in module.state_dict().items()}
     with cache.atomic_path(path) as tmp:
@@ -165,7 +165,7 @@ def load_model(name: str, weights_dir_opt=None):
 # ---------------------------------------------------------------------------------------------- registry adapter
 def pretrained_tag(name: str, weights_dir=None, **options) -> str:
     """"<name>@<sha256 prefix of its weights file>": retrained weights change every cache key built on them."""
-    from ._common import sha256_file
+    from kstar_utils.models._common import sha256_file
 
     path = weights_file(name, weights_dir)
     return f"cifar-resnet:{name}@{sha256_file(path)[:12]}" if path.is_file() else f"cifar-resnet:{name}"
@@ -192,7 +192,7 @@ def _download(name: str, path: Path) -> None:
 
 
 def load(name: str, weights_dir=None, allow_download: bool = False, **options) -> LoadedModel:
-    from ._common import to_tensor_if_needed
+    from kstar_utils.models._common import to_tensor_if_needed
 
     path = weights_file(name, weights_dir)
     if not path.is_file() and allow_download:

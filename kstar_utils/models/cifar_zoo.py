@@ -71,7 +71,7 @@ def recipe(name: str) -> Recipe:
 
 def load_images(split: str) -> tuple[np.ndarray, np.ndarray]:
     """The shipped CIFAR-10 images of `split` as (N, 3, 32, 32) float32 in [0, 1] and labels (N,) int64."""
-    from ..datasets import cifar10_sample_arrays
+    from kstar_utils.datasets import cifar10_sample_arrays
 
     images, labels, _ = cifar10_sample_arrays(split)
     # contiguous NCHW: channels-last strides would reach the attacks' gradient views (which need plain strides)
@@ -111,8 +111,8 @@ def finetune(r: Recipe, X: np.ndarray, y: np.ndarray, *, progress: bool = True):
     from torch import nn
     from tqdm.auto import tqdm
 
-    from .cifar_resnet import load_model
-    from .training import pgd_linf
+    from kstar_utils.models.cifar_resnet import load_model
+    from kstar_utils.models.training import pgd_linf
 
     torch.manual_seed(r.seed)
     gen = torch.Generator().manual_seed(r.seed)
@@ -145,7 +145,7 @@ def finetune(r: Recipe, X: np.ndarray, y: np.ndarray, *, progress: bool = True):
 
 def measure(model, X: np.ndarray, y: np.ndarray, subset: np.ndarray, *, eps: float = EVAL_EPS) -> dict:
     """Clean accuracy on all test images and AutoAttack robust accuracy on `subset` (fractions)."""
-    from .training import accuracy, robust_accuracy
+    from kstar_utils.models.training import accuracy, robust_accuracy
 
     return {"clean_acc": round(accuracy(model, X, y), 4),
             "robust_acc": round(robust_accuracy(model, X[subset], y[subset], eps=eps, attacks=ATTACKS,
@@ -162,8 +162,8 @@ def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps:
     """
     import torch
 
-    from .. import cache
-    from .cifar_resnet import load_model, save_state, weights_dir
+    from kstar_utils.io import cache
+    from kstar_utils.models.cifar_resnet import load_model, save_state, weights_dir
 
     out_dir = Path(out_dir) if out_dir is not None else weights_dir()
     names = list(models) if models else list(PRETRAINED_MODELS) + [r.name for r in RECIPES]
@@ -205,7 +205,7 @@ def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps:
 
 def load_cifar_zoo_metrics(path: str | Path | None = None) -> pd.DataFrame:
     """The measured table with `model` as registry names ("cifar-resnet:<name>"); accuracies are fractions."""
-    from .cifar_resnet import weights_dir
+    from kstar_utils.models.cifar_resnet import weights_dir
 
     path = Path(path) if path is not None else weights_dir() / METRICS_FILE
     if not path.is_file():

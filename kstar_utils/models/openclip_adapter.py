@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import LoadedModel, WeightsNotFoundError, WeightsRequirement
-from ._common import check_checkpoint_file, pil_transform
+from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models._common import check_checkpoint_file, pil_transform
 
 
 def _oc():
@@ -133,7 +133,7 @@ def load(name: str, cache_dir=None, weights_path=None, allow_download: bool = Fa
         try:
             oc.load_checkpoint(model, str(file))
         except Exception as e:  # noqa: BLE001 -- a readable message naming the file, whatever torch raised
-            from . import CorruptWeightsError
+            from kstar_utils.models import CorruptWeightsError
 
             raise CorruptWeightsError(f"cannot load OpenCLIP weights {file}: {type(e).__name__}: {e}") from None
     elif tag is not None:  # allow_download=True and not cached: let open_clip fetch it

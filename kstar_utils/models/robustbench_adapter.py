@@ -17,11 +17,9 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from . import CorruptWeightsError, LoadedModel, WeightsNotFoundError, WeightsRequirement
-from ._common import check_checkpoint_file
+from kstar_utils.models import CorruptWeightsError, LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models._common import check_checkpoint_file
 
-FEATURE_LAYERS = Path(__file__).resolve().parents[2] / "data" / "robustbench" / "feature_layers.csv"
-DEFAULT_MODEL_DIR = "~/.cache/kstar/robustbench"
 N_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 # torchvision's resnet50 IMAGENET1K_V1 file, which robustbench's ImageNet Standard_R50 uses
 _TORCHVISION_R50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
@@ -30,7 +28,9 @@ _TORCHVISION_R50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pt
 @lru_cache(maxsize=1)
 def _table() -> dict[str, dict]:
     """'<dataset>/<threat>/<name>' -> its row of feature_layers.csv (the 206 loadable model-zoo entries)."""
-    with open(FEATURE_LAYERS, newline="") as f:
+    from kstar_utils.io.paths import shipped
+
+    with open(shipped("robustbench", "feature_layers.csv"), newline="") as f:
         return {f"{r['dataset']}/{r['threat_model']}/{r['model_name']}": r for r in csv.DictReader(f)}
 
 
@@ -48,7 +48,9 @@ def _parts(name: str) -> tuple[str, str, str]:
 
 
 def model_dir(option=None) -> Path:
-    return Path(option or os.environ.get("KSTAR_ROBUSTBENCH_DIR") or DEFAULT_MODEL_DIR).expanduser()
+    from kstar_utils.io.paths import robustbench_dir
+
+    return robustbench_dir(option)
 
 
 def pretrained_tag(name: str, pretrained: bool = True, weights_path=None, **options) -> str:
@@ -164,7 +166,7 @@ def _load_pretrained(name: str, files: list[Path], model_dir_opt, allow_download
 
     dataset, threat, model_name = _parts(name)
     if weights_path is not None:  # an explicit checkpoint: build the architecture and load its state dict
-        from ._common import torch_load_trusted
+        from kstar_utils.models._common import torch_load_trusted
 
         model = build_architecture(name)
         _load_state_dict_loosely(model, torch_load_trusted(files[0]), files[0])
@@ -263,7 +265,7 @@ def _preprocessing(name: str):
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    from ._common import pil_transform
+    from kstar_utils.models._common import pil_transform
 
     dataset, threat, model_name = _parts(name)
     if dataset != "imagenet":

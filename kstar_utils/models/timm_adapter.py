@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import LoadedModel, WeightsNotFoundError, WeightsRequirement
-from ._common import check_checkpoint_file, pil_transform
+from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models._common import check_checkpoint_file, pil_transform
 
 
 def known_names() -> list[str]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import LoadedModel, WeightsNotFoundError, WeightsRequirement
-from ._common import check_checkpoint_file, pil_transform, torch_load_trusted
+from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models._common import check_checkpoint_file, pil_transform, torch_load_trusted
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

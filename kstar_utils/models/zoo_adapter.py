@@ -1,19 +1,19 @@
 """Adapter for the embedded digits zoo (``zoo:<name>``): small CNNs on 8x8 digits, weights shipped with the package.
 
-``kstar_utils.zoo`` is imported lazily: it provides ZOO_MODELS, load_zoo_model(name, weights_dir=None) (eval mode,
+``kstar_utils.models.digits_zoo`` is imported lazily: it provides ZOO_MODELS, load_zoo_model(name, weights_dir=None) (eval mode,
 input (B, 1, 8, 8) in [0, 1], output logits (B, 10), final Linear named ``fc``) and load_digits(split).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import LoadedModel, WeightsRequirement
-from ._common import sha256_file, to_tensor_if_needed
+from kstar_utils.models import LoadedModel, WeightsRequirement
+from kstar_utils.models._common import sha256_file, to_tensor_if_needed
 
 
 def zoo_module():
-    """kstar_utils.zoo, imported on first use (tests may substitute a stand-in with the same contract)."""
-    from kstar_utils import zoo
+    """kstar_utils.models.digits_zoo, imported on first use (tests may substitute a stand-in with the same contract)."""
+    from kstar_utils.models import digits_zoo as zoo
 
     return zoo
 
@@ -48,11 +48,11 @@ def _weights_file(name: str, weights_dir=None) -> Path | None:
 
 
 def requirements(name: str, weights_dir=None, **options) -> list[WeightsRequirement]:
-    # the zoo's weights ship with the project in data/zoo/ and are rebuilt offline by `python -m kstar_utils.zoo train`
+    # the zoo's weights ship with the project in data/zoo/ and are rebuilt offline by `python -m kstar_utils.models.digits_zoo train`
     path = _weights_file(name, weights_dir)
     present = path is None or path.exists()
     return [WeightsRequirement(f"zoo:{name}", path, present,
-                               "shipped in data/zoo/; rebuild with `python -m kstar_utils.zoo train`")]
+                               "shipped in data/zoo/; rebuild with `python -m kstar_utils.models.digits_zoo train`")]
 
 
 def load(name: str, weights_dir=None, **options) -> LoadedModel:

@@ -15,9 +15,9 @@ from typing import Callable
 
 import pandas as pd
 
-from .jobs import is_finished, run_job
-from .runner import ClusterOptions, check_jobs, read_run_log, run_jobs
-from .spec import Job, Study, expand_jobs, load_study, study_from_dict
+from kstar_utils.study.jobs import is_finished, run_job
+from kstar_utils.study.runner import ClusterOptions, check_jobs, read_run_log, run_jobs
+from kstar_utils.study.spec import Job, Study, expand_jobs, load_study, study_from_dict
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ def run_study(study: Study, *, cluster: ClusterOptions = ClusterOptions(), retri
     Raises ValueError naming the problem, before any cluster starts, when check_jobs finds one (a folder that cannot
     be written, an undeclared notebook parameter, an unknown layer, missing weights or data of a job to run).
     KeyboardInterrupt propagates once the cluster and the processes it started are shut down."""
-    from ..stages import write_table
-    from .report import study_figures, write_index
-    from .summary import build_summary, study_correlations, write_summary
+    from kstar_utils.pipeline.stages import write_table
+    from kstar_utils.study.report import study_figures, write_index
+    from kstar_utils.study.summary import build_summary, study_correlations, write_summary
 
     out = Path(study.output_dir)
     jobs = expand_jobs(study)

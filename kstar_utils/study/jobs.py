@@ -22,8 +22,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import cache
-from .spec import NOTEBOOK_SEQUENCE, Job
+from kstar_utils.io import cache
+from kstar_utils.study.spec import NOTEBOOK_SEQUENCE, Job
 
 DONE_FILE = "done.json"
 ERROR_FILE = "error.txt"
@@ -130,7 +130,7 @@ def check_notebook_parameters(jobs: Sequence[Job]) -> None:
     a notebook would silently give every job the default. The declared names are read from each notebook's tagged
     parameters cell (cached per file), never assumed.
     """
-    from ..notebook_params import check_parameters
+    from kstar_utils.pipeline.notebooks import check_parameters
 
     for job in jobs:
         params = notebook_parameters(job)
@@ -173,7 +173,7 @@ def to_html(notebook: Path, out_dir: Path) -> Path | None:
 
 
 def _zeroshot(job: Job) -> float:
-    from ..zeroshot import zero_shot_accuracy
+    from kstar_utils.pipeline.zeroshot import zero_shot_accuracy
 
     return zero_shot_accuracy(job.model, job.dataset, split=job.split, templates=job.zeroshot_templates,
                               root=job.cache_dir, data_root=job.data_root,

@@ -10,9 +10,9 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from .. import cache
-from .jobs import job_paths
-from .spec import Job, Study
+from kstar_utils.io import cache
+from kstar_utils.study.jobs import job_paths
+from kstar_utils.study.spec import Job, Study
 
 
 def _rel(path: str | Path, start: Path) -> str:
@@ -25,11 +25,11 @@ def study_figures(study: Study, jobs: Sequence[Job], summary: pd.DataFrame, stat
     models with an accuracy) is left out rather than failing the study."""
     import matplotlib.pyplot as plt
 
-    from .. import study_plots as sp
-    from ..correlate import correlation_table
-    from ..plotting import save_figure
-    from ..stages import load_kstar
-    from .summary import available_accuracies
+    from kstar_utils.plotting import study as sp
+    from kstar_utils.analysis.correlate import correlation_table
+    from kstar_utils.plotting import save_figure
+    from kstar_utils.pipeline.stages import load_kstar
+    from kstar_utils.study.summary import available_accuracies
 
     figures_dir = Path(figures_dir)
     ok = summary[summary["status"].isin(["ok", "skipped"])]

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .jobs import ERROR_FILE, JobFailed, check_notebook_parameters, is_finished, job_paths, run_job
-from .spec import Job
+from kstar_utils.study.jobs import ERROR_FILE, JobFailed, check_notebook_parameters, is_finished, job_paths, run_job
+from kstar_utils.study.spec import Job
 
 RUN_LOG = "run_log.jsonl"
 
@@ -43,7 +43,7 @@ class ClusterOptions:
 def check_folders(jobs: Sequence[Job], output_dir: str | Path) -> None:
     """Raise preflight.PreflightError unless output_dir, every job folder and every cache_dir can be created and
     written. First of all checks: deciding whether a job is finished reads inside its folder."""
-    from ..preflight import check_writable_folder
+    from kstar_utils.pipeline.preflight import check_writable_folder
 
     check_writable_folder(output_dir, "output_dir")
     for job in jobs:
@@ -65,9 +65,9 @@ def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence
     module names come from each architecture built once (on the meta device where possible, see
     preflight.layer_model).
     """
-    from ..features import MODEL_OPTIONS
-    from ..kstar import METRICS
-    from ..preflight import PreflightError, check_model_layers, preflight
+    from kstar_utils.pipeline.features import MODEL_OPTIONS
+    from kstar_utils.method.kstar import METRICS
+    from kstar_utils.pipeline.preflight import PreflightError, check_model_layers, preflight
 
     check_folders(jobs, output_dir)
     for metric in dict.fromkeys(j.metric for j in jobs):

@@ -18,12 +18,14 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .. import cache
-from ..kstar import METRICS as _ENGINE_METRICS
+from kstar_utils.io.paths import notebooks_dir
+
+from kstar_utils.io import cache
+from kstar_utils.method.kstar import METRICS as _ENGINE_METRICS
 
 #: the notebooks every job runs, in order (the stages 01 -> 02 -> 03 of the workbook)
 NOTEBOOK_SEQUENCE = ("01_extract_features.ipynb", "02_kstar.ipynb", "03_skewness.ipynb")
-DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+DEFAULT_NOTEBOOKS_DIR = notebooks_dir()
 METRICS = tuple(_ENGINE_METRICS)  # the k* engine's own list, so a metric the engine gains is valid here at once
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -39,7 +41,7 @@ TOP_KEYS = {
                        "batch_size, model_dir, weights_path)",
     "split": "dataset split (default test)",
     "metric": "euclidean | cosine (default euclidean)",
-    "data_root": "where real datasets live (default $KSTAR_DATA_ROOT)",
+    "data_root": "where real datasets live (default $KSTAR_DATASETS)",
     "output_dir": "where the study writes jobs, summary, figures, index.html (default ../outputs/studies/<name>)",
     "cache_dir": "root of the feature and k* caches shared with the notebooks (default ../outputs)",
     "notebooks_dir": "folder of the workbook notebooks (default: the package's notebooks/)",
@@ -68,7 +70,7 @@ class Grid:
 @dataclass(frozen=True)
 class AccuracyOptions:
     published: bool = True            # zoo metrics, RobustBench leaderboard, OpenCLIP results table
-    zeroshot_computed: bool = False   # also compute OpenCLIP zero-shot accuracy (kstar_utils.zeroshot) in the job
+    zeroshot_computed: bool = False   # also compute OpenCLIP zero-shot accuracy (kstar_utils.pipeline.zeroshot) in the job
     zeroshot_templates: str = "simple"
 
 
@@ -162,7 +164,7 @@ def _options(value, key: str) -> tuple[tuple[str, Any], ...]:
         return ()
     if not isinstance(value, Mapping):
         raise ValueError(f"study file: {key!r} must be a mapping of extract_features options; got {value!r}")
-    from ..features import DATA_OPTIONS, MODEL_OPTIONS, RUN_OPTIONS
+    from kstar_utils.pipeline.features import DATA_OPTIONS, MODEL_OPTIONS, RUN_OPTIONS
 
     # batch_size and device are keyword arguments of extract_features itself
     _unknown_keys(value, set(MODEL_OPTIONS + DATA_OPTIONS + RUN_OPTIONS) | {"batch_size", "device"}, key)
@@ -171,8 +173,8 @@ def _options(value, key: str) -> tuple[tuple[str, Any], ...]:
 
 def _check_names(grids: Sequence[Grid]) -> None:
     # unknown model or dataset names fail here, with the registry's closest matches, not minutes later in a job
-    from .. import datasets as _datasets
-    from .. import models as _models
+    from kstar_utils import datasets as _datasets
+    from kstar_utils import models as _models
 
     for g in grids:
         for m in g.models:

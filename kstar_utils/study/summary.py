@@ -5,7 +5,7 @@ Accuracies come from published tables, joined on the registry's model id:
 - zoo:<name>            data/zoo/zoo_metrics.csv (clean_acc, robust_acc measured when the zoo was trained)
 - robustbench:<...>     the RobustBench leaderboard (clean_acc, robust_acc as fractions)
 - openclip:<arch>/<tag> the OpenCLIP zero-shot results: zeroshot_acc on the job's dataset, zeroshot_avg on 38
-and, when the study asks for it, zeroshot_acc_computed (kstar_utils.zeroshot, computed in the job).
+and, when the study asks for it, zeroshot_acc_computed (kstar_utils.pipeline.zeroshot, computed in the job).
 
 A finished job's rows are read from its tables only when their bytes are the ones its done.json recorded, and each
 row's k* and features hashes (from the skewness table and the k* index) agree with done.json's `inputs`; otherwise
@@ -22,9 +22,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import cache
-from .jobs import job_paths
-from .spec import Job
+from kstar_utils.io import cache
+from kstar_utils.study.jobs import job_paths
+from kstar_utils.study.spec import Job
 
 #: the OpenCLIP results column holding the zero-shot score of each dataset of the registry
 OPENCLIP_COLUMN = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet 1k"}
@@ -39,7 +39,7 @@ def published_accuracy(models: Sequence[str], datasets: Sequence[str]) -> pd.Dat
     rows = {(m, d): {"model": m, "dataset": d, "accuracy_source": ""} for m in models for d in datasets}
     sources = {m.split(":", 1)[0] for m in models}
     if "zoo" in sources:
-        from ..zoo import load_zoo_metrics
+        from kstar_utils.models.digits_zoo import load_zoo_metrics
 
         zoo = load_zoo_metrics().set_index("model")
         for (m, d), r in rows.items():
@@ -47,7 +47,7 @@ def published_accuracy(models: Sequence[str], datasets: Sequence[str]) -> pd.Dat
                 r.update(clean_acc=float(zoo.at[m, "clean_acc"]), robust_acc=float(zoo.at[m, "robust_acc"]),
                          accuracy_source="data/zoo/zoo_metrics.csv")
     if "robustbench" in sources:
-        from ..tables import load_robustbench_leaderboard
+        from kstar_utils.io.tables import load_robustbench_leaderboard
 
         lb = load_robustbench_leaderboard().set_index("model_id")
         for (m, d), r in rows.items():
@@ -56,7 +56,7 @@ def published_accuracy(models: Sequence[str], datasets: Sequence[str]) -> pd.Dat
                 r.update(clean_acc=float(lb.at[m, "clean_acc"]), robust_acc=float(lb.at[m, "robust_acc"]),
                          accuracy_source="RobustBench leaderboard")
     if "openclip" in sources:
-        from ..tables import OPENCLIP_AVERAGE_COLUMN, load_openclip_results
+        from kstar_utils.io.tables import OPENCLIP_AVERAGE_COLUMN, load_openclip_results
 
         oc = load_openclip_results().set_index("model_id")
         for (m, d), r in rows.items():
@@ -186,7 +186,7 @@ def study_correlations(summary: pd.DataFrame, *, xs=("approx_skewness", "true_sk
                        seed: int = 0) -> pd.DataFrame:
     """correlate.correlation_table of each x against every available accuracy, per layer: per dataset and pooled
     over datasets (group "pooled", only when there are several datasets). Columns: layer, x, y, group, method, statistic, ci_low, ci_high, p_value, n."""
-    from ..correlate import TABLE_COLUMNS, correlation_table
+    from kstar_utils.analysis.correlate import TABLE_COLUMNS, correlation_table
 
     ys = available_accuracies(summary)
     ok = summary[summary["status"].isin(["ok", "skipped"])]
@@ -209,7 +209,7 @@ def study_correlations(summary: pd.DataFrame, *, xs=("approx_skewness", "true_sk
 
 def write_summary(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     """summary.csv and summary.parquet, each written atomically."""
-    from ..stages import write_table
+    from kstar_utils.pipeline.stages import write_table
 
     out_dir = Path(out_dir)
     return {"csv": write_table(summary, out_dir / "summary.csv"),

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plotting import plot_kstar_distribution, plot_metric_vs_accuracy, save_figure, set_style
-from .skewness import summarize_skewness
+from kstar_utils.plotting import plot_kstar_distribution, plot_metric_vs_accuracy, save_figure, set_style
+from kstar_utils.method.skewness import summarize_skewness
 
 ACCURACY_NAMES = {"clean_acc": "clean accuracy", "robust_acc": "robust accuracy", "zeroshot_acc": "zero-shot accuracy",
                   "zeroshot_avg": "zero-shot accuracy (38-dataset mean)",
@@ -77,8 +77,8 @@ def plot_skewness_vs_accuracy_by_dataset(summary: pd.DataFrame, ys: Sequence[str
 
 def plot_gamma_vs_gamma_prime(summary: pd.DataFrame, *, layer: str | None = None):
     """Γ against Γ' for every finished (model, dataset[, layer]) with the identity line; colour = dataset, marker =
-    layer. The title gives the Spearman correlation and the mean |Γ - Γ'| (kstar_utils.correlate.agreement)."""
-    from .correlate import agreement
+    layer. The title gives the Spearman correlation and the mean |Γ - Γ'| (kstar_utils.analysis.correlate.agreement)."""
+    from kstar_utils.analysis.correlate import agreement
 
     set_style()
     t = _finished(summary, layer).dropna(subset=["true_skewness", "approx_skewness"])
@@ -121,7 +121,7 @@ def plot_skewness_heatmap(summary: pd.DataFrame, *, layer: str, value: str = "ap
 def plot_kstar_side_by_side(results: Mapping[str, tuple], *, title: str = ""):
     """Per-class k̂* distributions of two (or more) models side by side, on the same class order.
 
-    results: {panel title: (kstar (N,) raw k*, labels (N,))}, e.g. from kstar_utils.stages.load_kstar(...).kstar and
+    results: {panel title: (kstar (N,) raw k*, labels (N,))}, e.g. from kstar_utils.pipeline.stages.load_kstar(...).kstar and
     .named_labels. Each panel is kstar_utils.plotting.plot_kstar_distribution with its class skews and Γ, Γ'.
     """
     set_style()
@@ -143,7 +143,7 @@ def plot_kstar_side_by_side(results: Mapping[str, tuple], *, title: str = ""):
 
 def plot_metric_sensitivity(table: pd.DataFrame, *, column: str = "approx_skewness", title: str = ""):
     """Γ' (or `column`) of each model under each distance: one line per metric across the models, ordered by the
-    first metric's value. table: kstar_utils.open_checks.metric_sensitivity's models table."""
+    first metric's value. table: kstar_utils.pipeline.open_checks.metric_sensitivity's models table."""
     set_style()
     order = (table[table["metric"] == table["metric"].iloc[0]].sort_values(column)["model"].tolist())
     fig, ax = plt.subplots(figsize=(0.7 * len(order) + 3.0, 3.8))
@@ -164,7 +164,7 @@ def plot_metric_sensitivity(table: pd.DataFrame, *, column: str = "approx_skewne
 def plot_perturbation_curves(table: pd.DataFrame, *, ys: Sequence[str] = ("approx_skewness", "frac_kstar_changed"),
                              xlabel: str = "noise strength", title: str = ""):
     """Response to noise: one panel per column in `ys` (e.g. Γ', share of samples whose k* changed), one line per
-    model against `strength`. table: kstar_utils.perturbation's input_noise_study / latent_noise_study output."""
+    model against `strength`. table: kstar_utils.pipeline.perturbation's input_noise_study / latent_noise_study output."""
     set_style()
     names = {**COEFFICIENT_NAMES, "frac_kstar_changed": "share of samples with changed k*",
              "mean_abs_khat_change": "mean |Δk̂*|", "accuracy": "accuracy on noised inputs", "skew_spread": "spread of γ_c"}
@@ -184,7 +184,7 @@ def plot_perturbation_curves(table: pd.DataFrame, *, ys: Sequence[str] = ("appro
 
 
 def plot_correlation_matrix(matrix: pd.DataFrame, *, title: str = "", label: str = "Spearman ρ of class skews"):
-    """A symmetric correlation matrix (e.g. kstar_utils.open_checks.pair_matrix) as an annotated heatmap in [-1, 1]."""
+    """A symmetric correlation matrix (e.g. kstar_utils.pipeline.open_checks.pair_matrix) as an annotated heatmap in [-1, 1]."""
     set_style()
     n = matrix.shape[0]
     fig, ax = plt.subplots(figsize=(0.6 * n + 3.2, 0.5 * n + 2.0))

@@ -4,7 +4,7 @@
 
 An index is a small CSV with one row per (model, layer) and the paths of the cached artefacts (with the sha256 of
 each file's bytes), so a notebook names its input and output as two paths and any stage can be rerun alone. Cached
-artefacts are keyed by their spec (kstar_utils.cache.artifact_path), and a k*'s spec holds the sha256 of its features
+artefacts are keyed by their spec (kstar_utils.io.cache.artifact_path), and a k*'s spec holds the sha256 of its features
 file: asking again for finished work reuses it, new features content gives a new k*, and a damaged cached k* is set
 aside and recomputed.
 """
@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import cache
-from .features import extract_features, load_features
-from .kstar import compute_kstar
-from .skewness import SkewnessSummary, summarize_skewness
+from kstar_utils.io import cache
+from kstar_utils.pipeline.features import extract_features, load_features
+from kstar_utils.method.kstar import compute_kstar
+from kstar_utils.method.skewness import SkewnessSummary, summarize_skewness
 
 INDEX_KEYS = ["model", "dataset", "split", "layer"]
 
@@ -215,7 +215,7 @@ def kstar_stage(features_index, *, root: str | Path = "outputs", metric: str = "
     """k* for every row of the features index; returns the k* index (features index + metric, kstar_path and the
     sha256 of each features and k* file, read from the k* sidecars, so nothing is hashed twice). The `metric` column
     names the metric with its options (`metric_label`)."""
-    from .method.metrics import check_metric
+    from kstar_utils.method.metrics import check_metric
 
     check_metric(metric, p, cov, shrinkage)  # before any file is read
     index = read_index(features_index, INDEX_KEYS + ["features_path"])
@@ -257,7 +257,7 @@ def kstar_figures(kstar_index, figures_dir: str | Path, *, layer: str = "penulti
     """Save the per-class k̂* distribution figure of every model at `layer`; returns (model, layer, figure_path)."""
     import matplotlib.pyplot as plt
 
-    from .plotting import plot_kstar_distribution, save_figure
+    from kstar_utils.plotting import plot_kstar_distribution, save_figure
 
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"], layer=layer)
     rows = []
@@ -274,7 +274,7 @@ def kstar_figures(kstar_index, figures_dir: str | Path, *, layer: str = "penulti
 
 def kstar_overview(kstar_index) -> pd.DataFrame:
     """Per (model, layer): N, median k̂* and the share of samples whose nearest neighbour is foreign (k* = 1)."""
-    from .kstar import normalize_kstar
+    from kstar_utils.method.kstar import normalize_kstar
 
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"])
     rows = []
@@ -306,7 +306,7 @@ def load_accuracy(accuracy_table: str | Path | pd.DataFrame) -> pd.DataFrame:
     if isinstance(accuracy_table, pd.DataFrame):
         acc = accuracy_table
     elif str(accuracy_table) == "zoo":
-        from .zoo import load_zoo_metrics
+        from kstar_utils.models.digits_zoo import load_zoo_metrics
 
         acc = load_zoo_metrics()
     else:
@@ -333,8 +333,8 @@ def join_accuracy(skewness_table, accuracy_table="zoo") -> pd.DataFrame:
 def correlation_stage(study: pd.DataFrame, *, xs=("approx_skewness", "true_skewness"), ys=("clean_acc", "robust_acc"),
                       group: str = "layer", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Spearman, Kendall and Pearson of each x against each y across models, per `group` (layer) and pooled, with
-    bootstrap confidence intervals and permutation p-values (kstar_utils.correlate)."""
-    from .correlate import correlation_table
+    bootstrap confidence intervals and permutation p-values (kstar_utils.analysis.correlate)."""
+    from kstar_utils.analysis.correlate import correlation_table
 
     # pooling the layers would count each model twice: pooled rows only when there is one group
     pooled = study[group].nunique() <= 1

@@ -6,7 +6,7 @@ RobustBench stores percents, and the loader divides them by 100. Tables of model
 with the model registry:
 `openclip:<name>/<pretrained>` and `robustbench:<dataset>/<threat_model>/<model_name>`.
 
-The data folder is `$KSTAR_DATA_DIR` if set, otherwise the repository's `data/` beside this package. That is the
+The data folder is `$KSTAR_SHIPPED_DATA` if set, otherwise the repository's `data/` beside this package. That is the
 right place for an editable install. Every loader also takes an explicit `path` to its CSV.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-DATA_DIR_ENV = "KSTAR_DATA_DIR"
+from kstar_utils.io.paths import SHIPPED_ENV
+
 
 OPENCLIP_DATASET_COLUMNS: tuple[str, ...] = (
     "ImageNet 1k", "Caltech-101", "CIFAR-10", "CIFAR-100", "CLEVR Counts", "CLEVR Distance", "Country211",
@@ -50,9 +51,10 @@ _SCORE_METRICS = (
 
 
 def data_dir() -> Path:
-    """The folder that holds the published tables: $KSTAR_DATA_DIR, else <repository>/data."""
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "data"
+    """The folder that holds the published tables: $KSTAR_SHIPPED_DATA, else <repository>/data (io.paths)."""
+    from kstar_utils.io.paths import shipped
+
+    return shipped()
 
 
 def openclip_model_id(name: str, pretrained: str) -> str:
@@ -173,7 +175,7 @@ def validate_table(df: pd.DataFrame, schema: Sequence[Column], *, key: Sequence[
 def _resolve(path, default_relative: str) -> Path:
     p = Path(path) if path is not None else data_dir() / default_relative
     if not p.is_file():
-        hint = "" if path is not None else f" (set ${DATA_DIR_ENV} to the folder that holds {default_relative})"
+        hint = "" if path is not None else f" (set ${SHIPPED_ENV} to the folder that holds {default_relative})"
         raise FileNotFoundError(f"table not found: {p}{hint}")
     return p
 

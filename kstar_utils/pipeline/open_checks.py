@@ -14,10 +14,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .features import load_features
-from .sensitivity import SENSITIVITY_METRICS, class_skew_correlation, kstar_by_metric, ranking_change
-from .skewness import summarize_skewness
-from .stages import INDEX_KEYS, read_index
+from kstar_utils.pipeline.features import load_features
+from kstar_utils.analysis.checks import SENSITIVITY_METRICS, class_skew_correlation, kstar_by_metric, ranking_change
+from kstar_utils.method.skewness import summarize_skewness
+from kstar_utils.pipeline.stages import INDEX_KEYS, read_index
 
 
 def metric_sensitivity(features_index, *, layers: str | Sequence[str] = ("penultimate", "logits"),

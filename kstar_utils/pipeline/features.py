@@ -3,11 +3,11 @@
     paths = extract_features("zoo:standard", "digits", layers=("penultimate", "logits"))
     fs = load_features(paths["penultimate"])          # fs.features (N, D) float32, fs.labels (N,) int64
 
-Each layer's file is keyed (kstar_utils.cache.artifact_path) by everything that changes its values: model, weights
+Each layer's file is keyed (kstar_utils.io.cache.artifact_path) by everything that changes its values: model, weights
 tag, dataset, split, layer, sampling, pooling, embedding normalisation and numeric precision. Asking again for the same
 spec reuses the file, but only when its bytes still have the sha256 its sidecar records and the weights file it was
 extracted from (sidecar ``inputs``) still has the recorded content; a damaged file is set aside and rebuilt
-(kstar_utils.cache.verified_sidecar). ``force=True`` rebuilds it. Large runs write chunk files plus a manifest as they
+(kstar_utils.io.cache.verified_sidecar). ``force=True`` rebuilds it. Large runs write chunk files plus a manifest as they
 go, so an interrupted run resumes at the first missing chunk; the finished file and its JSON sidecar are written
 atomically, byte-reproducibly (equal arrays give an equal file and an equal hash).
 """
@@ -23,8 +23,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import cache, datasets
-from . import models as registry
+from kstar_utils.io import cache
+
+from kstar_utils import datasets
+from kstar_utils import models as registry
 
 #: options passed to the model adapter (they may change the weights or the model's outputs)
 MODEL_OPTIONS = ("allow_download", "weights_path", "weights_dir", "model_dir", "cache_dir", "pretrained", "normalize")

@@ -1,8 +1,8 @@
 """Pre-flight check: every weight file and dataset a planned run needs, whether each is present, where it was
 searched and how to provide it. Nothing is loaded or downloaded.
 
-    python -m kstar_utils.preflight --model openclip:ViT-B-32/laion2b_s34b_b79k --dataset cifar10 --data-root ~/data
-    python -m kstar_utils.preflight --params notebooks/params/openclip_vitb32_cifar10.yaml
+    python -m kstar_utils.pipeline.preflight --model openclip:ViT-B-32/laion2b_s34b_b79k --dataset cifar10 --data-root ~/data
+    python -m kstar_utils.pipeline.preflight --params notebooks/params/openclip_vitb32_cifar10.yaml
 
 Exit status 0 when everything is present, 1 otherwise (so scripts can stop before a long run).
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import datasets as _datasets
-from . import models as _models
+from kstar_utils import datasets as _datasets
+from kstar_utils import models as _models
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def plan_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kstar_utils.preflight", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m kstar_utils.pipeline.preflight", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", default=[], help="registry name, repeatable")
     p.add_argument("--dataset", action="append", default=[], help="dataset name, repeatable")
     p.add_argument("--split", default=None)

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .skewness import SkewnessSummary, mean_of_class_skews, replace_infinite, distribution_skew
-from .kstar import normalize_kstar
-from .validation import encode_labels
+from kstar_utils.method.skewness import SkewnessSummary, mean_of_class_skews, replace_infinite, distribution_skew
+from kstar_utils.method.kstar import normalize_kstar
+from kstar_utils.method.validation import encode_labels
 
 METHODS = ("spearman", "kendall", "pearson")
 RESULT_COLUMNS = ["method", "statistic", "ci_low", "ci_high", "p_value", "n"]
@@ -316,7 +316,7 @@ def reliability_flags(
     per_class_skews: one model's class skews, or a mapping model -> class skews. Class skews may be given as a
         SkewnessSummary, its per_class DataFrame (rows with included == False are left out), or a (C,) array.
         NaN skews are left out; ±inf are replaced by the largest / smallest finite class skew first (the rule Γ'
-        uses, imported from kstar_utils.skewness).
+        uses, imported from kstar_utils.method.skewness).
     Returns one row per model with columns model, n_classes, approx_skewness (Γ'), spread (population std of the
     class skews, as SkewnessSummary.skew_spread), sem (std with ddof=1 / sqrt(C)), sem_ratio (sem / |Γ'|),
     flag_sem, flag_spread, flag_few_classes, unreliable, reason.
@@ -397,7 +397,7 @@ def bootstrap_approx_skewness(
     kstar: (N,) raw k* (ints in 1..n_c); labels: (N,) class labels.
     Each resample draws n_c samples with replacement inside every class, recomputes each class's skew of k̂* =
     k*/n_c (distribution_skew's conventions: a resample constant at 1 gives -inf, at 1/n_c +inf, at another value
-    NaN) and averages them into Γ' with the ±inf rule (kstar_utils.skewness). Classes without a distribution in the
+    NaN) and averages them into Γ' with the ±inf rule (kstar_utils.method.skewness). Classes without a distribution in the
     full data (a single sample, or constant at a value other than 1 and 1/n_c) are left out, as in
     summarize_skewness; a class that is constant at another value in one resample is left out of that resample.
     weighted=True weights classes by size (Γ'_weighted).

@@ -7,7 +7,7 @@ features, or to the input images of the embedded zoo models, and how k* and Γ' 
 Both return one row per (model, strength) with true_skewness, approx_skewness, skew_spread, frac_kstar_changed
 (share of samples whose k* differs from the unperturbed run) and mean_abs_khat_change; the input study adds the
 accuracy on the noised images. Input noise is in pixel units of images in [0, 1] (clipped back to [0, 1]); latent
-noise is relative to each feature dimension's standard deviation (kstar_utils.sensitivity.perturb_latents).
+noise is relative to each feature dimension's standard deviation (kstar_utils.analysis.checks.perturb_latents).
 """
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .features import forward_layers, load_features
-from .kstar import compute_kstar
-from .sensitivity import perturbation_study
-from .skewness import summarize_skewness
-from .stages import INDEX_KEYS, read_index
-from .validation import encode_labels
+from kstar_utils.pipeline.features import forward_layers, load_features
+from kstar_utils.method.kstar import compute_kstar
+from kstar_utils.analysis.checks import perturbation_study
+from kstar_utils.method.skewness import summarize_skewness
+from kstar_utils.pipeline.stages import INDEX_KEYS, read_index
+from kstar_utils.method.validation import encode_labels
 
 
 def noisy_digits(strength: float, *, split: str = "test", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Digits images (N, 1, 8, 8) float32 plus Gaussian noise of standard deviation `strength` (pixel units, images
     in [0, 1]), clipped to [0, 1]; and labels (N,) int64. strength 0 returns the clean images. Deterministic in seed."""
-    from .zoo import load_digits
+    from kstar_utils.models.digits_zoo import load_digits
 
     strength = float(strength)
     if not np.isfinite(strength) or strength < 0:
@@ -42,11 +42,11 @@ def noisy_digits(strength: float, *, split: str = "test", seed: int = 0) -> tupl
 
 def zoo_features_of_images(model: str, images: np.ndarray, layer: str = "penultimate") -> tuple[np.ndarray, np.ndarray]:
     """Features (N, D) float32 of `images` (N, 1, 8, 8) at `layer` of zoo model `model` ("zoo:<name>" or "<name>"),
-    and the model's predicted classes (N,). The model comes from kstar_utils.zoo.load_zoo_model through the registry,
+    and the model's predicted classes (N,). The model comes from kstar_utils.models.digits_zoo.load_zoo_model through the registry,
     so layer names are those of extract_features ("penultimate", "logits" or a module name)."""
     import torch
 
-    from . import models as registry
+    from kstar_utils import models as registry
 
     name = model if model.startswith("zoo:") else f"zoo:{model}"
     loaded = registry.load_model(name, device="cpu")
@@ -91,7 +91,7 @@ def input_noise_study(models: Sequence[str], strengths: Sequence[float], *, laye
 
 def latent_noise_study(features_index, strengths: Sequence[float], *, layer: str = "penultimate", seed: int = 0,
                        metric: str = "euclidean") -> pd.DataFrame:
-    """kstar_utils.sensitivity.perturbation_study for every model of a features index (notebook 01) at `layer`.
+    """kstar_utils.analysis.checks.perturbation_study for every model of a features index (notebook 01) at `layer`.
 
     Returns columns model, layer, strength, true_skewness, approx_skewness, skew_spread, frac_kstar_changed,
     mean_abs_khat_change. Noise is strength x each dimension's standard deviation.

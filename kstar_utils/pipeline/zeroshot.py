@@ -1,6 +1,6 @@
 """Zero-shot classification accuracy of OpenCLIP models on an extracted dataset.
 
-The image side reuses the cached ``embedding`` features of :func:`kstar_utils.features.extract_features` (so k* and
+The image side reuses the cached ``embedding`` features of :func:`kstar_utils.pipeline.features.extract_features` (so k* and
 zero-shot accuracy are computed on exactly the same images); the text side is open_clip's
 ``build_zero_shot_classifier`` over the dataset's class names and prompt templates.
 """
@@ -78,8 +78,8 @@ def zero_shot_accuracy(model: str, dataset: str, *, split: str = "test", templat
     Extracts (or reuses) the `embedding` features with extract_features(**options), then classifies them with the
     text embeddings of `class_names` (default: the dataset's names) under `templates`.
     """
-    from .features import MODEL_OPTIONS, extract_features, load_features
-    from .models import load_model
+    from kstar_utils.pipeline.features import MODEL_OPTIONS, extract_features, load_features
+    from kstar_utils.models import load_model
 
     if not model.startswith("openclip:"):
         raise ValueError(f"zero-shot accuracy needs an OpenCLIP model ('openclip:<arch>/<tag>'); got {model!r}")

@@ -1,7 +1,7 @@
 """Labelled evaluation sets by name, read only from local folders (nothing is downloaded).
 
 Names:
-- ``digits``                 scikit-learn's 8x8 digits via ``kstar_utils.zoo.load_digits`` (embedded, always present)
+- ``digits``                 scikit-learn's 8x8 digits via ``kstar_utils.models.digits_zoo.load_digits`` (embedded, always present)
 - ``cifar10-sample``         real CIFAR-10 images shipped in data/cifar10_sample/: split ``test`` (the first 846 of
                              the official test set) and ``train`` (the first 932 of each training batch, 4,660)
 - ``cifar10``, ``cifar100``  torchvision's format under ``<data_root>/cifar-10-batches-py`` / ``cifar-100-python``
@@ -12,7 +12,7 @@ Names:
 - ``features:<path>``        bring-your-own features (.npy with a sibling labels file, .npz, .parquet); not images:
                              read with :func:`load_feature_file`
 
-``data_root`` defaults to ``$KSTAR_DATA_ROOT`` or ``~/.cache/kstar/data``. Missing data raises
+``data_root`` defaults to ``$KSTAR_DATASETS`` or ``~/.cache/kstar/data``. Missing data raises
 :class:`DatasetNotFoundError` naming the path searched and how to provide the data.
 """
 from __future__ import annotations
@@ -30,9 +30,6 @@ import numpy as np
 DATASETS = ("digits", "cifar10-sample", "cifar10", "cifar100", "imagenet", "imagenet16")
 CIFAR10_SAMPLE = ("cifar10_sample", "cifar10_sample.npz")
 PREFIXES = ("folder:", "features:")
-DEFAULT_DATA_ROOT = "~/.cache/kstar/data"
-_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-IMAGENET16_FILE = _DATA_DIR / "imagenet16" / "imagenet16_classes.csv"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -73,7 +70,10 @@ class DataRequirement:
 
 
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
-    return Path(data_root or os.environ.get("KSTAR_DATA_ROOT") or DEFAULT_DATA_ROOT).expanduser()
+    """`data_root`, else $KSTAR_DATASETS, else ~/.cache/kstar/data (kstar_utils.io.paths)."""
+    from kstar_utils.io.paths import datasets_root
+
+    return datasets_root(data_root)
 
 
 def check_dataset_name(name: str) -> str:
@@ -117,12 +117,12 @@ def requirements(name: str, split: str = "test", data_root=None) -> list[DataReq
         path = _cifar_dir(name, root)
         how = (f"download the python version of {name.upper()} (e.g. torchvision.datasets."
                f"{'CIFAR10' if name == 'cifar10' else 'CIFAR100'}(root, download=True) on a machine with internet) "
-               f"and copy the folder '{path.name}' into {root} (or set KSTAR_DATA_ROOT / data_root)")
+               f"and copy the folder '{path.name}' into {root} (or set KSTAR_DATASETS / data_root)")
         return [DataRequirement(name, path, path.is_dir(), how)]
     if name in ("imagenet", "imagenet16"):
         path = _imagenet_split_dir(root, split)
         how = (f"put the ILSVRC-2012 {path.name} images in {path}/<wnid>/*.JPEG (one folder per WordNet id, e.g. "
-               f"with the 'valprep.sh' layout) or set KSTAR_DATA_ROOT / data_root to the folder containing 'imagenet'")
+               f"with the 'valprep.sh' layout) or set KSTAR_DATASETS / data_root to the folder containing 'imagenet'")
         return [DataRequirement(name, path, path.is_dir() and any(path.iterdir()), how)]
     if name.startswith("folder:"):
         path = _folder_dir(name.split(":", 1)[1], split)
@@ -227,11 +227,11 @@ def _load_digits(split: str, transform):
 
     images, labels = zoo_adapter.zoo_module().load_digits(split)
     return (_TensorImages(images, labels, transform), np.asarray(labels, dtype=np.int64),
-            [str(i) for i in range(10)], {"path": "sklearn.datasets.load_digits (kstar_utils.zoo split)"})
+            [str(i) for i in range(10)], {"path": "sklearn.datasets.load_digits (kstar_utils.models.digits_zoo split)"})
 
 
 def _cifar10_sample_file() -> Path:
-    from .paths import shipped
+    from kstar_utils.io.paths import shipped
 
     return shipped(*CIFAR10_SAMPLE)
 
@@ -286,7 +286,9 @@ def _robustbench_ids() -> list[str]:
 
 def imagenet16_mapping() -> dict[str, str]:
     """wnid -> coarse category for the 207 ImageNet classes of ImageNet-16 (data/imagenet16/, with provenance)."""
-    with open(IMAGENET16_FILE, newline="") as f:
+    from kstar_utils.io.paths import shipped
+
+    with open(shipped("imagenet16", "imagenet16_classes.csv"), newline="") as f:
         return {row["wnid"]: row["category"] for row in csv.DictReader(f)}
 
 
@@ -442,7 +444,7 @@ def pack_images(path: str | os.PathLike, splits: Mapping[str, tuple[np.ndarray, 
 
     from PIL import Image
 
-    from . import cache
+    from kstar_utils.io import cache
 
     arrays: dict[str, np.ndarray] = {"class_names": np.asarray([str(c) for c in class_names])}
     for split, (images, labels) in splits.items():

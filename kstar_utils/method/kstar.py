@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine.reference import SQEUCLIDEAN
-from .method.metrics import (METRICS, distance_of, metric_space, prepare_metric, rescale, scale_exponent,  # noqa: F401
+from kstar_utils.engine.reference import SQEUCLIDEAN
+from kstar_utils.method.metrics import (METRICS, distance_of, metric_space, prepare_metric, rescale, scale_exponent,  # noqa: F401
                              transforms_rows, unit_rows)
-from .validation import check_features, check_features_labels, check_kstar, encode_labels
+from kstar_utils.method.validation import check_features, check_features_labels, check_kstar, encode_labels
 
 BACKENDS = ("auto", "torch", "faiss", "numpy")
 SCREENS = ("auto", "bf16", "float32")
@@ -69,7 +69,7 @@ def compute_kstar(
     screen: the torch engine's pass-1 screen: "auto" (bfloat16 where bfloat16 GEMMs are fast, else float32), "bf16"
         or "float32". Every screen ends in the same float64 decisions, so the result does not depend on it.
     """
-    from .method.metrics import check_metric
+    from kstar_utils.method.metrics import check_metric
 
     check_metric(metric, p, cov, shrinkage)
     if backend not in BACKENDS:
@@ -107,7 +107,7 @@ def compute_kstar(
     if backend == "numpy":
         k, enemy = _kstar_numpy(Xq, yq, Xp, yp, block_size, distance)
     else:
-        from .engine.run import run_engine
+        from kstar_utils.engine.run import run_engine
 
         k, enemy = run_engine(Xq, yq, Xp, yp, n_classes=classes.shape[0], device=device,
                               backend=backend, tile_size=tile_size, progress=progress, scale=scale, screen=screen,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .kstar import normalize_kstar
-from .validation import encode_labels
+from kstar_utils.method.kstar import normalize_kstar
+from kstar_utils.method.validation import encode_labels
 
 FRACTURED, OVERLAPPED, CLUSTERED, UNDEFINED = "Fractured", "Overlapped", "Clustered", "Undefined"
 PATTERN_THRESHOLD = 0.5

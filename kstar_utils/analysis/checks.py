@@ -2,7 +2,7 @@
 the correlation between class skews, perturbation of the latents, and how model rankings by Γ' change.
 
 Pure functions: arrays or data frames in, arrays, data frames or dicts out. k* and the skewness summary come from
-kstar_utils.kstar.compute_kstar and kstar_utils.skewness.summarize_skewness.
+kstar_utils.method.kstar.compute_kstar and kstar_utils.method.skewness.summarize_skewness.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .correlate import correlate
-from .kstar import compute_kstar
-from .skewness import SkewnessSummary, replace_infinite, summarize_skewness
-from .validation import check_features, check_features_labels, encode_labels
+from kstar_utils.analysis.correlate import correlate
+from kstar_utils.method.kstar import compute_kstar
+from kstar_utils.method.skewness import SkewnessSummary, replace_infinite, summarize_skewness
+from kstar_utils.method.validation import check_features, check_features_labels, encode_labels
 
 SHRINKAGE_LEDOIT_WOLF = "ledoit-wolf"
 SENSITIVITY_METRICS = ("euclidean", "cosine", "mahalanobis")
@@ -123,7 +123,7 @@ def class_skew_correlation(per_class_a, per_class_b, **kw) -> pd.DataFrame:
     mapping label -> skew, or a (C,) array (then classes are matched by position). Classes are matched by label;
     only classes present with a non-NaN skew in both count. ±inf skews are replaced by the largest / smallest finite
     skew of that model first (the Γ' rule).
-    kw: passed to kstar_utils.correlate.correlate (methods, n_boot, n_perm, confidence, seed).
+    kw: passed to kstar_utils.analysis.correlate.correlate (methods, n_boot, n_perm, confidence, seed).
     Returns correlate's DataFrame: one row per method with method, statistic, ci_low, ci_high, p_value, n.
     """
     a, b = _skew_series(per_class_a), _skew_series(per_class_b)
@@ -201,7 +201,7 @@ def ranking_change(table_a, table_b, *, column: str = "approx_skewness", key: st
     table_a, table_b: DataFrames with columns `key` (model id) and `column` (e.g. Γ' under metric A and B), or
     Series / mappings model -> coefficient. Models are matched by id; only models with a finite value in both count
     (at least 3).
-    kw: passed to kstar_utils.correlate.correlate (n_boot, n_perm, confidence, seed).
+    kw: passed to kstar_utils.analysis.correlate.correlate (n_boot, n_perm, confidence, seed).
     Returns a dict: n, kendall_tau (tau-b between the two rankings; 1 = same order), kendall_ci_low,
     kendall_ci_high, p_value (permutation, two-sided), same_best (the model with the lowest value is the same),
     max_rank_shift (largest change of a model's rank, ranks 1..n, ties averaged), n_only_a, n_only_b.

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .cache import atomic_path
-from .kstar import normalize_kstar
-from .skewness import CLUSTERED, FRACTURED, OVERLAPPED, UNDEFINED, SkewnessSummary
+from kstar_utils.io.cache import atomic_path
+from kstar_utils.method.kstar import normalize_kstar
+from kstar_utils.method.skewness import CLUSTERED, FRACTURED, OVERLAPPED, UNDEFINED, SkewnessSummary
 
 PATTERN_COLORS = {FRACTURED: "#d95f02", OVERLAPPED: "#7570b3", CLUSTERED: "#1b9e77", UNDEFINED: "#999999"}
 

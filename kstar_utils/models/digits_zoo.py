@@ -1,7 +1,7 @@
 """The embedded model zoo: small CNNs on scikit-learn's digits that span robustness, trained by this project.
 
 Everything here runs offline: the images ship with scikit-learn and the trained weights ship in data/zoo/ together
-with the accuracies measured when they were trained (`python -m kstar_utils.zoo train` rebuilds both).
+with the accuracies measured when they were trained (`python -m kstar_utils.models.digits_zoo train` rebuilds both).
 
 Images are 8x8 grey levels 0..16 scaled to [0, 1]; the held-out "test" split is a seeded, stratified half of the
 1,797 images. Robust accuracy is AutoAttack's two APGD attacks (APGD-CE, then APGD-T on the points that survive)
@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "zoo"
 METRICS_FILE = "zoo_metrics.csv"
 SPLIT_SEED = 0
 TEST_FRACTION = 0.5
@@ -73,6 +72,12 @@ class SmallCNN(nn.Module):
         return self.fc(self.features(x))
 
 
+def _data_dir() -> Path:
+    from kstar_utils.io.paths import shipped
+
+    return shipped("zoo")
+
+
 def recipe(name: str) -> Recipe:
     for r in RECIPES:
         if r.name == name:
@@ -105,7 +110,7 @@ def load_digits(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
 
 
 def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
-    return Path(weights_dir or DATA_DIR) / f"{recipe(name).name}.pt"
+    return Path(weights_dir or _data_dir()) / f"{recipe(name).name}.pt"
 
 
 def load_zoo_model(name: str, weights_dir: str | Path | None = None) -> nn.Module:
@@ -113,7 +118,7 @@ def load_zoo_model(name: str, weights_dir: str | Path | None = None) -> nn.Modul
     path = weights_path(name, weights_dir)
     if not path.exists():
         raise FileNotFoundError(
-            f"zoo weights for {name!r} not found at {path}; rebuild them with `python -m kstar_utils.zoo train`"
+            f"zoo weights for {name!r} not found at {path}; rebuild them with `python -m kstar_utils.models.digits_zoo train`"
         )
     model = SmallCNN()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -123,9 +128,9 @@ def load_zoo_model(name: str, weights_dir: str | Path | None = None) -> nn.Modul
 def load_zoo_metrics(weights_dir: str | Path | None = None) -> pd.DataFrame:
     """Per-model table measured at training time: model (registry name, "zoo:<name>"), kind, train_eps, clean_acc,
     robust_acc (fractions), eval_eps."""
-    path = Path(weights_dir or DATA_DIR) / METRICS_FILE
+    path = Path(weights_dir or _data_dir()) / METRICS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"zoo metrics not found at {path}; rebuild with `python -m kstar_utils.zoo train`")
+        raise FileNotFoundError(f"zoo metrics not found at {path}; rebuild with `python -m kstar_utils.models.digits_zoo train`")
     table = pd.read_csv(path)
     return table.assign(model="zoo:" + table["model"])
 
@@ -190,11 +195,11 @@ def robust_accuracy(model: nn.Module, X: np.ndarray, y: np.ndarray, eps: float =
     return accuracy(model, x_adv, y)
 
 
-def build_zoo(out_dir: str | Path = DATA_DIR, eval_eps: float = EVAL_EPS) -> pd.DataFrame:
+def build_zoo(out_dir: str | Path | None = None, eval_eps: float = EVAL_EPS) -> pd.DataFrame:
     """Train every recipe, save weights and the metrics table to out_dir, return the table."""
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else _data_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     Xtr, ytr = load_digits("train")
     Xte, yte = load_digits("test")

@@ -1,0 +1,83 @@
+"""Old module paths, kept for one release: importing one warns once and gives the module's new home.
+
+The package was reorganised into layers (method, engine, io, models, datasets, pipeline, analysis, plotting, study);
+`import kstar_utils.stages` and `from kstar_utils import stages` keep working, with a DeprecationWarning that names
+the new path. `python -m kstar_utils.preflight` and `python -m kstar_utils.zoo train` say which `kstar` subcommand
+replaces them and run it.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import types
+import warnings
+
+MOVED = {
+    "kstar_utils.kstar": "kstar_utils.method.kstar",
+    "kstar_utils.skewness": "kstar_utils.method.skewness",
+    "kstar_utils.validation": "kstar_utils.method.validation",
+    "kstar_utils.cache": "kstar_utils.io.cache",
+    "kstar_utils.paths": "kstar_utils.io.paths",
+    "kstar_utils.tables": "kstar_utils.io.tables",
+    "kstar_utils.correlate": "kstar_utils.analysis.correlate",
+    "kstar_utils.sensitivity": "kstar_utils.analysis.checks",
+    "kstar_utils.open_checks": "kstar_utils.pipeline.open_checks",
+    "kstar_utils.perturbation": "kstar_utils.pipeline.open_checks",
+    "kstar_utils.features": "kstar_utils.pipeline.features",
+    "kstar_utils.stages": "kstar_utils.pipeline.stages",
+    "kstar_utils.notebook_params": "kstar_utils.pipeline.notebooks",
+    "kstar_utils.zeroshot": "kstar_utils.pipeline.zeroshot",
+    "kstar_utils.preflight": "kstar_utils.pipeline.preflight",
+    "kstar_utils.study_plots": "kstar_utils.plotting",
+    "kstar_utils.zoo": "kstar_utils.models.digits_zoo",
+    "kstar_utils.kstar_engine": "kstar_utils.engine",
+}
+#: old `python -m` entry points -> the `kstar` arguments that replace them
+COMMANDS = {"kstar_utils.preflight": ["preflight"], "kstar_utils.zoo": ["zoo"]}
+
+
+class _Alias(types.ModuleType):
+    """A stand-in module whose attributes are those of the new module."""
+
+    def __init__(self, name: str, target: str):
+        super().__init__(name, f"moved to {target}")
+        self.__dict__["_target"] = target
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self.__dict__["_target"]), attr)
+
+    def __dir__(self):
+        return dir(importlib.import_module(self.__dict__["_target"]))
+
+
+class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        target = MOVED[spec.name]
+        warnings.warn(f"{spec.name} moved to {target}; the old name goes in the next release", DeprecationWarning,
+                      stacklevel=3)
+        return _Alias(spec.name, target)
+
+    def exec_module(self, module):
+        pass
+
+    def get_code(self, fullname):  # `python -m <old name>`: say where the command went, then run it
+        args = COMMANDS.get(fullname)
+        if args is None:
+            return compile(f"raise SystemExit('{fullname} moved to {MOVED[fullname]}')", fullname, "exec")
+        return compile(
+            "import sys\n"
+            f"print('python -m {fullname} is now `kstar {' '.join(args)}`', file=sys.stderr)\n"
+            "from kstar_utils.cli import main\n"
+            f"sys.exit(main({args!r} + sys.argv[1:]))\n", fullname, "exec")
+
+
+def install() -> None:
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.append(_Finder())

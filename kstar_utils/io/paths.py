@@ -1,0 +1,60 @@
+"""Every root the workbook reads from, each with one documented environment variable.
+
+| root | what | environment variable | default |
+|---|---|---|---|
+| shipped data | published tables, embedded weights and images (`data/`) | KSTAR_SHIPPED_DATA | the repository's data/ |
+| datasets | image datasets the user provides (CIFAR, ImageNet, ...) | KSTAR_DATASETS | ~/.cache/kstar/data |
+| RobustBench | RobustBench checkpoints, in RobustBench's own layout | KSTAR_ROBUSTBENCH_DIR | ~/.cache/kstar/robustbench |
+
+Outputs (features, k*, tables, figures, studies) go wherever a notebook's or a study's parameters say; the notebooks'
+defaults are the repository's outputs/. The names KSTAR_DATA_DIR (now KSTAR_SHIPPED_DATA) and KSTAR_DATA_ROOT (now
+KSTAR_DATASETS) are still read, with a deprecation warning, for one release.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_ENV = "KSTAR_SHIPPED_DATA"
+DATASETS_ENV = "KSTAR_DATASETS"
+ROBUSTBENCH_ENV = "KSTAR_ROBUSTBENCH_DIR"
+DEFAULT_DATASETS = "~/.cache/kstar/data"
+DEFAULT_ROBUSTBENCH = "~/.cache/kstar/robustbench"
+_RENAMED = {SHIPPED_ENV: "KSTAR_DATA_DIR", DATASETS_ENV: "KSTAR_DATA_ROOT"}
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value:
+        return value
+    old = _RENAMED.get(name)
+    if old and os.environ.get(old):
+        warnings.warn(f"the environment variable {old} is now called {name}; the old name goes in the next release",
+                      DeprecationWarning, stacklevel=3)
+        return os.environ[old]
+    return None
+
+
+def shipped(*parts: str) -> Path:
+    """A path inside the shipped data folder: $KSTAR_SHIPPED_DATA if set, else the repository's data/."""
+    env = _env(SHIPPED_ENV)
+    return (Path(env).expanduser() if env else REPO / "data").joinpath(*parts)
+
+
+def datasets_root(explicit: str | os.PathLike | None = None) -> Path:
+    """Where user-provided datasets live: `explicit` (a data_root parameter), else $KSTAR_DATASETS, else
+    ~/.cache/kstar/data."""
+    return Path(explicit or _env(DATASETS_ENV) or DEFAULT_DATASETS).expanduser()
+
+
+def robustbench_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Where RobustBench checkpoints live: `explicit` (a model_dir option), else $KSTAR_ROBUSTBENCH_DIR, else
+    ~/.cache/kstar/robustbench."""
+    return Path(explicit or _env(ROBUSTBENCH_ENV) or DEFAULT_ROBUSTBENCH).expanduser()
+
+
+def notebooks_dir() -> Path:
+    """The workbook's notebooks (the repository's notebooks/)."""
+    return REPO / "notebooks"
