@@ -50,7 +50,7 @@ bench: $(STAMP)
 
 # retrain the embedded zoo and re-measure its accuracies (rewrites data/zoo/)
 zoo: $(STAMP)
-	$(BIN)/python -m kstar_utils.zoo train
+	$(BIN)/kstar zoo train
 
 clean:
 	rm -rf outputs/features outputs/features_parts outputs/kstar outputs/tables outputs/figures outputs/studies $(EXECUTED)

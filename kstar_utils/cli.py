@@ -2,6 +2,8 @@
 
     kstar run study.yaml [--scheduler ADDRESS] [--workers N] [--threads] [--retries N] [--force]
     kstar plan study.yaml          # the jobs a run would execute or skip, and the weights/data they need
+    kstar preflight [--model M ...] [--dataset D ...] [--params FILE]   # weights and data a run needs, and where
+    kstar zoo train [--zoo digits|cifar] [--models NAME ...] [--force]  # rebuild the workbook's own trained models
     kstar notebook NOTEBOOK OUTPUT [-p NAME VALUE ...] [-r NAME VALUE ...] [-y YAML] [-f params.yaml] [--cwd DIR]
                    [-k KERNEL]     # one notebook through papermill, refusing parameter names it does not declare
 
@@ -54,7 +56,57 @@ def _parser() -> argparse.ArgumentParser:
                                                  "where the notebooks' relative paths point)")
     nb.add_argument("-k", "--kernel", default=None, help="Jupyter kernel (default: the notebook's own, e.g. kstar)")
     nb.add_argument("--no-progress-bar", action="store_true", help="do not show papermill's progress bar")
+    pf = sub.add_parser("preflight", help="every weight file and dataset a run needs: present or not, where it was "
+                                          "searched and how to provide it (exit 1 when something is missing)")
+    pf.add_argument("--model", action="append", default=[], help="registry name, repeatable")
+    pf.add_argument("--dataset", action="append", default=[], help="dataset name, repeatable")
+    pf.add_argument("--split", default=None)
+    pf.add_argument("--data-root", default=None)
+    pf.add_argument("--model-dir", default=None, help="RobustBench checkpoint folder")
+    pf.add_argument("--cache-dir", default=None, help="Hugging Face hub cache for OpenCLIP/timm")
+    pf.add_argument("--params", default=None, help="a notebook parameter YAML to read the plan from")
+    zoo = sub.add_parser("zoo", help="the workbook's own trained models (runs once; not part of the tests)")
+    zoo.add_argument("action", choices=["train"], help="train every model of the zoo and measure its accuracies")
+    zoo.add_argument("--zoo", choices=["digits", "cifar", "all"], default="all",
+                     help="digits: the 8x8-digits CNNs (data/zoo); cifar: the fine-tuned CIFAR ResNet-20s and the "
+                          "measurements of the pretrained ResNets (data/cifar_resnets); default: both")
+    zoo.add_argument("--models", nargs="*", default=None, help="only these models (cifar zoo)")
+    zoo.add_argument("--force", action="store_true", help="rebuild models already built (cifar zoo; resumes otherwise)")
     return p
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from kstar_utils.pipeline.preflight import format_report, plan_from_params, preflight
+
+    plan = {"models": [], "datasets": [], "split": "test", "data_root": None}
+    if args.params:
+        import yaml
+
+        plan.update(plan_from_params(yaml.safe_load(Path(args.params).read_text()) or {}))
+    plan["models"] += args.model
+    plan["datasets"] += args.dataset
+    for key, value in (("split", args.split), ("data_root", args.data_root), ("model_dir", args.model_dir),
+                       ("cache_dir", args.cache_dir)):
+        if value is not None:
+            plan[key] = value
+    if not plan["models"] and not plan["datasets"]:
+        raise ValueError("nothing to check: give --model/--dataset or --params")
+    options = {k: plan[k] for k in ("model_dir", "cache_dir", "weights_path") if k in plan}
+    items = preflight(plan["models"], plan["datasets"], split=plan["split"], data_root=plan["data_root"], **options)
+    print(format_report(items))
+    return 0 if all(it.present for it in items) else 1
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    if args.zoo in ("digits", "all"):
+        from kstar_utils.models.digits_zoo import build_zoo
+
+        print(build_zoo().to_string(index=False))
+    if args.zoo in ("cifar", "all"):
+        from kstar_utils.models.cifar_zoo import build_cifar_zoo
+
+        print(build_cifar_zoo(models=args.models, force=args.force).to_string(index=False))
+    return 0
 
 
 def _plan(study_file: str) -> int:
@@ -143,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plan(args.study)
         if args.command == "notebook":
             return _notebook(args)
+        if args.command == "preflight":
+            return _preflight(args)
+        if args.command == "zoo":
+            return _zoo(args)
         return _run(args.study, scheduler=args.scheduler, workers=args.workers, threads=args.threads,
                     retries=args.retries, force=args.force)
     except (ValueError, FileNotFoundError) as e:

@@ -9,7 +9,8 @@ from PIL import Image
 
 from kstar_utils import datasets
 from kstar_utils.datasets import DatasetNotFoundError, load_dataset, load_feature_file, subsample_per_class
-from kstar_utils.pipeline.preflight import format_report, main, preflight
+from kstar_utils.cli import main as kstar
+from kstar_utils.pipeline.preflight import format_report, preflight
 
 
 def _png(path, value):
@@ -147,9 +148,9 @@ def test_preflight_lists_everything_with_paths(tmp_path, image_folder, capsys):
     assert by_name[f"folder:{image_folder} (test)"].present
     report = format_report(items)
     assert "MISSING" in report and "KSTAR_ROBUSTBENCH_DIR" in report
-    assert main(["--model", "torchvision:resnet18", "--dataset", f"folder:{image_folder}"]) == 0
-    assert main(["--dataset", "cifar10", "--data-root", str(tmp_path)]) == 1
-    assert main(["--model", "zoo:nonexistent-model"]) == 2
+    assert kstar(["preflight", "--model", "torchvision:resnet18", "--dataset", f"folder:{image_folder}"]) == 0
+    assert kstar(["preflight", "--dataset", "cifar10", "--data-root", str(tmp_path)]) == 1
+    assert kstar(["preflight", "--model", "zoo:nonexistent-model"]) == 2
     assert "closest" in capsys.readouterr().err
 
 

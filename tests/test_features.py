@@ -166,7 +166,7 @@ def test_pool_output_shapes():
 def test_real_zoo_if_present(tmp_path):
     zoo = pytest.importorskip("kstar_utils.models.digits_zoo")
     if not zoo.weights_path("standard").exists():
-        pytest.skip("zoo weights not built (python -m kstar_utils.models.digits_zoo train)")
+        pytest.skip("zoo weights not built (kstar zoo train --zoo digits)")
     paths = extract_features("zoo:standard", "digits", root=tmp_path, progress=False)
     pen = load_features(paths["penultimate"])
     assert pen.features.shape[1] == 64 and pen.n == len(zoo.load_digits("test")[1])

@@ -68,5 +68,5 @@ def test_autoattack_lowers_accuracy_of_the_standard_model():
 def test_unknown_model_and_missing_weights_are_clear(tmp_path):
     with pytest.raises(ValueError, match="closest"):
         zoo.load_zoo_model("standart")
-    with pytest.raises(FileNotFoundError, match="python -m kstar_utils.models.digits_zoo train"):
+    with pytest.raises(FileNotFoundError, match="kstar zoo train --zoo digits"):
         zoo.load_zoo_model("standard", weights_dir=tmp_path)

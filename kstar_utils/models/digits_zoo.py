@@ -1,7 +1,7 @@
 """The embedded model zoo: small CNNs on scikit-learn's digits that span robustness, trained by this project.
 
 Everything here runs offline: the images ship with scikit-learn and the trained weights ship in data/zoo/ together
-with the accuracies measured when they were trained (`python -m kstar_utils.models.digits_zoo train` rebuilds both).
+with the accuracies measured when they were trained (`kstar zoo train --zoo digits` rebuilds both).
 
 Images are 8x8 grey levels 0..16 scaled to [0, 1]; the held-out "test" split is a seeded, stratified half of the
 1,797 images. Robust accuracy is AutoAttack's two APGD attacks (APGD-CE, then APGD-T on the points that survive)
@@ -10,9 +10,8 @@ build can afford for eight models.
 """
 from __future__ import annotations
 
-import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from kstar_utils.models.training import accuracy, pgd_linf, robust_accuracy
 
 METRICS_FILE = "zoo_metrics.csv"
 SPLIT_SEED = 0
@@ -118,7 +119,7 @@ def load_zoo_model(name: str, weights_dir: str | Path | None = None) -> nn.Modul
     path = weights_path(name, weights_dir)
     if not path.exists():
         raise FileNotFoundError(
-            f"zoo weights for {name!r} not found at {path}; rebuild them with `python -m kstar_utils.models.digits_zoo train`"
+            f"zoo weights for {name!r} not found at {path}; rebuild them with `kstar zoo train --zoo digits`"
         )
     model = SmallCNN()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -130,23 +131,9 @@ def load_zoo_metrics(weights_dir: str | Path | None = None) -> pd.DataFrame:
     robust_acc (fractions), eval_eps."""
     path = Path(weights_dir or _data_dir()) / METRICS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"zoo metrics not found at {path}; rebuild with `python -m kstar_utils.models.digits_zoo train`")
+        raise FileNotFoundError(f"zoo metrics not found at {path}; rebuild with `kstar zoo train --zoo digits`")
     table = pd.read_csv(path)
     return table.assign(model="zoo:" + table["model"])
-
-
-def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, gen: torch.Generator) -> torch.Tensor:
-    """Madry et al. PGD with a random start, step 2.5*eps/steps, images kept in [0, 1]."""
-    alpha = 2.5 * eps / steps
-    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
-    x_adv = (x + delta).clamp(0, 1).detach()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = nn.functional.cross_entropy(model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + alpha * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1).detach()
-    return x_adv
 
 
 def train(r: Recipe, X: np.ndarray, y: np.ndarray, batch_size: int = 64, lr: float = 2e-3) -> nn.Module:
@@ -178,23 +165,6 @@ def train(r: Recipe, X: np.ndarray, y: np.ndarray, batch_size: int = 64, lr: flo
     return model.eval()
 
 
-def accuracy(model: nn.Module, X: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
-    """Top-1 accuracy (fraction) of `model` on images (N, 1, 8, 8) with labels (N,)."""
-    with torch.no_grad():
-        pred = model(torch.as_tensor(X)).argmax(1)
-    return float((pred == torch.as_tensor(y)).float().mean())
-
-
-def robust_accuracy(model: nn.Module, X: np.ndarray, y: np.ndarray, eps: float = EVAL_EPS, seed: int = 0) -> float:
-    """Accuracy (fraction) under AutoAttack's APGD-CE + APGD-T (pyautoattack) at L-inf budget eps."""
-    from pyautoattack import AutoAttack
-
-    attack = AutoAttack(model, norm="Linf", eps=eps, version="custom", attacks=list(ATTACKS), seed=seed, device="cpu")
-    attack.verbose = False
-    x_adv, _ = attack.run_standard_evaluation(torch.from_numpy(X), torch.from_numpy(y), batch_size=500)
-    return accuracy(model, x_adv, y)
-
-
 def build_zoo(out_dir: str | Path | None = None, eval_eps: float = EVAL_EPS) -> pd.DataFrame:
     """Train every recipe, save weights and the metrics table to out_dir, return the table."""
     from tqdm.auto import tqdm
@@ -214,7 +184,7 @@ def build_zoo(out_dir: str | Path | None = None, eval_eps: float = EVAL_EPS) -> 
                 "kind": r.kind,
                 "train_eps": r.eps,
                 "clean_acc": round(accuracy(model, Xte, yte), 4),
-                "robust_acc": round(robust_accuracy(model, Xte, yte, eval_eps), 4),
+                "robust_acc": round(robust_accuracy(model, Xte, yte, eps=eval_eps, attacks=ATTACKS), 4),
                 "eval_eps": eval_eps,
                 "attacks": "+".join(ATTACKS),
                 "epochs": r.epochs if r.kind != "none" else 0,
@@ -225,16 +195,3 @@ def build_zoo(out_dir: str | Path | None = None, eval_eps: float = EVAL_EPS) -> 
     table = pd.DataFrame(rows)
     table.to_csv(out_dir / METRICS_FILE, index=False)
     return table
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Train the embedded digits zoo and measure clean and AutoAttack accuracy.")
-    p.add_argument("command", choices=["train"])
-    p.add_argument("--out-dir", default=str(DATA_DIR))
-    p.add_argument("--eval-eps", type=float, default=EVAL_EPS)
-    args = p.parse_args(argv)
-    print(build_zoo(args.out_dir, args.eval_eps).to_string(index=False))
-
-
-if __name__ == "__main__":
-    main()

@@ -48,11 +48,11 @@ def _weights_file(name: str, weights_dir=None) -> Path | None:
 
 
 def requirements(name: str, weights_dir=None, **options) -> list[WeightsRequirement]:
-    # the zoo's weights ship with the project in data/zoo/ and are rebuilt offline by `python -m kstar_utils.models.digits_zoo train`
+    # the zoo's weights ship with the project in data/zoo/ and are rebuilt offline by `kstar zoo train --zoo digits`
     path = _weights_file(name, weights_dir)
     present = path is None or path.exists()
     return [WeightsRequirement(f"zoo:{name}", path, present,
-                               "shipped in data/zoo/; rebuild with `python -m kstar_utils.models.digits_zoo train`")]
+                               "shipped in data/zoo/; rebuild with `kstar zoo train --zoo digits`")]
 
 
 def load(name: str, weights_dir=None, **options) -> LoadedModel:

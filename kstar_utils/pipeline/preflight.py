@@ -1,8 +1,8 @@
 """Pre-flight check: every weight file and dataset a planned run needs, whether each is present, where it was
 searched and how to provide it. Nothing is loaded or downloaded.
 
-    python -m kstar_utils.pipeline.preflight --model openclip:ViT-B-32/laion2b_s34b_b79k --dataset cifar10 --data-root ~/data
-    python -m kstar_utils.pipeline.preflight --params notebooks/params/openclip_vitb32_cifar10.yaml
+    kstar preflight --model openclip:ViT-B-32/laion2b_s34b_b79k --dataset cifar10 --data-root ~/data
+    kstar preflight --params notebooks/params/openclip_vitb32_cifar10.yaml
 
 Exit status 0 when everything is present, 1 otherwise (so scripts can stop before a long run).
 
@@ -206,41 +206,3 @@ def plan_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if params.get(key) is not None:
             plan[key] = params[key]
     return plan
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kstar_utils.pipeline.preflight", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", action="append", default=[], help="registry name, repeatable")
-    p.add_argument("--dataset", action="append", default=[], help="dataset name, repeatable")
-    p.add_argument("--split", default=None)
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--model-dir", default=None, help="RobustBench checkpoint folder")
-    p.add_argument("--cache-dir", default=None, help="Hugging Face hub cache for OpenCLIP/timm")
-    p.add_argument("--params", default=None, help="a notebook parameter YAML to read the plan from")
-    args = p.parse_args(argv)
-    plan: dict[str, Any] = {"models": [], "datasets": [], "split": "test", "data_root": None}
-    if args.params:
-        import yaml
-
-        plan.update(plan_from_params(yaml.safe_load(Path(args.params).read_text()) or {}))
-    plan["models"] += args.model
-    plan["datasets"] += args.dataset
-    for key, value in (("split", args.split), ("data_root", args.data_root), ("model_dir", args.model_dir),
-                       ("cache_dir", args.cache_dir)):
-        if value is not None:
-            plan[key] = value
-    if not plan["models"] and not plan["datasets"]:
-        p.error("nothing to check: give --model/--dataset or --params")
-    options = {k: plan[k] for k in ("model_dir", "cache_dir", "weights_path") if k in plan}
-    try:
-        items = preflight(plan["models"], plan["datasets"], split=plan["split"], data_root=plan["data_root"],
-                          **options)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_report(items))
-    return 0 if all(it.present for it in items) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Old module paths and entry points keep working for one release, and say where things moved."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("old,new,attr", [("kstar_utils.stages", "kstar_utils.pipeline.stages", "kstar_stage"),
+                                          ("kstar_utils.kstar", "kstar_utils.method.kstar", "compute_kstar"),
+                                          ("kstar_utils.tables", "kstar_utils.io.tables", "load_openclip_results"),
+                                          ("kstar_utils.kstar_engine", "kstar_utils.engine", "SortedSet")])
+def test_old_module_paths_warn_and_resolve(old, new, attr):
+    code = (f"import importlib, warnings\nwarnings.simplefilter('error')\n"
+            f"try:\n    importlib.import_module({old!r})\nexcept DeprecationWarning as w:\n    print(w)\n"
+            f"warnings.simplefilter('ignore')\nm = importlib.import_module({old!r})\n"
+            f"n = importlib.import_module({new!r})\nassert getattr(m, {attr!r}) is getattr(n, {attr!r})\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"moved to {new}" in out.stdout
+
+
+def test_old_entry_point_names_the_new_command():
+    out = subprocess.run([sys.executable, "-m", "kstar_utils.preflight", "--dataset", "digits"], capture_output=True,
+                         text=True)
+    assert "kstar preflight" in out.stderr
+    assert out.returncode == 0 and "digits" in out.stdout
