@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from kstar_utils import datasets
 from kstar_utils import models as registry
-from kstar_utils.models import cifar_resnet, cifar_zoo
+from kstar_utils.models import cifar_adapter, cifar_resnet, cifar_zoo
 from kstar_utils.models.training import accuracy
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -36,7 +36,7 @@ def test_cifar10_sample_splits_labels_and_names():
 
 
 def test_a_damaged_image_file_is_named(tmp_path, monkeypatch):
-    src = datasets._cifar10_sample_file()
+    src = datasets.cifar10_sample_file()
     bad = tmp_path / "cifar10_sample" / "cifar10_sample.npz"
     bad.parent.mkdir()
     raw = bytearray(src.read_bytes())
@@ -59,8 +59,8 @@ def test_pretrained_weights_classify_the_real_test_images(name, test_images):
 def test_finetuned_weights_reproduce_their_measured_clean_accuracy(test_images):
     X, y = test_images
     table = cifar_zoo.load_cifar_zoo_metrics().set_index("model")
-    assert set(table.index) == {f"cifar-resnet:{n}" for n in cifar_resnet.known_names()}
-    for name in cifar_resnet.known_names():
+    assert set(table.index) == {f"cifar-resnet:{n}" for n in cifar_adapter.known_names()}
+    for name in cifar_adapter.known_names():
         acc = accuracy(registry.load_model(f"cifar-resnet:{name}").module, X, y)
         assert acc == pytest.approx(table.loc[f"cifar-resnet:{name}", "clean_acc"], abs=1.5e-3), name
     pgd = table[table["kind"] == "pgd"].sort_values("train_eps")
@@ -75,7 +75,7 @@ def test_registry_features_equal_an_explicit_forward_pass(tmp_path, test_images)
     layers = ("layer1", "layer2", "layer3", "penultimate", "logits")
     paths = extract_features("cifar-resnet:resnet20", "cifar10-sample", layers=layers, root=tmp_path, progress=False,
                              batch_size=200)
-    m = cifar_resnet.load_model("resnet20")
+    m = cifar_resnet.load_pretrained("resnet20")
     X, y = test_images
     with torch.no_grad():
         x = torch.from_numpy(X)
@@ -112,7 +112,7 @@ def test_names_files_and_errors(tmp_path):
 
 
 def test_saved_state_round_trips_in_the_upstream_layout(tmp_path):
-    m = cifar_resnet.load_model("resnet20")
+    m = cifar_resnet.load_pretrained("resnet20")
     path = cifar_resnet.save_state(m, tmp_path / "copy.th", recipe="test")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert all(k.startswith("module.") for k in ckpt["state_dict"]) and ckpt["recipe"] == "test"

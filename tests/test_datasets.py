@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from kstar_utils import datasets
-from kstar_utils.datasets import DatasetNotFoundError, load_dataset, load_feature_file, subsample_per_class
+from kstar_utils.datasets import DatasetNotFoundError, load_dataset, load_digits, load_feature_file, subsample_per_class
 from kstar_utils.cli import main as kstar
 from kstar_utils.pipeline.preflight import format_report, preflight
 
@@ -106,12 +106,11 @@ def test_unknown_dataset_suggests():
         load_dataset("cifar-100")
 
 
-def test_digits_come_from_the_zoo():
-    zoo = pytest.importorskip("kstar_utils.models.digits_zoo")
+def test_digits_dataset_is_the_embedded_split():
     ds = load_dataset("digits", "test", n_per_class=3)
     x, y = ds.dataset[0]
     assert tuple(x.shape) == (1, 8, 8) and ds.class_names[0] == "0" and len(ds) == 30
-    assert len(load_dataset("digits", "train")) == len(zoo.load_digits("train")[1])
+    assert len(load_dataset("digits", "train")) == len(load_digits("train")[1])
 
 
 def test_feature_files_npz_npy_parquet(tmp_path):

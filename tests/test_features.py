@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from kstar_utils.datasets import load_digits
 from kstar_utils.io import cache
 from kstar_utils.pipeline.features import extract_features, load_features, pool_output
 from kstar_utils.models import zoo_adapter
@@ -49,7 +50,10 @@ def stand_in_zoo(monkeypatch, tmp_path):
         load_digits=lambda split="test": (images.copy(), labels.copy()),
         weights_path=lambda name, weights_dir=None: tmp_path / f"{name}.pt",
     )
-    monkeypatch.setattr(zoo_adapter, "zoo_module", lambda: fake)
+    import kstar_utils.datasets as datasets_module
+
+    monkeypatch.setattr(zoo_adapter, "_zoo", lambda: fake)
+    monkeypatch.setattr(datasets_module, "load_digits", fake.load_digits)
     fake.calls = calls
     return fake
 
@@ -169,5 +173,5 @@ def test_real_zoo_if_present(tmp_path):
         pytest.skip("zoo weights not built (kstar zoo train --zoo digits)")
     paths = extract_features("zoo:standard", "digits", root=tmp_path, progress=False)
     pen = load_features(paths["penultimate"])
-    assert pen.features.shape[1] == 64 and pen.n == len(zoo.load_digits("test")[1])
+    assert pen.features.shape[1] == 64 and pen.n == len(load_digits("test")[1])
     assert len(pen.meta["weights_sha256"]) == 64

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from kstar_utils.pipeline import open_checks, perturbation, stages
-from kstar_utils.models.digits_zoo import load_digits
+from kstar_utils.datasets import load_digits
 
 
 def test_noisy_digits_is_seeded_clipped_and_clean_at_zero():

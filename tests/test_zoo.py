@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 import torch
 
+from kstar_utils.datasets import load_digits
 from kstar_utils.models import digits_zoo as zoo
+from kstar_utils.models.training import accuracy, pgd_linf, robust_accuracy
 
 
 def test_digits_split_is_stratified_disjoint_and_in_unit_range():
-    Xtr, ytr = zoo.load_digits("train")
-    Xte, yte = zoo.load_digits("test")
+    Xtr, ytr = load_digits("train")
+    Xte, yte = load_digits("test")
     assert Xtr.shape[1:] == (1, 8, 8) and Xte.dtype == np.float32
     assert len(Xtr) + len(Xte) == 1797
     assert Xte.min() >= 0 and Xte.max() <= 1
@@ -18,15 +20,15 @@ def test_digits_split_is_stratified_disjoint_and_in_unit_range():
     train_rows = {x.tobytes() for x in Xtr}
     assert sum(x.tobytes() in train_rows for x in Xte) < 10  # only genuine duplicate images may repeat
     with pytest.raises(ValueError, match="split"):
-        zoo.load_digits("validation")
+        load_digits("validation")
 
 
 def test_shipped_weights_reproduce_the_measured_clean_accuracy():
     table = zoo.load_zoo_metrics().set_index("model")
     assert sorted(table.index) == sorted(f"zoo:{m}" for m in zoo.ZOO_MODELS)
-    X, y = zoo.load_digits("test")
+    X, y = load_digits("test")
     for name in zoo.ZOO_MODELS:
-        acc = zoo.accuracy(zoo.load_zoo_model(name), X, y)
+        acc = accuracy(zoo.load_zoo_model(name), X, y)
         assert acc == pytest.approx(table.loc[f"zoo:{name}", "clean_acc"], abs=1.5e-3), name
 
 
@@ -40,7 +42,7 @@ def test_zoo_spans_robustness():
 
 
 def test_training_is_seeded():
-    X, y = zoo.load_digits("train")
+    X, y = load_digits("train")
     r = zoo.Recipe("tiny", "clean", epochs=1)
     a, b = zoo.train(r, X[:128], y[:128]), zoo.train(r, X[:128], y[:128])
     for pa, pb in zip(a.parameters(), b.parameters()):
@@ -48,20 +50,20 @@ def test_training_is_seeded():
 
 
 def test_pgd_stays_in_the_budget_and_the_image_range():
-    X, y = zoo.load_digits("test")
+    X, y = load_digits("test")
     model = zoo.load_zoo_model("standard")
     x, t = torch.from_numpy(X[:64]), torch.from_numpy(y[:64])
-    adv = zoo.pgd_linf(model, x, t, eps=0.1, steps=5, gen=torch.Generator().manual_seed(0))
+    adv = pgd_linf(model, x, t, eps=0.1, steps=5, gen=torch.Generator().manual_seed(0))
     assert (adv - x).abs().max() <= 0.1 + 1e-6
     assert adv.min() >= 0 and adv.max() <= 1
-    assert zoo.accuracy(model, adv, t) < zoo.accuracy(model, x, t)
+    assert accuracy(model, adv, t) < accuracy(model, x, t)
 
 
 def test_autoattack_lowers_accuracy_of_the_standard_model():
-    X, y = zoo.load_digits("test")
+    X, y = load_digits("test")
     model = zoo.load_zoo_model("standard")
-    clean = zoo.accuracy(model, X[:100], y[:100])
-    robust = zoo.robust_accuracy(model, X[:100], y[:100], eps=0.1)
+    clean = accuracy(model, X[:100], y[:100])
+    robust = robust_accuracy(model, X[:100], y[:100], eps=0.1)
     assert 0 <= robust < clean
 
 

@@ -1,7 +1,7 @@
 """Labelled evaluation sets by name, read only from local folders (nothing is downloaded).
 
 Names:
-- ``digits``                 scikit-learn's 8x8 digits via ``kstar_utils.models.digits_zoo.load_digits`` (embedded, always present)
+- ``digits``                 scikit-learn's 8x8 digits, a seeded stratified half as "test" (embedded, always present)
 - ``cifar10-sample``         real CIFAR-10 images shipped in data/cifar10_sample/: split ``test`` (the first 846 of
                              the official test set) and ``train`` (the first 932 of each training batch, 4,660)
 - ``cifar10``, ``cifar100``  torchvision's format under ``<data_root>/cifar-10-batches-py`` / ``cifar-100-python``
@@ -20,15 +20,16 @@ from __future__ import annotations
 import csv
 import difflib
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from kstar_utils.datasets.embedded import (CIFAR10_CLASSES, cifar10_sample_arrays, cifar10_sample_file,  # noqa: F401
+                                         load_digits, pack_images, unpack_images)
+
 DATASETS = ("digits", "cifar10-sample", "cifar10", "cifar100", "imagenet", "imagenet16")
-CIFAR10_SAMPLE = ("cifar10_sample", "cifar10_sample.npz")
 PREFIXES = ("folder:", "features:")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -110,7 +111,7 @@ def requirements(name: str, split: str = "test", data_root=None) -> list[DataReq
     if name == "digits":
         return [DataRequirement(name, None, True, "embedded (scikit-learn's digits); nothing to provide")]
     if name == "cifar10-sample":
-        path = _cifar10_sample_file()
+        path = cifar10_sample_file()
         return [DataRequirement(name, path, path.is_file(), "shipped with the project in data/cifar10_sample/; "
                                 "restore it from the repository")]
     if name in ("cifar10", "cifar100"):
@@ -223,33 +224,16 @@ def load_dataset(name: str, split: str = "test", *, data_root=None, transform: C
 
 
 def _load_digits(split: str, transform):
-    from kstar_utils.models import zoo_adapter
-
-    images, labels = zoo_adapter.zoo_module().load_digits(split)
+    images, labels = load_digits(split)
     return (_TensorImages(images, labels, transform), np.asarray(labels, dtype=np.int64),
-            [str(i) for i in range(10)], {"path": "sklearn.datasets.load_digits (kstar_utils.models.digits_zoo split)"})
-
-
-def _cifar10_sample_file() -> Path:
-    from kstar_utils.io.paths import shipped
-
-    return shipped(*CIFAR10_SAMPLE)
-
-
-def cifar10_sample_arrays(split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """The shipped CIFAR-10 images of `split` ("test": 846, "train": 4,660): (images (N, 32, 32, 3) uint8 RGB,
-    labels (N,) int64, class names)."""
-    if split not in ("test", "train"):
-        raise ValueError(f"cifar10-sample splits are 'test' (846 images) and 'train' (4,660); got {split!r}")
-    _require("cifar10-sample", split, None)
-    return unpack_images(_cifar10_sample_file(), split)
+            [str(i) for i in range(10)], {"path": "sklearn.datasets.load_digits (seeded stratified half split)"})
 
 
 def _load_cifar10_sample(split: str, transform):
     images, labels, names = cifar10_sample_arrays(split)
     chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
     return (_TensorImages(chw, labels, transform), labels, list(names),
-            {"path": str(_cifar10_sample_file()), "split": split})
+            {"path": str(cifar10_sample_file()), "split": split})
 
 
 def _load_cifar(name: str, split: str, data_root, transform):
@@ -427,67 +411,3 @@ def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, 
         labels = labels.astype(np.int64)
         class_names = class_names or tuple(str(n) for n in names)
     return X, labels, class_names
-
-
-# ---------------------------------------------------------------------------------------------- packed image sets
-def pack_images(path: str | os.PathLike, splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                class_names: Sequence[str]) -> Path:
-    """Write labelled uint8 images as one compact .npz of losslessly compressed WebP images.
-
-    splits: {split: (images (N, H, W, 3) uint8 RGB, labels (N,) int)}. Per split the file holds `<split>_webp` (the
-    concatenated WebP bytes), `<split>_offsets` ((N + 1,) int64), `<split>_labels` ((N,) int64) and
-    `<split>_sha256` (sha256 of the raw pixel array, so every load proves the round trip exact), plus
-    `class_names`. Written atomically; WebP lossless at the highest effort (slow to write, fast to read).
-    """
-    import hashlib
-    import io as _io
-
-    from PIL import Image
-
-    from kstar_utils.io import cache
-
-    arrays: dict[str, np.ndarray] = {"class_names": np.asarray([str(c) for c in class_names])}
-    for split, (images, labels) in splits.items():
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        blobs = []
-        for im in images:
-            buf = _io.BytesIO()
-            Image.fromarray(im).save(buf, format="WEBP", lossless=True, quality=100, method=6)
-            blobs.append(buf.getvalue())
-        arrays[f"{split}_webp"] = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-        arrays[f"{split}_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
-        arrays[f"{split}_sha256"] = np.asarray(hashlib.sha256(images.tobytes()).hexdigest())
-    path = Path(path)
-    with cache.atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    return path
-
-
-def unpack_images(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Read one split of a file written by :func:`pack_images`: (images (N, H, W, 3) uint8, labels (N,) int64,
-    class_names). Raises ValueError naming the file when the split is unknown or the decoded pixels do not match the
-    stored hash (a damaged file)."""
-    import hashlib
-    import io as _io
-
-    from PIL import Image
-
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            splits = sorted(k[: -len("_labels")] for k in z.files if k.endswith("_labels"))
-            if split not in splits:
-                raise ValueError(f"{path} has no split {split!r}; splits: {splits}")
-            blob, offsets = z[f"{split}_webp"], z[f"{split}_offsets"]
-            labels, digest = z[f"{split}_labels"], str(z[f"{split}_sha256"])
-            names = tuple(str(c) for c in z["class_names"])
-    except (OSError, KeyError, zipfile.BadZipFile) as e:
-        raise ValueError(f"packed image file {path} is unreadable or incomplete ({e})") from None
-    images = np.stack([np.asarray(Image.open(_io.BytesIO(blob[a:b].tobytes())).convert("RGB"))
-                       for a, b in zip(offsets[:-1], offsets[1:])])
-    if hashlib.sha256(images.tobytes()).hexdigest() != digest:
-        raise ValueError(f"packed image file {path}: the decoded {split!r} images do not match their stored sha256; "
-                         "the file is damaged (restore it from the repository)")
-    return images, labels.astype(np.int64), names

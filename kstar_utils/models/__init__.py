@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 SOURCES = {
     "zoo": "kstar_utils.models.zoo_adapter",
-    "cifar-resnet": "kstar_utils.models.cifar_resnet",
+    "cifar-resnet": "kstar_utils.models.cifar_adapter",
     "openclip": "kstar_utils.models.openclip_adapter",
     "robustbench": "kstar_utils.models.robustbench_adapter",
     "torchvision": "kstar_utils.models.torchvision_adapter",

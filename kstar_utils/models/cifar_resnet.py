@@ -1,11 +1,8 @@
-"""The original CIFAR ResNet (He et al. 2016, section 4.2) and the adapter for ``cifar-resnet:<name>``.
+"""The original CIFAR ResNet (He et al. 2016, section 4.2), and its weight files in the upstream layout.
 
-Names:
-- ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``: the pretrained CIFAR-10 models of Y. Idelbayev
-  (github.com/akamaster/pytorch_resnet_cifar10, BSD-2), shipped in data/cifar_resnets/ with their licence;
-- ``resnet20-ft``, ``resnet20-noise``, ``resnet20-pgd1`` ... ``resnet20-pgd8``: the same ResNet-20 fine-tuned by this
-  project on the shipped CIFAR-10 training images (``kstar_utils.models.cifar_zoo``; weights in
-  data/cifar_resnets/finetuned/).
+The pretrained CIFAR-10 models of Y. Idelbayev (github.com/akamaster/pytorch_resnet_cifar10, BSD-2) ship in
+data/cifar_resnets/ with their licence; the ResNet-20s fine-tuned by this project (models.cifar_zoo) in
+data/cifar_resnets/finetuned/. The registry adapter is models.cifar_adapter.
 
 Architecture: 3x3 conv 16 -> BN -> ReLU; three stages (``layer1``, ``layer2``, ``layer3``) of n basic blocks with 16,
 32, 64 channels (n = 3, 5, 7, 9 for depth 20, 32, 44, 56), stride 2 at the first block of stages 2 and 3; the
@@ -18,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
 
 #: upstream mean/std (ToTensor then Normalize), used in training and testing
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -37,25 +33,6 @@ def weights_dir(option=None) -> Path:
     from kstar_utils.io.paths import shipped
 
     return Path(option).expanduser() if option else shipped("cifar_resnets")
-
-
-def _finetuned_names() -> dict[str, str]:
-    from kstar_utils.models import cifar_zoo
-
-    return {r.name: r.base for r in cifar_zoo.RECIPES}
-
-
-def known_names() -> list[str]:
-    return list(PRETRAINED) + list(_finetuned_names())
-
-
-def is_valid(name: str) -> bool:
-    return name in known_names()
-
-
-def base_of(name: str) -> str:
-    """The pretrained architecture a name is built on ("resnet20-pgd8" -> "resnet20")."""
-    return name if name in PRETRAINED else _finetuned_names()[name]
 
 
 def weights_file(name: str, weights_dir_opt=None) -> Path:
@@ -145,63 +122,13 @@ def save_state(module, path: Path, **info) -> Path:
     return Path(path)
 
 
-def load_model(name: str, weights_dir_opt=None):
-    """The pretrained or fine-tuned model `name` in eval mode, on the CPU."""
-    if not is_valid(name):
-        import difflib
-
-        close = difflib.get_close_matches(name, known_names(), n=3, cutoff=0.4)
-        raise ValueError(f"unknown CIFAR ResNet {name!r}; closest: {close or known_names()}")
+def load_pretrained(name: str, weights_dir_opt=None):
+    """One of the four pretrained models ("resnet20" ... "resnet56") in eval mode, on the CPU."""
     path = weights_file(name, weights_dir_opt)
     if not path.is_file():
-        req = requirements(name, weights_dir_opt)[0]
-        raise WeightsNotFoundError(f"weights for cifar-resnet:{name} not found: searched {path}. "
-                                   f"To provide them: {req.how_to_provide}")
-    module = build(base_of(name))
+        from kstar_utils.models import WeightsNotFoundError
+
+        raise WeightsNotFoundError(f"weights for cifar-resnet:{name} not found: searched {path}")
+    module = build(name)
     load_state(module, path)
     return module.eval()
-
-
-# ---------------------------------------------------------------------------------------------- registry adapter
-def pretrained_tag(name: str, weights_dir=None, **options) -> str:
-    """"<name>@<sha256 prefix of its weights file>": retrained weights change every cache key built on them."""
-    from kstar_utils.models._common import sha256_file
-
-    path = weights_file(name, weights_dir)
-    return f"cifar-resnet:{name}@{sha256_file(path)[:12]}" if path.is_file() else f"cifar-resnet:{name}"
-
-
-def requirements(name: str, weights_dir=None, **options) -> list[WeightsRequirement]:
-    path = weights_file(name, weights_dir)
-    if name in PRETRAINED:
-        how = (f"shipped in data/cifar_resnets/; upstream: {UPSTREAM_URL.format(file=PRETRAINED[name][0])} "
-               f"(or allow_download=True)")
-    else:
-        how = "shipped in data/cifar_resnets/finetuned/; rebuild with `kstar zoo train --zoo cifar`"
-    return [WeightsRequirement(f"cifar-resnet:{name}", path, path.is_file(), how)]
-
-
-def _download(name: str, path: Path) -> None:
-    import torch
-
-    if name not in PRETRAINED:
-        raise WeightsNotFoundError(f"cifar-resnet:{name} is made by this project and cannot be downloaded; "
-                                   "rebuild it with `kstar zoo train --zoo cifar`")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(UPSTREAM_URL.format(file=PRETRAINED[name][0]), str(path), progress=False)
-
-
-def load(name: str, weights_dir=None, allow_download: bool = False, **options) -> LoadedModel:
-    from kstar_utils.models._common import to_tensor_if_needed
-
-    path = weights_file(name, weights_dir)
-    if not path.is_file() and allow_download:
-        _download(name, path)
-    module = load_model(name, weights_dir)
-    return LoadedModel(
-        name=f"cifar-resnet:{name}", module=module, preprocess=to_tensor_if_needed, run=module,
-        output_layer="logits", head_module="linear", pretrained=pretrained_tag(name, weights_dir),
-        weights_file=path, preprocessing={"input": "(3, 32, 32) float32 in [0, 1], no resize",
-                                          "normalisation": f"inside the model: mean {MEAN}, std {STD}"},
-        extra={"penultimate_dim": 64, "base": base_of(name)},
-    )

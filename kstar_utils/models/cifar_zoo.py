@@ -111,12 +111,12 @@ def finetune(r: Recipe, X: np.ndarray, y: np.ndarray, *, progress: bool = True):
     from torch import nn
     from tqdm.auto import tqdm
 
-    from kstar_utils.models.cifar_resnet import load_model
+    from kstar_utils.models.cifar_resnet import load_pretrained
     from kstar_utils.models.training import pgd_linf
 
     torch.manual_seed(r.seed)
     gen = torch.Generator().manual_seed(r.seed)
-    model = load_model(r.base)
+    model = load_pretrained(r.base)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=0.9, weight_decay=r.weight_decay)
     steps = r.epochs * -(-len(Xt) // r.batch_size)
@@ -163,7 +163,7 @@ def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps:
     import torch
 
     from kstar_utils.io import cache
-    from kstar_utils.models.cifar_resnet import load_model, save_state, weights_dir
+    from kstar_utils.models.cifar_resnet import load_pretrained, save_state, weights_dir
 
     out_dir = Path(out_dir) if out_dir is not None else weights_dir()
     names = list(models) if models else list(PRETRAINED_MODELS) + [r.name for r in RECIPES]
@@ -183,7 +183,7 @@ def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps:
         t0 = time.perf_counter()
         torch.manual_seed(0)
         if r is None:
-            model = load_model(name, out_dir)
+            model = load_pretrained(name, out_dir)
         else:
             model = finetune(r, Xtr, ytr)
             save_state(model, wfile, recipe=key)

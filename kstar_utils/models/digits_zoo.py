@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from kstar_utils.datasets.embedded import load_digits
 from kstar_utils.models.training import accuracy, pgd_linf, robust_accuracy
 
 METRICS_FILE = "zoo_metrics.csv"
-SPLIT_SEED = 0
-TEST_FRACTION = 0.5
 ATTACKS = ("apgd-ce", "apgd-t")
 EVAL_EPS = 0.1  # L-inf budget of the robust-accuracy evaluation, in [0, 1] pixel units (1.6 of 16 grey levels)
 
@@ -87,27 +85,6 @@ def recipe(name: str) -> Recipe:
 
     close = difflib.get_close_matches(name, ZOO_MODELS, n=3, cutoff=0.3)
     raise ValueError(f"unknown zoo model {name!r}; closest: {close or list(ZOO_MODELS)}")
-
-
-@lru_cache(maxsize=None)
-def _digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from sklearn.datasets import load_digits as _load
-    from sklearn.model_selection import train_test_split
-
-    d = _load()
-    X = (d.images / 16.0).astype(np.float32)[:, None, :, :]
-    y = d.target.astype(np.int64)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
-    return {"train": (Xtr, ytr), "test": (Xte, yte)}
-
-
-def load_digits(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """Digits images (N, 1, 8, 8) float32 in [0, 1] and labels (N,) int64 for split "train" or "test"."""
-    splits = _digits_split()
-    if split not in splits:
-        raise ValueError(f"unknown digits split {split!r}; choose one of {sorted(splits)}")
-    X, y = splits[split]
-    return X.copy(), y.copy()
 
 
 def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:

@@ -1,7 +1,7 @@
 """Adapter for the embedded digits zoo (``zoo:<name>``): small CNNs on 8x8 digits, weights shipped with the package.
 
-``kstar_utils.models.digits_zoo`` is imported lazily: it provides ZOO_MODELS, load_zoo_model(name, weights_dir=None) (eval mode,
-input (B, 1, 8, 8) in [0, 1], output logits (B, 10), final Linear named ``fc``) and load_digits(split).
+models.digits_zoo provides ZOO_MODELS and load_zoo_model(name, weights_dir=None) (eval mode, input (B, 1, 8, 8) in
+[0, 1], output logits (B, 10), final Linear named ``fc``).
 """
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ from kstar_utils.models import LoadedModel, WeightsRequirement
 from kstar_utils.models._common import sha256_file, to_tensor_if_needed
 
 
-def zoo_module():
-    """kstar_utils.models.digits_zoo, imported on first use (tests may substitute a stand-in with the same contract)."""
-    from kstar_utils.models import digits_zoo as zoo
-
-    return zoo
-
-
 def _zoo():
-    return zoo_module()
+    from kstar_utils.models import digits_zoo
+
+    return digits_zoo
 
 
 def known_names() -> list[str]:

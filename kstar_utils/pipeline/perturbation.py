@@ -28,7 +28,7 @@ from kstar_utils.method.validation import encode_labels
 def noisy_digits(strength: float, *, split: str = "test", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Digits images (N, 1, 8, 8) float32 plus Gaussian noise of standard deviation `strength` (pixel units, images
     in [0, 1]), clipped to [0, 1]; and labels (N,) int64. strength 0 returns the clean images. Deterministic in seed."""
-    from kstar_utils.models.digits_zoo import load_digits
+    from kstar_utils.datasets import load_digits
 
     strength = float(strength)
     if not np.isfinite(strength) or strength < 0:

@@ -13,10 +13,8 @@ downloads).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence

@@ -255,7 +255,6 @@ def skewness_stage(kstar_index) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def kstar_figures(kstar_index, figures_dir: str | Path, *, layer: str = "penultimate", fmt: str = "png") -> pd.DataFrame:
     """Save the per-class k̂* distribution figure of every model at `layer`; returns (model, layer, figure_path)."""
-    import matplotlib.pyplot as plt
 
     from kstar_utils.plotting import plot_kstar_distribution, save_figure
 

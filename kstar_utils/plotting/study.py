@@ -7,7 +7,6 @@ layer) or k* results, and returns a matplotlib Figure; save it with kstar_utils.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from kstar_utils.plotting import plot_kstar_distribution, plot_metric_vs_accuracy, save_figure, set_style
+from kstar_utils.plotting import plot_kstar_distribution, plot_metric_vs_accuracy, set_style
 from kstar_utils.method.skewness import summarize_skewness
 
 ACCURACY_NAMES = {"clean_acc": "clean accuracy", "robust_acc": "robust accuracy", "zeroshot_acc": "zero-shot accuracy",

@@ -23,7 +23,6 @@ def study_figures(study: Study, jobs: Sequence[Job], summary: pd.DataFrame, stat
                   figures_dir: str | Path) -> list[Path]:
     """Write the study figures; returns their paths. A figure that has too little data (e.g. fewer than two
     models with an accuracy) is left out rather than failing the study."""
-    import matplotlib.pyplot as plt
 
     from kstar_utils.plotting import study as sp
     from kstar_utils.analysis.correlate import correlation_table
