@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kstar_utils import compute_kstar, summarize_skewness
 from kstar_utils.analysis.correlate import (
     RESULT_COLUMNS,
     TABLE_COLUMNS,
@@ -16,12 +15,9 @@ from kstar_utils.analysis.correlate import (
     _pearson,
     _spearman,
     agreement,
-    bootstrap_approx_skewness,
     correlate,
     correlation_table,
-    reliability_flags,
 )
-from kstar_utils.method.skewness import distribution_skew
 
 FAST = dict(n_boot=300, n_perm=300)
 
@@ -169,101 +165,3 @@ def test_agreement_of_gamma_and_gamma_prime():
     assert out["spearman_ci_low"] > 0.9
     with pytest.raises(ValueError, match="at least 3"):
         agreement([1.0, 2.0], [1.0, 2.0])
-
-
-def test_reliability_flags_rule():
-    tight = np.full(20, 1.0) + np.linspace(-0.05, 0.05, 20)  # Γ' ≈ 1, tiny spread
-    around_zero = np.linspace(-1.0, 1.2, 20)  # Γ' ≈ 0.1, SEM ≈ 0.15
-    wide = np.linspace(-4.0, 8.0, 30)  # Γ' = 2, spread > 2
-    out = reliability_flags({"tight": tight, "around_zero": around_zero, "wide": wide, "few": [1.0, 1.2, 0.9]}).set_index("model")
-    assert not out.loc["tight", "unreliable"]
-    assert out.loc["around_zero", "flag_sem"] and not out.loc["around_zero", "flag_spread"]
-    assert out.loc["wide", "flag_spread"]
-    assert out.loc["few", "flag_few_classes"] and out.loc["few", "unreliable"]
-    assert out.loc["around_zero", "sem"] == pytest.approx(np.std(around_zero, ddof=1) / np.sqrt(20))
-    assert out.loc["wide", "approx_skewness"] == pytest.approx(2.0)
-    assert "sem" in out.loc["around_zero", "reason"]
-
-
-def test_reliability_flags_accepts_a_summary_and_matches_its_gamma_prime():
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(90, 3))
-    y = np.repeat(np.arange(6), 15)
-    X += y[:, None] * 0.4
-    summary = summarize_skewness(compute_kstar(X, y), y)
-    out = reliability_flags(summary).iloc[0]
-    assert out["approx_skewness"] == pytest.approx(summary.approx_skewness)
-    assert out["spread"] == pytest.approx(summary.skew_spread)
-    assert out["n_classes"] == int(summary.per_class["included"].sum())
-
-
-def _slow_bootstrap_gamma_prime(khat, codes, counts, n_boot, seed):
-    """One resample at a time, every class skew through distribution_skew."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        skews = []
-        for c in range(counts.size):
-            kc = khat[codes == c]
-            skews.append(distribution_skew(kc[rng.integers(0, kc.size, size=kc.size)], int(counts[c])))
-        out.append(skews)
-    return np.array(out)
-
-
-def test_batched_class_resampling_matches_distribution_skew_row_by_row():
-    from kstar_utils.analysis.correlate import _resampled_skews
-
-    n_c = 6
-    khat = np.array([1, 1, 1, 1, 2, 6]) / n_c  # many resamples are constant at 1/n_c -> +inf
-    got = _resampled_skews(khat, n_c, 400, np.random.default_rng(5))
-    draws = khat[np.random.default_rng(5).integers(0, khat.size, size=(400, khat.size))]
-    expected = np.array([distribution_skew(d, n_c) for d in draws])
-    np.testing.assert_allclose(got, expected)
-    assert np.isposinf(got).any()
-
-
-def test_bootstrap_approx_skewness_interval_contains_gamma_prime_and_narrows_with_n():
-    rng = np.random.default_rng(4)
-
-    def run(n_per_class):
-        y = np.repeat(np.arange(4), n_per_class)
-        X = rng.normal(size=(y.size, 3)) + y[:, None] * 0.8
-        k = compute_kstar(X, y)
-        gp = summarize_skewness(k, y).approx_skewness
-        return gp, bootstrap_approx_skewness(k, y, n_boot=400, seed=0)
-
-    gp_small, (lo_s, hi_s) = run(20)
-    gp_big, (lo_b, hi_b) = run(120)
-    assert lo_s < gp_small < hi_s
-    assert lo_b < gp_big < hi_b
-    assert hi_b - lo_b < hi_s - lo_s
-    y = np.repeat(np.arange(4), 20)
-    k = compute_kstar(rng.normal(size=(80, 3)), y)
-    assert bootstrap_approx_skewness(k, y, n_boot=200, seed=3) == bootstrap_approx_skewness(k, y, n_boot=200, seed=3)
-
-
-def test_bootstrap_approx_skewness_percentiles_match_a_slow_resampler():
-    rng = np.random.default_rng(8)
-    y = np.repeat(np.arange(3), 12)
-    k = compute_kstar(rng.normal(size=(36, 2)) + y[:, None] * 0.5, y)
-    codes = y
-    counts = np.bincount(codes)
-    khat = k / counts[codes]
-    skews = _slow_bootstrap_gamma_prime(khat, codes, counts, 300, seed=9)
-    from kstar_utils.method.skewness import mean_of_class_skews
-
-    gp = np.array([mean_of_class_skews(s[~np.isnan(s)], np.ones((~np.isnan(s)).sum())) for s in skews])
-    lo, hi = bootstrap_approx_skewness(k, y, n_boot=300, seed=9)
-    # same resampling scheme, different random draws: the intervals agree up to Monte Carlo error
-    width = np.quantile(gp, 0.975) - np.quantile(gp, 0.025)
-    assert abs(lo - np.quantile(gp, 0.025)) < 0.3 * width
-    assert abs(hi - np.quantile(gp, 0.975)) < 0.3 * width
-
-
-def test_bootstrap_approx_skewness_bad_input():
-    with pytest.raises(ValueError, match="1..n_c"):
-        bootstrap_approx_skewness(np.array([1, 1, 9]), np.array([0, 0, 1]))
-    with pytest.raises(ValueError, match="no class has a k. distribution"):
-        bootstrap_approx_skewness(np.array([1, 1]), np.array([0, 1]))
-    with pytest.raises(ValueError, match="n_boot"):
-        bootstrap_approx_skewness(np.array([1, 2, 1, 2]), np.array([0, 0, 1, 1]), n_boot=0)

@@ -197,3 +197,42 @@ def test_metric_space_records_what_was_chosen():
     assert space.details["cov"] == "pooled" and 0 <= space.details["shrinkage"] <= 1
     assert 1 <= np.abs(space.queries).max() < 2
     assert metric_space(X, "minkowski", p=3).details == {"p": 3.0}
+
+
+def blobs(seed=0, n_per_class=20, n_classes=3, dim=4, sep=1.2):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    X = rng.normal(size=(y.size, dim)) + sep * rng.normal(size=(n_classes, dim))[y]
+    return X, y
+
+
+def slow_mahalanobis_kstar(X, y):
+    """k* from the definition with d(p, q)^2 = (x_p - x_q)^T S^-1 (x_p - x_q), S the pooled within-class covariance."""
+    classes = np.unique(y)
+    resid = X - np.stack([X[y == c].mean(axis=0) for c in classes])[np.searchsorted(classes, y)]
+    S_inv = np.linalg.inv(resid.T @ resid / (len(y) - classes.size))
+    k = np.empty(len(y), dtype=int)
+    for p in range(len(y)):
+        diff = X - X[p]
+        d = np.einsum("qi,ij,qj->q", diff, S_inv, diff)
+        d_enemy = d[y != y[p]].min()
+        same = (y == y[p]) & (np.arange(len(y)) != p)
+        k[p] = 1 + int(np.sum(same & (d < d_enemy)))
+    return k
+
+
+def test_whitened_euclidean_kstar_is_mahalanobis_kstar():
+    X, y = blobs(seed=1)
+    got = compute_kstar(X, y, metric="mahalanobis", shrinkage=0.0)
+    np.testing.assert_array_equal(got, slow_mahalanobis_kstar(X, y))
+
+
+def test_whitening_gives_identity_within_class_covariance():
+    X, y = blobs(seed=4, n_per_class=40, dim=3)
+    W = metric_space(X, "mahalanobis", codes=y, shrinkage=0.0).queries
+    resid = W - np.stack([W[y == c].mean(axis=0) for c in np.unique(y)])[y]
+    cov = resid.T @ resid / (len(y) - 3)
+    np.testing.assert_allclose(cov / cov[0, 0], np.eye(3), atol=1e-10)  # the identity up to the canonical scale
+    T = metric_space(X, "mahalanobis", cov="total", shrinkage=0.0).queries
+    tc = np.cov(T, rowvar=False)
+    np.testing.assert_allclose(tc / tc[0, 0], np.eye(3), atol=1e-10)

@@ -1,29 +1,27 @@
-"""The open checks behind notebooks 05-07: input noise on the zoo, latent noise and distance sensitivity on an index."""
+"""The open checks behind notebooks 05-08, run on files: input and latent noise, distance sensitivity, class skews."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kstar_utils.pipeline import open_checks, perturbation, stages
 from kstar_utils.datasets import load_digits
+from kstar_utils.pipeline import open_checks, stages
 
 
-def test_noisy_digits_is_seeded_clipped_and_clean_at_zero():
-    X, y = load_digits("test")
-    X0, y0 = perturbation.noisy_digits(0.0)
-    np.testing.assert_array_equal(X0, X)
-    np.testing.assert_array_equal(y0, y)
-    a, _ = perturbation.noisy_digits(0.3, seed=1)
-    b, _ = perturbation.noisy_digits(0.3, seed=1)
-    np.testing.assert_array_equal(a, b)
+def test_input_noise_is_seeded_clipped_and_absent_at_zero():
+    X, y = open_checks.dataset_images("digits")
+    assert np.array_equal(X, load_digits("test")[0]) and np.array_equal(y, load_digits("test")[1])
+    assert open_checks.add_noise(X, 0.0) is X
+    a = open_checks.add_noise(X, 0.3, seed=1)
+    np.testing.assert_array_equal(a, open_checks.add_noise(X, 0.3, seed=1))
     assert a.min() >= 0 and a.max() <= 1 and not np.array_equal(a, X)
     with pytest.raises(ValueError, match="strength"):
-        perturbation.noisy_digits(-0.1)
+        open_checks.add_noise(X, -0.1)
 
 
-def test_zoo_features_match_extract_features(tmp_path):
+def test_features_of_images_match_extract_features(tmp_path):
     X, y = load_digits("test")
-    f, pred = perturbation.zoo_features_of_images("zoo:standard", X, "penultimate")
+    f, pred = open_checks.features_of_images("zoo:standard", X, "penultimate")
     index = stages.extract_stage(["zoo:standard"], "digits", layers=["penultimate"], root=tmp_path, progress=False)
     from kstar_utils.pipeline.features import load_features
 
@@ -33,7 +31,7 @@ def test_zoo_features_match_extract_features(tmp_path):
 
 
 def test_input_noise_study_rows():
-    t = perturbation.input_noise_study(["zoo:standard"], [0.0, 0.3], layer="logits")
+    t = open_checks.input_noise_study(["zoo:standard"], [0.0, 0.3], dataset="digits", layer="logits")
     assert list(t["strength"]) == [0.0, 0.3]
     assert t["frac_kstar_changed"].iloc[0] == 0 and t["frac_kstar_changed"].iloc[1] > 0
     assert t["accuracy"].iloc[1] < t["accuracy"].iloc[0]
@@ -50,10 +48,10 @@ def index(tmp_path_factory):
 
 def test_metric_sensitivity_and_ranking(index):
     table, per_class = open_checks.metric_sensitivity(index, layers=["logits"])
-    assert set(table["metric"]) == {"euclidean", "cosine", "mahalanobis"} and len(table) == 9
-    assert len(per_class) == 9 * 10
+    assert set(table["metric"]) == {"euclidean", "cosine", "mahalanobis", "manhattan", "chebyshev"}
+    assert len(table) == 15 and len(per_class) == 15 * 10
     changes = open_checks.ranking_changes(table, n_boot=50)
-    assert set(changes["metric"]) == {"cosine", "mahalanobis"} and (changes["n"] == 3).all()
+    assert set(changes["metric"]) == {"cosine", "mahalanobis", "manhattan", "chebyshev"} and (changes["n"] == 3).all()
     with pytest.raises(ValueError, match="penultimate"):
         open_checks.metric_sensitivity(index, layers=["penultimate"])
 
@@ -69,7 +67,7 @@ def test_class_skew_pairs_matrix(index):
 
 
 def test_latent_noise_study(index):
-    t = perturbation.latent_noise_study(index, [0.0, 0.5], layer="logits")
+    t = open_checks.latent_noise_study(index, [0.0, 0.5], layer="logits")
     assert len(t) == 6 and (t.loc[t["strength"] == 0, "frac_kstar_changed"] == 0).all()
     assert list(t.columns[:3]) == ["model", "layer", "strength"]
     assert t.loc[t["strength"] == 0.5, "frac_kstar_changed"].gt(0).all()

@@ -1,8 +1,9 @@
-"""Sensitivity checks the method invites (docs/METHOD.md section 4): the distance (Euclidean, cosine, Mahalanobis),
-the correlation between class skews, perturbation of the latents, and how model rankings by Γ' change.
+"""The checks the method invites (docs/method.md section 4): how k* and Γ' depend on the distance, how class skews
+correlate between models, layers and metrics, how k* and Γ' respond to noise, and how a ranking of models by Γ'
+changes.
 
-Pure functions: arrays or data frames in, arrays, data frames or dicts out. k* and the skewness summary come from
-kstar_utils.method.kstar.compute_kstar and kstar_utils.method.skewness.summarize_skewness.
+Pure functions: arrays or data frames in, arrays, data frames or dicts out. The drivers that read a study's files
+and run models for them are in pipeline.open_checks.
 """
 from __future__ import annotations
 
@@ -15,81 +16,23 @@ import pandas as pd
 from kstar_utils.analysis.correlate import correlate
 from kstar_utils.method.kstar import compute_kstar
 from kstar_utils.method.skewness import SkewnessSummary, replace_infinite, summarize_skewness
-from kstar_utils.method.validation import check_features, check_features_labels, encode_labels
+from kstar_utils.method.validation import check_features, encode_labels
 
-SHRINKAGE_LEDOIT_WOLF = "ledoit-wolf"
-SENSITIVITY_METRICS = ("euclidean", "cosine", "mahalanobis")
-
-
-def _covariance(residuals: np.ndarray, shrinkage, dof: int) -> np.ndarray:
-    if isinstance(shrinkage, str):
-        if shrinkage != SHRINKAGE_LEDOIT_WOLF:
-            raise ValueError(f"unknown shrinkage {shrinkage!r}; use {SHRINKAGE_LEDOIT_WOLF!r}, a float in [0, 1] or None")
-        from sklearn.covariance import LedoitWolf
-
-        return LedoitWolf(assume_centered=True).fit(residuals).covariance_
-    emp = residuals.T @ residuals / max(1, dof)
-    if shrinkage is None or shrinkage == 0:
-        return emp
-    s = float(shrinkage)
-    if not 0 <= s <= 1:
-        raise ValueError(f"shrinkage must lie in [0, 1]; got {shrinkage}")
-    mu = np.trace(emp) / emp.shape[0]
-    return (1 - s) * emp + s * mu * np.eye(emp.shape[0])
+METRICS = ("euclidean", "cosine", "mahalanobis", "manhattan", "chebyshev")
 
 
-def mahalanobis_whiten(features, labels=None, *, shrinkage=SHRINKAGE_LEDOIT_WOLF, rcond: float = 1e-10) -> np.ndarray:
-    """Map features so that Euclidean distance becomes Mahalanobis distance: (N, D) -> (N, D) float64.
-
-    Returns (X - mean) @ S^(-1/2), with S the covariance and S^(-1/2) its symmetric inverse square root, so
-    ||x'_p - x'_q||^2 = (x_p - x_q)^T S^(-1) (x_p - x_q) and compute_kstar on the result is Mahalanobis k*.
-    S is the pooled within-class covariance when labels ((N,)) are given (residuals from each class mean; the
-    usual choice for class separation), otherwise the covariance of all samples.
-    shrinkage: "ledoit-wolf" (default; sklearn.covariance.LedoitWolf on the residuals, well conditioned even when
-    D is near or above N), a float s in [0, 1] ((1 - s) S + s (tr S / D) I), or None / 0 (the empirical covariance,
-    divided by N - C; raises ValueError when it is singular).
-    Only the empirical covariance (shrinkage=None) makes k* exactly invariant to an invertible linear map of the
-    features; shrinkage towards a multiple of the identity breaks that invariance a little.
-    rcond: eigenvalues below rcond * the largest count as singular.
-    """
-    if labels is None:
-        X = np.asarray(check_features(features), dtype=np.float64)
-        residuals = X - X.mean(axis=0)
-        dof = X.shape[0] - 1
-    else:
-        X, codes, classes = check_features_labels(features, labels, min_classes=1)
-        X = np.asarray(X, dtype=np.float64)
-        means = np.zeros((classes.size, X.shape[1]))
-        np.add.at(means, codes, X)
-        means /= np.bincount(codes, minlength=classes.size)[:, None]
-        residuals = X - means[codes]
-        dof = X.shape[0] - classes.size
-    S = _covariance(residuals, shrinkage, dof)
-    S = (S + S.T) / 2
-    w, V = np.linalg.eigh(S)
-    if w.max() <= 0 or w.min() <= rcond * w.max():
-        raise ValueError(
-            f"the covariance is singular (eigenvalues {w.min():.3g} .. {w.max():.3g}; {X.shape[0]} samples, "
-            f"{X.shape[1]} dimensions); use shrinkage='ledoit-wolf' or a float shrinkage"
-        )
-    inv_sqrt = (V / np.sqrt(w)) @ V.T
-    return (X - X.mean(axis=0)) @ inv_sqrt
-
-
-def kstar_by_metric(features, labels, metrics: Sequence[str] = SENSITIVITY_METRICS, *, shrinkage=SHRINKAGE_LEDOIT_WOLF) -> dict[str, np.ndarray]:
+def kstar_by_metric(features, labels, metrics: Sequence = METRICS, **engine_options) -> dict[str, np.ndarray]:
     """Raw k* ((N,) int64) of the same labelled features (N, D) under each metric.
 
-    "euclidean" and "cosine" go to compute_kstar; "mahalanobis" is compute_kstar on mahalanobis_whiten(features,
-    labels, shrinkage=shrinkage).
+    metrics: names of compute_kstar's metrics, or (name, options) pairs such as ("minkowski", {"p": 3}); the result is
+    keyed by the name, or "name(option=value, ...)" for pairs. Mahalanobis uses compute_kstar's default covariance
+    (pooled within-class, Ledoit-Wolf shrinkage).
     """
     out = {}
     for m in metrics:
-        if m == "mahalanobis":
-            out[m] = compute_kstar(mahalanobis_whiten(features, labels, shrinkage=shrinkage), labels)
-        elif m in ("euclidean", "cosine"):
-            out[m] = compute_kstar(features, labels, metric=m)
-        else:
-            raise ValueError(f"unknown metric {m!r}; choose from {list(SENSITIVITY_METRICS)}")
+        name, opts = (m, {}) if isinstance(m, str) else (m[0], dict(m[1]))
+        key = name if not opts else f"{name}({', '.join(f'{k}={v}' for k, v in opts.items())})"
+        out[key] = compute_kstar(features, labels, metric=name, **opts, **engine_options)
     return out
 
 
@@ -162,20 +105,25 @@ def perturbation_study(features, labels, strengths: Sequence[float], *, seed: in
     mean_abs_khat_change (mean |Δ k*/n_c|).
     """
     base = compute_kstar(features, labels, metric=metric)
-    codes, _ = encode_labels(labels)
-    counts = np.bincount(codes)[codes].astype(np.float64)
     rows = []
     for s in strengths:
         k = base if s == 0 else compute_kstar(perturb_latents(features, s, seed=seed), labels, metric=metric)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            summary = summarize_skewness(k, labels)
-        rows.append(
-            {"strength": float(s), "true_skewness": summary.true_skewness, "approx_skewness": summary.approx_skewness,
-             "skew_spread": summary.skew_spread, "frac_kstar_changed": float(np.mean(k != base)),
-             "mean_abs_khat_change": float(np.mean(np.abs(k - base) / counts))}
-        )
+        rows.append({"strength": float(s), **response(k, base, labels)})
     return pd.DataFrame(rows)
+
+
+def response(kstar: np.ndarray, base: np.ndarray, labels) -> dict:
+    """How perturbed k* (N,) differ from the unperturbed `base` (N,): true_skewness, approx_skewness, skew_spread of
+    the perturbed k*, frac_kstar_changed (share of samples whose k* changed), mean_abs_khat_change (mean |Δk*| / n_c).
+    """
+    codes, _ = encode_labels(labels)
+    counts = np.bincount(codes)[codes].astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # strong noise can leave a class without a distribution; the row says so
+        s = summarize_skewness(kstar, labels)
+    return {"true_skewness": s.true_skewness, "approx_skewness": s.approx_skewness, "skew_spread": s.skew_spread,
+            "frac_kstar_changed": float(np.mean(kstar != base)),
+            "mean_abs_khat_change": float(np.mean(np.abs(kstar - base) / counts))}
 
 
 def _coefficient_series(table, column: str, key: str) -> pd.Series:

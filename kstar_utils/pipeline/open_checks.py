@@ -1,9 +1,14 @@
-"""The method's open checks on a features index (notebook 01's output): how Γ' and the model ranking depend on the
-distance, and how the class skews of different models and layers correlate. Notebooks 05 and 06 call these.
+"""The method's open checks run on a study's files (notebooks 05-08): how Γ' and the model ranking depend on the
+distance, how class skews of models and layers correlate, how k* and Γ' respond to noise on the latents and on the
+input images, who fractures whom and the samples behind a class's skew.
 
     table, per_class = metric_sensitivity(features_index, layers=["penultimate", "logits"])
     ranking_changes(table)                       # Kendall tau between the rankings by Γ' under each metric
     pairs = class_skew_pairs(per_class_table)    # class-skew correlation of every pair of models
+    latent_noise_study(features_index, [0, 0.1, 0.3]); input_noise_study(models, [0, 0.05, 0.1])
+    fracture_stage(kstar_index, layer="penultimate"); gallery(kstar_index, model, layer, class_name)
+
+The computations themselves are analysis.checks and analysis.fracture; these functions read files and run models.
 """
 from __future__ import annotations
 
@@ -15,15 +20,17 @@ import numpy as np
 import pandas as pd
 
 from kstar_utils.pipeline.features import load_features
-from kstar_utils.analysis.checks import SENSITIVITY_METRICS, class_skew_correlation, kstar_by_metric, ranking_change
+from kstar_utils.analysis.checks import (METRICS, class_skew_correlation, kstar_by_metric, perturbation_study,
+                                        ranking_change, response)
 from kstar_utils.method.skewness import summarize_skewness
 from kstar_utils.pipeline.stages import INDEX_KEYS, read_index
 
 
 def metric_sensitivity(features_index, *, layers: str | Sequence[str] = ("penultimate", "logits"),
-                       metrics: Sequence[str] = SENSITIVITY_METRICS) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Γ, Γ' and the class skews of every model at each of `layers` under each distance (sensitivity.kstar_by_metric;
-    Mahalanobis uses the pooled within-class covariance with Ledoit-Wolf shrinkage).
+                       metrics: Sequence = METRICS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Γ, Γ' and the class skews of every model at each of `layers` under each distance (analysis.checks.
+    kstar_by_metric: names, or (name, options) pairs; Mahalanobis uses the pooled within-class covariance with
+    Ledoit-Wolf shrinkage).
 
     Returns (models table: model, layer, metric, true_skewness, approx_skewness, approx_skewness_weighted,
     skew_spread, n_classes, n_fractured, n_overlapped, n_clustered, n_undefined; per-class table: model, layer,
@@ -55,7 +62,7 @@ def metric_sensitivity(features_index, *, layers: str | Sequence[str] = ("penult
 def ranking_changes(table: pd.DataFrame, *, reference: str = "euclidean", column: str = "approx_skewness",
                     n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """How the ranking of models by `column` under each metric differs from the ranking under `reference`
-    (sensitivity.ranking_change), per layer: one row per (layer, metric) with n, kendall_tau and its interval,
+    (analysis.checks.ranking_change), per layer: one row per (layer, metric) with n, kendall_tau and its interval,
     p_value, same_best, max_rank_shift and the mean |ΔΓ'| against the reference."""
     if reference not in set(table["metric"]):
         raise ValueError(f"no rows for the reference metric {reference!r}; metrics: {sorted(set(table['metric']))}")
@@ -78,7 +85,7 @@ def ranking_changes(table: pd.DataFrame, *, reference: str = "euclidean", column
 def class_skew_pairs(per_class: pd.DataFrame, *, by: str = "model", within: str = "layer", method: str = "spearman",
                      n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
     """Correlation between the class skews of every pair of `by` values (models), within each `within` value
-    (layer), classes matched by label (sensitivity.class_skew_correlation). One row per pair: within, a, b,
+    (layer), classes matched by label (analysis.checks.class_skew_correlation). One row per pair: within, a, b,
     statistic, ci_low, ci_high, p_value, n."""
     rows = []
     for w, sub in per_class.groupby(within, sort=False):
@@ -130,5 +137,90 @@ def mean_class_skew(per_class: pd.DataFrame, *, layer: str) -> pd.DataFrame:
                          "n_fractured": g["fractured"].sum().astype(int), "n_models": g.size()}).reset_index()
 
 
-__all__ = ["metric_sensitivity", "ranking_changes", "class_skew_pairs", "pair_matrix", "cross_layer_class_skews",
-           "mean_class_skew"]
+# ------------------------------------------------------------------------------------------------ noise
+def latent_noise_study(features_index, strengths: Sequence[float], *, layer: str = "penultimate", seed: int = 0,
+                       metric: str = "euclidean") -> pd.DataFrame:
+    """analysis.checks.perturbation_study for every model of a features index (notebook 01) at `layer`.
+
+    Returns columns model, layer, strength, true_skewness, approx_skewness, skew_spread, frac_kstar_changed,
+    mean_abs_khat_change. Noise is strength x each dimension's standard deviation.
+    """
+    index = read_index(features_index, INDEX_KEYS + ["features_path"], layer=layer)
+    parts = []
+    for row in index.itertuples(index=False):
+        fs = load_features(row.features_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = perturbation_study(fs.features, fs.labels, strengths, seed=seed, metric=metric)
+        parts.append(t.assign(model=row.model, layer=layer))
+    table = pd.concat(parts, ignore_index=True)
+    return table[["model", "layer"] + [c for c in table.columns if c not in ("model", "layer")]]
+
+
+def dataset_images(dataset: str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """The images of a (small) dataset as one array (N, C, H, W) float32 in [0, 1] and labels (N,) int64."""
+    from kstar_utils.datasets import load_dataset
+    from kstar_utils.models._common import to_tensor_if_needed
+
+    data = load_dataset(dataset, split, transform=to_tensor_if_needed)
+    images = np.stack([data.dataset[i][0].numpy() for i in range(len(data))]).astype(np.float32)
+    return images, data.labels
+
+
+def add_noise(images: np.ndarray, strength: float, *, seed: int = 0) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] plus Gaussian noise of standard deviation `strength` (pixel units), clipped back
+    to [0, 1]; strength 0 returns them unchanged. Deterministic in seed."""
+    strength = float(strength)
+    if not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"strength must be a finite number >= 0; got {strength}")
+    if strength == 0:
+        return images
+    noise = np.random.default_rng(seed).standard_normal(images.shape).astype(np.float32)
+    return np.clip(images + strength * noise, 0.0, 1.0)
+
+
+def features_of_images(model: str, images: np.ndarray, layer: str = "penultimate",
+                       batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, D) float32 of `images` (N, C, H, W) in [0, 1] at `layer` of registry model `model`, each image
+    through the model's own preprocessing, and the model's predicted classes (N,)."""
+    import torch
+
+    from kstar_utils import models as registry
+    from kstar_utils.pipeline.features import forward_layers
+
+    loaded = registry.load_model(model, device="cpu")
+    loaded.check_layers((layer,))
+    layers = tuple(dict.fromkeys((layer, loaded.output_layer)))
+    feats, preds = [], []
+    with torch.inference_mode():
+        for s in range(0, images.shape[0], batch_size):
+            x = torch.stack([loaded.preprocess(torch.from_numpy(im)) for im in images[s : s + batch_size]])
+            out = forward_layers(loaded, x, layers)
+            feats.append(out[layer].float().numpy())
+            preds.append(out[loaded.output_layer].argmax(1).numpy())
+    return np.concatenate(feats), np.concatenate(preds)
+
+
+def input_noise_study(models: Sequence[str], strengths: Sequence[float], *, dataset: str = "cifar10-sample",
+                      split: str = "test", layer: str = "penultimate", seed: int = 0,
+                      metric: str = "euclidean") -> pd.DataFrame:
+    """k* and Γ' of each model's features of noised images, per (model, strength).
+
+    Noise is Gaussian in pixel units of images in [0, 1] (add_noise), the same draw for every model. Returns columns
+    model, layer, strength, accuracy (on the noised images), true_skewness, approx_skewness, skew_spread,
+    frac_kstar_changed, mean_abs_khat_change; changes are against strength 0 of the same model.
+    """
+    from kstar_utils import compute_kstar
+
+    images, y = dataset_images(dataset, split)
+    rows = []
+    for model in models:
+        f0, pred0 = features_of_images(model, images, layer)
+        base = compute_kstar(f0, y, metric=metric)
+        for s in strengths:
+            s = float(s)
+            f, pred = (f0, pred0) if s == 0 else features_of_images(model, add_noise(images, s, seed=seed), layer)
+            k = base if s == 0 else compute_kstar(f, y, metric=metric)
+            rows.append({"model": model, "layer": layer, "strength": s, "accuracy": float(np.mean(pred == y)),
+                         **response(k, base, y)})
+    return pd.DataFrame(rows)
