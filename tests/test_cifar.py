@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from kstar_utils import datasets
 from kstar_utils import models as registry
+from kstar_utils.io.tables import load_measured_metrics
 from kstar_utils.models import cifar_adapter, cifar_resnet, cifar_zoo
 from kstar_utils.models.training import accuracy
 
@@ -58,7 +59,7 @@ def test_pretrained_weights_classify_the_real_test_images(name, test_images):
 
 def test_finetuned_weights_reproduce_their_measured_clean_accuracy(test_images):
     X, y = test_images
-    table = cifar_zoo.load_cifar_zoo_metrics().set_index("model")
+    table = load_measured_metrics("cifar-resnet").set_index("model")
     assert set(table.index) == {f"cifar-resnet:{n}" for n in cifar_adapter.known_names()}
     for name in cifar_adapter.known_names():
         acc = accuracy(registry.load_model(f"cifar-resnet:{name}").module, X, y)

@@ -55,12 +55,12 @@ def test_finished_work_is_reused_and_force_recomputes(run):
 def test_tables_round_trip_and_accuracy_join(run, tmp_path):
     _, _, _, models_table, _ = run
     path = stages.write_table(models_table, tmp_path / "t.csv")
-    study = stages.join_accuracy(path, "zoo")
+    study = stages.join_accuracy(path, "auto")
     assert study["robust_acc"].between(0, 1).all() and len(study) == 4
-    with pytest.raises(ValueError, match="no accuracy for model"):
+    with pytest.raises(ValueError, match="no clean or robust accuracy"):
         stages.join_accuracy(path, pd.DataFrame({"model": ["zoo:standard"], "clean_acc": [0.9], "robust_acc": [0.5]}))
     with pytest.raises(ValueError, match="fractions"):
-        stages.load_accuracy(pd.DataFrame({"model": ["m"], "clean_acc": [95.0], "robust_acc": [50.0]}))
+        stages.join_accuracy(path, pd.DataFrame({"model": ["m"], "clean_acc": [95.0], "robust_acc": [50.0]}))
     with pytest.raises(ValueError, match="unsupported table format"):
         stages.write_table(models_table, tmp_path / "t.xlsx")
 

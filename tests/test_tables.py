@@ -159,3 +159,35 @@ def test_published_skews_match_the_documented_class_means():
     assert len(df) == 16 and df["class"].is_unique
     assert df["standard_resnet50"].mean() == pytest.approx(1.0056, abs=1e-4)
     assert df["adv_trained_resnet50_eps4"].mean() == pytest.approx(2.6156, abs=1e-4)
+
+
+def test_measured_metrics_are_checked_and_named_by_the_registry(tmp_path):
+    zoo = tables.load_measured_metrics("zoo")
+    assert zoo["model"].str.startswith("zoo:").all() and zoo["clean_acc"].between(0, 1).all()
+    bad = raw("zoo/zoo_metrics.csv")
+    bad.loc[0, "robust_acc"] = bad.loc[0, "clean_acc"] + 0.2
+    bad.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ValueError, match="robust_acc exceeds clean_acc"):
+        tables.load_measured_metrics("zoo", tmp_path / "m.csv")
+    raw("zoo/zoo_metrics.csv").drop(columns=["eval_eps"]).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ValueError, match="eval_eps"):
+        tables.load_measured_metrics("zoo", tmp_path / "m.csv")
+    with pytest.raises(FileNotFoundError, match="kstar zoo train --zoo digits"):
+        tables.load_measured_metrics("zoo", tmp_path / "none.csv")
+    with pytest.raises(ValueError, match="sources"):
+        tables.load_measured_metrics("timm")
+
+
+def test_model_accuracies_joins_every_source_on_its_own_dataset():
+    rb = "robustbench:cifar10/Linf/Carmon2019Unlabeled"
+    oc = "openclip:ViT-B-32/laion2b_s34b_b79k"
+    t = tables.model_accuracies(["zoo:standard", rb, oc], ["digits", "cifar10"]).set_index(["model", "dataset"])
+    assert 0.9 < t.loc[("zoo:standard", "digits"), "clean_acc"] <= 1 and t.loc[("zoo:standard", "digits"), "eval_eps"] == 0.1
+    assert np.isnan(t.loc[("zoo:standard", "cifar10"), "clean_acc"])  # measured on digits only
+    lb = tables.load_robustbench_leaderboard().set_index("model_id")
+    assert t.loc[(rb, "cifar10"), "robust_acc"] == lb.at[rb, "robust_acc"]
+    assert np.isnan(t.loc[(rb, "digits"), "robust_acc"])
+    res = tables.load_openclip_results().set_index("model_id")
+    assert t.loc[(oc, "cifar10"), "zeroshot_acc"] == res.at[oc, "CIFAR-10"]
+    assert t.loc[(oc, "digits"), "zeroshot_avg"] == res.at[oc, tables.OPENCLIP_AVERAGE_COLUMN]
+

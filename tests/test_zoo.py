@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kstar_utils.datasets import load_digits
+from kstar_utils.io.tables import load_measured_metrics
 from kstar_utils.models import digits_zoo as zoo
 from kstar_utils.models.training import accuracy, pgd_linf, robust_accuracy
 
@@ -24,7 +25,7 @@ def test_digits_split_is_stratified_disjoint_and_in_unit_range():
 
 
 def test_shipped_weights_reproduce_the_measured_clean_accuracy():
-    table = zoo.load_zoo_metrics().set_index("model")
+    table = load_measured_metrics("zoo").set_index("model")
     assert sorted(table.index) == sorted(f"zoo:{m}" for m in zoo.ZOO_MODELS)
     X, y = load_digits("test")
     for name in zoo.ZOO_MODELS:
@@ -33,7 +34,7 @@ def test_shipped_weights_reproduce_the_measured_clean_accuracy():
 
 
 def test_zoo_spans_robustness():
-    table = zoo.load_zoo_metrics().set_index("model")
+    table = load_measured_metrics("zoo").set_index("model")
     assert table.loc["zoo:standard", "clean_acc"] > 0.9
     assert table.loc["zoo:untrained", "clean_acc"] < 0.3
     pgd = table[table["kind"] == "pgd"]

@@ -354,3 +354,93 @@ def load_published_skews(path: str | os.PathLike | None = None) -> pd.DataFrame:
     known = {c.name for c in PUBLISHED_SKEWS_SCHEMA}
     extra = tuple(Column(c, "float") for c in df.columns if c not in known)
     return validate_table(df, PUBLISHED_SKEWS_SCHEMA + extra, key=("class",), source=str(p))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# accuracies measured by the workbook for its own models
+
+MEASURED_SCHEMA: tuple[Column, ...] = (
+    Column("model", "str"),
+    Column("kind", "str"),
+    Column("train_eps", "float", low=0.0),
+    Column("clean_acc", "float", low=0.0, high=1.0),
+    Column("robust_acc", "float", low=0.0, high=1.0),
+    Column("eval_eps", "float", low=0.0),
+    Column("attacks", "str"),
+)
+#: registry source -> (file in the shipped data, the dataset its accuracies were measured on, how to rebuild)
+MEASURED = {
+    "zoo": ("zoo/zoo_metrics.csv", "digits", "kstar zoo train --zoo digits"),
+    "cifar-resnet": ("cifar_resnets/cifar_zoo_metrics.csv", "cifar10-sample", "kstar zoo train --zoo cifar"),
+}
+
+
+def load_measured_metrics(source: str, path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Clean and robust accuracy the workbook measured for its own models: source "zoo" (the digits CNNs,
+    data/zoo/zoo_metrics.csv) or "cifar-resnet" (the CIFAR ResNets, data/cifar_resnets/cifar_zoo_metrics.csv).
+
+    Checked columns: model (a name of the source; returned as the registry name "<source>:<name>"), kind, train_eps,
+    clean_acc and robust_acc (fractions), eval_eps (the attack's L-inf budget), attacks; other columns pass through.
+    Raises FileNotFoundError naming the file and the command that rebuilds it.
+    """
+    if source not in MEASURED:
+        raise ValueError(f"no measured accuracies for source {source!r}; sources: {sorted(MEASURED)}")
+    rel, _, rebuild = MEASURED[source]
+    p = Path(path) if path is not None else data_dir() / rel
+    if not p.is_file():
+        raise FileNotFoundError(f"measured accuracies not found: {p}; rebuild them with `{rebuild}`")
+    df = validate_table(_read_csv(p), MEASURED_SCHEMA, key=("model",), source=str(p))
+    bad = (df["robust_acc"] > df["clean_acc"] + 0.05).to_numpy()  # attacked on a subset: within sampling noise only
+    if bad.any():
+        raise ValueError(f"{p}: robust_acc exceeds clean_acc in {_rows(df, bad, ('model',))}")
+    return df.assign(model=source + ":" + df["model"])
+
+
+ACCURACY_COLUMNS = ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg")
+#: the OpenCLIP results column holding the zero-shot score of each dataset of the registry
+OPENCLIP_COLUMN = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet 1k"}
+
+
+def model_accuracies(models: Sequence[str], datasets: Sequence[str]) -> pd.DataFrame:
+    """Every accuracy the workbook knows for (model, dataset) pairs: the one place accuracies are joined.
+
+    - zoo:<name> on digits, cifar-resnet:<name> on cifar10-sample: clean_acc, robust_acc measured by the workbook
+      (load_measured_metrics; eval_eps says the attack budget);
+    - robustbench:<dataset>/<threat>/<name> on its own dataset: clean_acc, robust_acc from the RobustBench leaderboard;
+    - openclip:<arch>/<tag>: zeroshot_avg (38-dataset mean) everywhere, zeroshot_acc on cifar10 / cifar100 / imagenet,
+      from the OpenCLIP results table.
+    Returns one row per pair: model, dataset, clean_acc, robust_acc, zeroshot_acc, zeroshot_avg (fractions; NaN where
+    nothing is known), eval_eps, accuracy_source. Tables are read only for the sources present.
+    """
+    rows = {(m, d): {"model": m, "dataset": d, "eval_eps": np.nan, "accuracy_source": ""}
+            for m in models for d in datasets}
+    sources = {m.split(":", 1)[0] for m in models}
+    for source, (rel, measured_on, _) in MEASURED.items():
+        if source not in sources:
+            continue
+        table = load_measured_metrics(source).set_index("model")
+        for (m, d), r in rows.items():
+            if m in table.index and d == measured_on:
+                r.update(clean_acc=float(table.at[m, "clean_acc"]), robust_acc=float(table.at[m, "robust_acc"]),
+                         eval_eps=float(table.at[m, "eval_eps"]), accuracy_source=f"data/{rel} (measured)")
+    if "robustbench" in sources:
+        lb = load_robustbench_leaderboard().set_index("model_id")
+        for (m, d), r in rows.items():
+            # the leaderboard measures each model on its own dataset, e.g. robustbench:cifar10/... on cifar10
+            if m in lb.index and m.split(":", 1)[1].split("/", 1)[0] == d:
+                r.update(clean_acc=float(lb.at[m, "clean_acc"]), robust_acc=float(lb.at[m, "robust_acc"]),
+                         eval_eps=float(lb.at[m, "eps_float"]) if pd.notna(lb.at[m, "eps_float"]) else np.nan,
+                         accuracy_source="RobustBench leaderboard")
+    if "openclip" in sources:
+        oc = load_openclip_results().set_index("model_id")
+        for (m, d), r in rows.items():
+            if m in oc.index:
+                r.update(zeroshot_avg=float(oc.at[m, OPENCLIP_AVERAGE_COLUMN]), accuracy_source="OpenCLIP results table")
+                col = OPENCLIP_COLUMN.get(d)
+                if col is not None:
+                    r["zeroshot_acc"] = float(oc.at[m, col])
+    out = pd.DataFrame(list(rows.values()))
+    for c in ACCURACY_COLUMNS:
+        if c not in out.columns:
+            out[c] = np.nan
+    return out[["model", "dataset", *ACCURACY_COLUMNS, "eval_eps", "accuracy_source"]]

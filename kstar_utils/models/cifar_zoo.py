@@ -201,14 +201,3 @@ def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps:
         with cache.atomic_path(table_path) as tmp:
             out.to_csv(tmp, index=False)
     return pd.read_csv(table_path)
-
-
-def load_cifar_zoo_metrics(path: str | Path | None = None) -> pd.DataFrame:
-    """The measured table with `model` as registry names ("cifar-resnet:<name>"); accuracies are fractions."""
-    from kstar_utils.models.cifar_resnet import weights_dir
-
-    path = Path(path) if path is not None else weights_dir() / METRICS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"CIFAR zoo metrics not found at {path}; rebuild with `kstar zoo train --zoo cifar`")
-    table = pd.read_csv(path)
-    return table.assign(model="cifar-resnet:" + table["model"])

@@ -103,16 +103,6 @@ def load_zoo_model(name: str, weights_dir: str | Path | None = None) -> nn.Modul
     return model.eval()
 
 
-def load_zoo_metrics(weights_dir: str | Path | None = None) -> pd.DataFrame:
-    """Per-model table measured at training time: model (registry name, "zoo:<name>"), kind, train_eps, clean_acc,
-    robust_acc (fractions), eval_eps."""
-    path = Path(weights_dir or _data_dir()) / METRICS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"zoo metrics not found at {path}; rebuild with `kstar zoo train --zoo digits`")
-    table = pd.read_csv(path)
-    return table.assign(model="zoo:" + table["model"])
-
-
 def train(r: Recipe, X: np.ndarray, y: np.ndarray, batch_size: int = 64, lr: float = 2e-3) -> nn.Module:
     """Train one zoo model on (N, 1, 8, 8) images and (N,) labels, deterministically from r.seed."""
     torch.manual_seed(r.seed)

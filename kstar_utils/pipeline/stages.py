@@ -300,33 +300,32 @@ def select(df: pd.DataFrame, **equal) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ 04 correlations
-def load_accuracy(accuracy_table: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Per-model accuracies with columns model, clean_acc, robust_acc (fractions). "zoo": the embedded zoo's table."""
-    if isinstance(accuracy_table, pd.DataFrame):
-        acc = accuracy_table
-    elif str(accuracy_table) == "zoo":
-        from kstar_utils.models.digits_zoo import load_zoo_metrics
+def join_accuracy(skewness_table, accuracy_table: str | Path | pd.DataFrame = "auto") -> pd.DataFrame:
+    """The per-model skewness table joined with accuracies on `model` (and `dataset`); every model must have one.
 
-        acc = load_zoo_metrics()
+    accuracy_table: "auto" (what the workbook knows for these models on these datasets: io.tables.model_accuracies,
+    i.e. its own measured tables, the RobustBench leaderboard and the OpenCLIP results), or a table / CSV path with
+    columns model, clean_acc, robust_acc (fractions; a dataset column is joined on when present).
+    """
+    from kstar_utils.io.tables import ACCURACY_COLUMNS, model_accuracies
+
+    sk = read_index(skewness_table, ["model", "dataset", "layer", "approx_skewness", "true_skewness"])
+    if isinstance(accuracy_table, str) and accuracy_table == "auto":
+        acc = model_accuracies(sorted(set(sk["model"])), sorted(set(sk["dataset"])))
     else:
-        acc = read_index(accuracy_table, ["model"])
-    missing = [c for c in ("model", "clean_acc", "robust_acc") if c not in acc.columns]
-    if missing:
-        raise ValueError(f"accuracy table lacks columns {missing}; has {list(acc.columns)}")
-    vals = acc[["clean_acc", "robust_acc"]].to_numpy(dtype=np.float64)
-    if np.nanmax(vals) > 1.0 or np.nanmin(vals) < 0.0:
+        acc = accuracy_table if isinstance(accuracy_table, pd.DataFrame) else read_index(accuracy_table, ["model"])
+        missing = [c for c in ("model", "clean_acc", "robust_acc") if c not in acc.columns]
+        if missing:
+            raise ValueError(f"accuracy table lacks columns {missing}; has {list(acc.columns)}")
+    vals = acc[[c for c in ACCURACY_COLUMNS if c in acc.columns]].to_numpy(dtype=np.float64)
+    if np.nanmax(vals, initial=0.0) > 1.0 or np.nanmin(vals, initial=0.0) < 0.0:
         raise ValueError("accuracies must be fractions in [0, 1] (percentages? divide by 100)")
-    return acc
-
-
-def join_accuracy(skewness_table, accuracy_table="zoo") -> pd.DataFrame:
-    """The per-model skewness table joined with accuracies on `model`; every model must have an accuracy."""
-    sk = read_index(skewness_table, ["model", "layer", "approx_skewness", "true_skewness"])
-    acc = load_accuracy(accuracy_table)
-    missing = sorted(set(sk["model"]) - set(acc["model"]))
+    keys = ["model", "dataset"] if "dataset" in acc.columns else ["model"]
+    out = sk.merge(acc, on=keys, how="left", validate="many_to_one")
+    missing = sorted(set(out.loc[out[["clean_acc", "robust_acc"]].isna().all(axis=1), "model"]))
     if missing:
-        raise ValueError(f"no accuracy for model(s) {missing}; the accuracy table has {sorted(acc['model'])}")
-    return sk.merge(acc, on="model", how="left", validate="many_to_one")
+        raise ValueError(f"no clean or robust accuracy for model(s) {missing}")
+    return out
 
 
 def correlation_stage(study: pd.DataFrame, *, xs=("approx_skewness", "true_skewness"), ys=("clean_acc", "robust_acc"),

@@ -26,95 +26,9 @@ from kstar_utils.io import cache
 from kstar_utils.study.jobs import job_paths
 from kstar_utils.study.spec import Job
 
-#: the OpenCLIP results column holding the zero-shot score of each dataset of the registry
-OPENCLIP_COLUMN = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet 1k"}
 ACCURACY_COLUMNS = ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg", "zeroshot_acc_computed")
 SKEW_COLUMNS = ("true_skewness", "approx_skewness", "approx_skewness_weighted", "skew_spread", "n_classes",
                 "n_fractured", "n_overlapped", "n_clustered", "n_undefined")
-
-
-def published_accuracy(models: Sequence[str], datasets: Sequence[str]) -> pd.DataFrame:
-    """(model, dataset) -> clean_acc, robust_acc, zeroshot_acc, zeroshot_avg, accuracy_source (fractions; NaN where
-    no published number exists). Tables are read only for the sources present."""
-    rows = {(m, d): {"model": m, "dataset": d, "accuracy_source": ""} for m in models for d in datasets}
-    sources = {m.split(":", 1)[0] for m in models}
-    if "zoo" in sources:
-        from kstar_utils.models.digits_zoo import load_zoo_metrics
-
-        zoo = load_zoo_metrics().set_index("model")
-        for (m, d), r in rows.items():
-            if m in zoo.index and d == "digits":
-                r.update(clean_acc=float(zoo.at[m, "clean_acc"]), robust_acc=float(zoo.at[m, "robust_acc"]),
-                         accuracy_source="data/zoo/zoo_metrics.csv")
-    if "robustbench" in sources:
-        from kstar_utils.io.tables import load_robustbench_leaderboard
-
-        lb = load_robustbench_leaderboard().set_index("model_id")
-        for (m, d), r in rows.items():
-            # the leaderboard measures each model on its own dataset, e.g. robustbench:cifar10/... on cifar10
-            if m in lb.index and m.split(":", 1)[1].split("/", 1)[0] == d:
-                r.update(clean_acc=float(lb.at[m, "clean_acc"]), robust_acc=float(lb.at[m, "robust_acc"]),
-                         accuracy_source="RobustBench leaderboard")
-    if "openclip" in sources:
-        from kstar_utils.io.tables import OPENCLIP_AVERAGE_COLUMN, load_openclip_results
-
-        oc = load_openclip_results().set_index("model_id")
-        for (m, d), r in rows.items():
-            if m in oc.index:
-                col = OPENCLIP_COLUMN.get(d)
-                r.update(zeroshot_avg=float(oc.at[m, OPENCLIP_AVERAGE_COLUMN]),
-                         accuracy_source="OpenCLIP results table")
-                if col is not None:
-                    r["zeroshot_acc"] = float(oc.at[m, col])
-    out = pd.DataFrame(list(rows.values()))
-    for c in ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg"):
-        if c not in out.columns:
-            out[c] = np.nan
-    return out
-
-
-class StaleResult(ValueError):
-    """A finished job's table is missing, damaged or does not match the content its done.json recorded."""
-
-
-def _recorded_table(done: Mapping, name: str) -> pd.DataFrame:
-    """One of a job's tables, parsed from the same bytes whose sha256 is checked against done.json's `outputs`."""
-    path = str(done["tables"][name])
-    want = (done.get("outputs") or {}).get(path)
-    if not want:
-        raise StaleResult(f"the job's done.json records no sha256 for {path}; run the job again")
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise StaleResult(f"{path} cannot be read ({type(e).__name__}: {e})") from None
-    if hashlib.sha256(data).hexdigest() != want:
-        cache.set_aside(path, "its content is not the one the job's done.json recorded (damaged or replaced)",
-                        then="the next run re-runs the job")
-        raise StaleResult(f"{path} is not the table the job wrote (set aside; the next run re-runs the job)")
-    try:
-        return pd.read_csv(io.BytesIO(data))
-    except ValueError as e:
-        raise StaleResult(f"{path} is not a readable CSV ({type(e).__name__}: {e})") from None
-
-
-def _finished_rows(done: Mapping) -> pd.DataFrame:
-    """The skewness rows of a finished job with the paths and sha256 of the features and k* files each row comes
-    from; StaleResult unless the tables and their hashes agree with done.json."""
-    sk = _recorded_table(done, "skewness_table")
-    kidx = _recorded_table(done, "kstar_index")
-    cols = [c for c in ("layer", "features_path", "kstar_path", "features_sha256", "kstar_sha256") if c in kidx.columns]
-    rows = sk.merge(kidx[cols], on="layer", how="left", suffixes=("", "_index"))
-    inputs = done.get("inputs") or {}
-    for r in rows.itertuples(index=False):
-        for kind in ("features", "kstar"):
-            path, recorded = getattr(r, f"{kind}_path"), inputs.get(str(getattr(r, f"{kind}_path")))
-            shas = {getattr(r, c) for c in (f"{kind}_sha256", f"{kind}_sha256_index") if hasattr(r, c)}
-            if not recorded or any(isinstance(v, str) and v != recorded for v in shas):
-                raise StaleResult(f"layer {r.layer}: the {kind} file {path} in the job's tables is not the one its "
-                                  f"done.json recorded; run the job again")
-    return rows.drop(columns=[c for c in ("features_sha256_index", "kstar_sha256_index") if c in rows.columns]).assign(
-        features_sha256=[inputs[str(x)] for x in rows["features_path"]],
-        kstar_sha256=[inputs[str(x)] for x in rows["kstar_path"]])
 
 
 def job_rows(job: Job, status: Mapping) -> pd.DataFrame:
@@ -161,7 +75,9 @@ def build_summary(jobs: Sequence[Job], statuses: Mapping[str, Mapping], *, publi
         if c not in table.columns:
             table[c] = np.nan
     if published:
-        acc = published_accuracy(sorted({j.model for j in jobs}), sorted({j.dataset for j in jobs}))
+        from kstar_utils.io.tables import model_accuracies
+
+        acc = model_accuracies(sorted({j.model for j in jobs}), sorted({j.dataset for j in jobs}))
         table = table.merge(acc, on=["model", "dataset"], how="left", validate="many_to_one")
     else:
         for c in ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg"):
@@ -216,4 +132,4 @@ def write_summary(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]
             "parquet": write_table(summary, out_dir / "summary.parquet")}
 
 
-__all__ = ["build_summary", "study_correlations", "published_accuracy", "write_summary", "available_accuracies"]
+__all__ = ["build_summary", "study_correlations", "write_summary", "available_accuracies"]
