@@ -31,6 +31,50 @@ SKEW_COLUMNS = ("true_skewness", "approx_skewness", "approx_skewness_weighted", 
                 "n_fractured", "n_overlapped", "n_clustered", "n_undefined")
 
 
+class StaleResult(ValueError):
+    """A finished job's table is missing, damaged or does not match the content its done.json recorded."""
+
+
+def _recorded_table(done: Mapping, name: str) -> pd.DataFrame:
+    """One of a job's tables, parsed from the same bytes whose sha256 is checked against done.json's `outputs`."""
+    path = str(done["tables"][name])
+    want = (done.get("outputs") or {}).get(path)
+    if not want:
+        raise StaleResult(f"the job's done.json records no sha256 for {path}; run the job again")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise StaleResult(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+    if hashlib.sha256(data).hexdigest() != want:
+        cache.set_aside(path, "its content is not the one the job's done.json recorded (damaged or replaced)",
+                        then="the next run re-runs the job")
+        raise StaleResult(f"{path} is not the table the job wrote (set aside; the next run re-runs the job)")
+    try:
+        return pd.read_csv(io.BytesIO(data))
+    except ValueError as e:
+        raise StaleResult(f"{path} is not a readable CSV ({type(e).__name__}: {e})") from None
+
+
+def _finished_rows(done: Mapping) -> pd.DataFrame:
+    """The skewness rows of a finished job with the paths and sha256 of the features and k* files each row comes
+    from; StaleResult unless the tables and their hashes agree with done.json."""
+    sk = _recorded_table(done, "skewness_table")
+    kidx = _recorded_table(done, "kstar_index")
+    cols = [c for c in ("layer", "features_path", "kstar_path", "features_sha256", "kstar_sha256") if c in kidx.columns]
+    rows = sk.merge(kidx[cols], on="layer", how="left", suffixes=("", "_index"))
+    inputs = done.get("inputs") or {}
+    for r in rows.itertuples(index=False):
+        for kind in ("features", "kstar"):
+            path, recorded = getattr(r, f"{kind}_path"), inputs.get(str(getattr(r, f"{kind}_path")))
+            shas = {getattr(r, c) for c in (f"{kind}_sha256", f"{kind}_sha256_index") if hasattr(r, c)}
+            if not recorded or any(isinstance(v, str) and v != recorded for v in shas):
+                raise StaleResult(f"layer {r.layer}: the {kind} file {path} in the job's tables is not the one its "
+                                  f"done.json recorded; run the job again")
+    return rows.drop(columns=[c for c in ("features_sha256_index", "kstar_sha256_index") if c in rows.columns]).assign(
+        features_sha256=[inputs[str(x)] for x in rows["features_path"]],
+        kstar_sha256=[inputs[str(x)] for x in rows["kstar_path"]])
+
+
 def job_rows(job: Job, status: Mapping) -> pd.DataFrame:
     """Rows of one job: its skewness table (finished jobs) or one row per layer with the error (failed jobs).
 
