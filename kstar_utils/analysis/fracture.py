@@ -121,7 +121,8 @@ def samples_behind(kstar: np.ndarray, labels: np.ndarray, enemy: np.ndarray, cls
     khat = kstar / np.bincount(labels)[labels]
     names = (lambda c: class_names[c]) if class_names is not None else (lambda c: c)  # noqa: E731
     low = extreme_samples(khat, labels, cls, n, "fractured")
-    high = [i for i in extreme_samples(khat, labels, cls, n, "clustered") if i not in set(low)]
+    rest = np.setdiff1d(np.flatnonzero(labels == cls), low)
+    high = rest[np.lexsort((rest, -khat[rest]))][:n]
     rows = []
     for which, idx in (("fractured", low), ("clustered", high)):
         for rank, i in enumerate(idx, start=1):

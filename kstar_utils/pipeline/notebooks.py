@@ -1,4 +1,4 @@
-"""Checked notebook parameters: a notebook's declared parameters, name checks, papermill-style values, one checked run.
+"""The workbook's notebooks as files: checked parameters and one checked run; lean stored copies; offline HTML pages.
 
 papermill injects any name it is given, and a name the notebook does not declare only produces a warning while the
 notebook runs with its default: a misspelt ``metrc`` silently computes the Euclidean k*. Every execution path of the
@@ -138,5 +138,113 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     return output
 
 
+# ---------------------------------------------------------------------------------------------- lean copies
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_VOLATILE_PAPERMILL = ("duration", "start_time", "end_time", "input_path", "output_path", "exception", "status",
+                       "environment_variables", "version")
+
+
+def clean_notebook(nb):
+    """An executed notebook without what changes from run to run or machine to machine: progress-bar widgets (their
+    stored views show a bar's first state, e.g. "0 %"), widget state, papermill's timings and paths, execution
+    timestamps. Works in place on an nbformat node and returns it."""
+    nb.metadata.pop("widgets", None)
+    pm = nb.metadata.get("papermill")
+    if pm is not None:
+        for k in _VOLATILE_PAPERMILL:
+            pm.pop(k, None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+    return nb
+
+
+def store_notebook(executed: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write a cleaned copy of an executed notebook over a tracked one (the regression baseline nbval compares
+    against), with execution counts renumbered from 1 so that a rerun that changes nothing changes no byte."""
+    import nbformat
+
+    from kstar_utils.io.cache import atomic_path
+
+    nb = clean_notebook(nbformat.read(str(executed), as_version=4))
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            count += 1
+            cell.execution_count = count
+            for o in cell.outputs:
+                if "execution_count" in o:
+                    o["execution_count"] = count
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        nbformat.write(nb, str(tmp))
+    return target
+
+
+# ---------------------------------------------------------------------------------------------- offline HTML
+def effective_parameters_cell(nb):
+    """Replace the default `parameters` cell and papermill's `injected-parameters` cell by one cell holding every
+    parameter's value in this run (the injected value, else the default), so a page shows them once."""
+    import nbformat
+
+    cells = nb.cells
+    idx = {tag: i for i, c in enumerate(cells) for tag in c.metadata.get("tags", [])
+           if tag in ("parameters", "injected-parameters")}
+    if "injected-parameters" not in idx or "parameters" not in idx:
+        return nb
+    injected = nb.metadata.get("papermill", {}).get("parameters", {})
+    lines = ["# parameters of this run (injected values replace the notebook's defaults)"]
+    defaults = cells[idx["parameters"]].source.splitlines()
+    seen = set()
+    for line in defaults:
+        name = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else None
+        if name and name.isidentifier() and name in injected:
+            lines.append(f"{name} = {injected[name]!r}")
+            seen.add(name)
+        elif line.strip():
+            lines.append(line)
+    lines += [f"{k} = {v!r}" for k, v in injected.items() if k not in seen]
+    merged = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["parameters"]})
+    keep = [c for i, c in enumerate(cells) if i not in idx.values()]
+    keep.insert(min(idx.values()), merged)
+    nb.cells = keep
+    return nb
+
+
+def notebook_html(executed: str | os.PathLike, out: str | os.PathLike, *, title: str) -> Path:
+    """A self-contained HTML page of an executed notebook: titled `title`, the parameters shown once, images
+    embedded, no script or style fetched from the network (it opens and shows every output offline)."""
+    import re
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from kstar_utils.io.cache import atomic_path
+
+    nb = effective_parameters_cell(clean_notebook(nbformat.read(str(executed), as_version=4)))
+    nb.metadata["title"] = title
+    body, _ = HTMLExporter(template_name="lab", embed_images=True).from_notebook_node(nb)
+    # the template links require.js and MathJax from CDNs; the pages need neither (no widgets, no LaTeX)
+    body = re.sub(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", "", body)
+    body = re.sub(r"<link[^>]*\bhref=[\"']https?://[^>]*>", "", body)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return out
+
+
+def offline_problems(html_text: str) -> list[str]:
+    """Resources an HTML page would fetch from the network (scripts, stylesheets, images): [] for a page that works
+    offline."""
+    import re
+
+    found = re.findall(r"<(?:script|img|iframe)[^>]*\bsrc=[\"'](https?://[^\"']+)", html_text)
+    found += re.findall(r"<link[^>]*\bhref=[\"'](https?://[^\"']+)", html_text)
+    found += re.findall(r"@import\s+url\([\"']?(https?://[^)\"']+)", html_text)
+    return found
+
+
 __all__ = ["declared_parameters", "check_parameters", "parse_value", "collect_parameters", "run_notebook",
-           "UnknownParameterError"]
+           "UnknownParameterError", "clean_notebook", "store_notebook", "notebook_html", "offline_problems"]

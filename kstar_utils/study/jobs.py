@@ -155,21 +155,18 @@ def _select_gpu() -> None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(int(name) % n)
 
 
-def to_html(notebook: Path, out_dir: Path) -> Path | None:
-    """nbconvert an executed notebook to HTML (None when the notebook is missing or cannot be converted)."""
+def to_html(notebook: Path, out_dir: Path, job: Job | None = None) -> Path | None:
+    """An offline HTML page of an executed notebook, titled by notebook, model and dataset (pipeline.notebooks.
+    notebook_html); None when the notebook is missing or cannot be converted."""
     if not notebook.is_file():
         return None
-    import nbformat
-    from nbconvert import HTMLExporter
+    from kstar_utils.pipeline.notebooks import notebook_html
 
+    what = f" · {job.model} · {job.dataset}" if job is not None else ""
     try:
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
-    except Exception:  # a broken notebook must not turn a finished job into a failed one
+        return notebook_html(notebook, out_dir / (notebook.stem + ".html"), title=f"{notebook.stem}{what}")
+    except Exception:  # noqa: BLE001 -- a page that cannot be made must not turn a finished job into a failed one
         return None
-    out = out_dir / (notebook.stem + ".html")
-    with cache.atomic_path(out) as tmp:
-        tmp.write_text(body, encoding="utf-8")
-    return out
 
 
 def _zeroshot(job: Job) -> float:
@@ -217,13 +214,13 @@ def run_job(job: Job) -> dict[str, Any]:
         zeroshot_acc = _zeroshot(job) if job.zeroshot_computed else None
     except Exception as exc:
         for nb in executed:
-            to_html(nb, p["html"])
+            to_html(nb, p["html"], job)
         with cache.atomic_path(p["error"]) as tmp:
             tmp.write_text(f"job {job.job_id} ({job.model} on {job.dataset}) failed in {current}\n\n"
                            + "".join(traceback.format_exception(exc)))
         message = _short_error(exc)
         raise JobFailed(f"{job.model} on {job.dataset}: {current} failed: {message}") from None
-    html = [to_html(nb, p["html"]) for nb in executed]
+    html = [to_html(nb, p["html"], job) for nb in executed]
     p["error"].unlink(missing_ok=True)
     tables = ({k: params["03_skewness.ipynb"][k] for k in ("skewness_table", "per_class_table")}
               | {"kstar_index": params["02_kstar.ipynb"]["kstar_index"],

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import os
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from kstar_utils.io import cache
+from kstar_utils.plotting.style import ACCURACY_NAMES, COEFFICIENT_NAMES
 from kstar_utils.study.jobs import job_paths
 from kstar_utils.study.spec import Job, Study
 
@@ -23,12 +24,14 @@ def study_figures(study: Study, jobs: Sequence[Job], summary: pd.DataFrame, stat
                   figures_dir: str | Path) -> list[Path]:
     """Write the study figures; returns their paths. A figure that has too little data (e.g. fewer than two
     models with an accuracy) is left out rather than failing the study."""
-
-    from kstar_utils.plotting import study as sp
-    from kstar_utils.analysis.correlate import correlation_table
-    from kstar_utils.plotting import save_figure
+    from kstar_utils.analysis.correlate import agreement, correlation_table
+    from kstar_utils.method.skewness import summarize_skewness
     from kstar_utils.pipeline.stages import load_kstar
-    from kstar_utils.study.summary import available_accuracies
+    from kstar_utils.plotting import (plot_depth_profile, plot_gamma_vs_gamma_prime, plot_kstar_side_by_side,
+                                      plot_metric_vs_accuracy, save_figure)
+    from kstar_utils.plotting import study as sp
+    from kstar_utils.plotting.models import accuracy_panels
+    from kstar_utils.study.summary import available_accuracies, average_over_datasets
 
     figures_dir = Path(figures_dir)
     ok = summary[summary["status"].isin(["ok", "skipped"])]
@@ -47,31 +50,41 @@ def study_figures(study: Study, jobs: Sequence[Job], summary: pd.DataFrame, stat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if ys:
-            for dataset, fig in sp.plot_skewness_vs_accuracy_by_dataset(summary, ys, layer=layer, stats=stats).items():
+            for dataset, fig in sp.plot_skewness_vs_accuracy_by_dataset(ok, ys, layer=layer, stats=stats).items():
                 save(fig, f"approx_skewness_vs_accuracy_{dataset}_{layer}")
             if ok["dataset"].nunique() > 1:
-                avg = sp.average_over_datasets(summary, layer=layer)
-                avg_ys = [y for y in ys if avg[y].notna().sum() >= 3]
-                if avg_ys:
-                    s = correlation_table(avg, "approx_skewness", avg_ys, n_boot=study.n_boot, n_perm=study.n_boot,
-                                          seed=study.seed)
-                    save(sp.plot_coefficient_vs_accuracy(avg, avg_ys, stats=s,
-                                                         title=f"Γ' averaged over datasets vs accuracy · {layer}"),
+                avg = average_over_datasets(ok, layer=layer)
+                panels = accuracy_panels(avg, [y for y in ys if avg[y].notna().sum() >= 3])
+                if panels:
+                    s = correlation_table(avg, "approx_skewness", list(panels), n_boot=study.n_boot,
+                                          n_perm=study.n_boot, seed=study.seed)
+                    save(plot_metric_vs_accuracy(avg, "approx_skewness", panels, stats=s,
+                                                 title=f"Γ' averaged over datasets vs accuracy · {layer}"),
                          f"approx_skewness_vs_accuracy_averaged_{layer}")
-        save(sp.plot_gamma_vs_gamma_prime(summary), "true_vs_approx_skewness")
-        save(sp.plot_skewness_heatmap(summary, layer=layer), f"approx_skewness_heatmap_{layer}")
+        pairs = ok.dropna(subset=["true_skewness", "approx_skewness"])
+        pairs = pairs[np.isfinite(pairs["true_skewness"]) & np.isfinite(pairs["approx_skewness"])]
+        agree = None
+        if len(pairs) >= 3 and pairs["true_skewness"].nunique() > 1 and pairs["approx_skewness"].nunique() > 1:
+            agree = agreement(pairs["true_skewness"], pairs["approx_skewness"], n_boot=500, n_perm=500, seed=0)
+        save(plot_gamma_vs_gamma_prime(pairs, agreement=agree), "true_vs_approx_skewness")
+        if ok["dataset"].nunique() > 1:
+            save(sp.plot_skewness_heatmap(ok, layer=layer), f"approx_skewness_heatmap_{layer}")
+        first = str(ok["dataset"].iloc[0])
+        layers = [lay for lay in study.layers if lay in set(ok["layer"])]
+        if len(layers) > 1:
+            save(plot_depth_profile(ok[ok["dataset"] == first], layers=layers, title=f"depth profile · {first}"),
+                 f"depth_profile_{first}")
         pair = _compare_pair(study, ok, layer)
         if pair:
-            dataset = str(ok["dataset"].iloc[0])
-            rows = ok[(ok["layer"] == layer) & (ok["dataset"] == dataset)].set_index("model")
+            rows = ok[(ok["layer"] == layer) & (ok["dataset"] == first)].set_index("model")
             results = {}
             for m in pair:
                 if m in rows.index:
                     res = load_kstar(rows.at[m, "kstar_path"])
-                    results[m] = (res.kstar, res.named_labels)
+                    results[m] = (res.kstar, res.named_labels, summarize_skewness(res.kstar, res.named_labels))
             if len(results) == 2:
-                save(sp.plot_kstar_side_by_side(results, title=f"{dataset} · {layer}"),
-                     f"kstar_side_by_side_{'_vs_'.join(pair)}_{dataset}_{layer}")
+                save(plot_kstar_side_by_side(results, title=f"{first} · {layer}"),
+                     f"kstar_side_by_side_{'_vs_'.join(pair)}_{first}_{layer}")
     return paths
 
 
@@ -86,46 +99,65 @@ def _compare_pair(study: Study, ok: pd.DataFrame, layer: str) -> tuple[str, str]
     return str(sub["model"].iloc[0]), str(sub["model"].iloc[-1])
 
 
+SUMMARY_COLUMNS = [("model", "model", None), ("dataset", "dataset", None), ("layer", "layer", None),
+                   ("true_skewness", "Γ", "{:+.3f}"), ("approx_skewness", "Γ'", "{:+.3f}"),
+                   ("approx_skewness_weighted", "Γ' weighted", "{:+.3f}"), ("skew_spread", "spread of γ_c", "{:.3f}"),
+                   ("n_fractured", "F", "{:.0f}"), ("n_overlapped", "O", "{:.0f}"), ("n_clustered", "C", "{:.0f}"),
+                   ("clean_acc", "clean acc.", "{:.3f}"), ("robust_acc", "robust acc.", "{:.3f}"),
+                   ("eval_eps", "eval_eps", "{:.4f}"), ("zeroshot_acc", "zero-shot acc.", "{:.3f}"),
+                   ("zeroshot_avg", "zero-shot (38-set mean)", "{:.3f}"),
+                   ("zeroshot_acc_computed", "zero-shot (computed)", "{:.3f}"), ("status", "status", None)]
+
+
+def _cell(value, fmt) -> dict:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return {"text": "", "cls": "num" if fmt else ""}
+    if fmt is None:
+        return {"text": str(value), "cls": ""}
+    if isinstance(value, float) and np.isinf(value):
+        return {"text": "+inf" if value > 0 else "-inf", "cls": "num"}
+    return {"text": fmt.format(value), "cls": "num"}
+
+
 def write_index(study: Study, jobs: Sequence[Job], statuses: Mapping[str, Mapping], summary: pd.DataFrame,
                 stats: pd.DataFrame, figures: Sequence[Path], out: str | Path) -> Path:
-    """index.html: the study's summary and correlations, its figures, and every job's executed notebooks (HTML)."""
+    """index.html from the template templates/index.html.j2: the models with Γ, Γ' and their accuracies (columns
+    with no value left out, numbers at a fixed precision), the correlations (flagged where fewer than
+    MIN_MODELS_FOR_CI models stand behind them), the figures at one width and every job's executed notebooks."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    from kstar_utils.plotting.models import MIN_MODELS_FOR_CI
+
     out = Path(out)
     base = out.parent
-    cols = ["model", "dataset", "layer", "true_skewness", "approx_skewness", "approx_skewness_weighted", "skew_spread",
-            "n_fractured", "n_overlapped", "n_clustered", "clean_acc", "robust_acc", "zeroshot_acc", "status"]
-    cols = [c for c in cols if c in summary.columns]
-    parts = [f"<h1>Study {html.escape(study.name)}</h1>",
-             f"<p>{html.escape(study.description)}</p>" if study.description else "",
-             f"<p>Written {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}; "
-             f"{len(jobs)} jobs; metric {study.metric}; split {study.split}. "
-             f"Tables: <a href='summary.csv'>summary.csv</a>, <a href='summary.parquet'>summary.parquet</a>, "
-             f"<a href='correlations.csv'>correlations.csv</a>, <a href='run_log.jsonl'>run_log.jsonl</a>.</p>",
-             "<h2>Summary</h2>", summary[cols].round(3).to_html(index=False, na_rep="", border=0)]
-    if len(stats):
-        shown = stats[stats["method"] == "spearman"].round(3)
-        parts += ["<h2>Correlations (Spearman, 95% bootstrap interval, permutation p)</h2>",
-                  shown.to_html(index=False, na_rep="", border=0)]
-    if figures:
-        parts.append("<h2>Figures</h2>")
-        parts += [f"<figure><img src='{html.escape(_rel(f, base))}' style='max-width:100%'>"
-                  f"<figcaption>{html.escape(f.name)}</figcaption></figure>" for f in figures]
-    parts.append("<h2>Jobs</h2><table><tr><th>model</th><th>dataset</th><th>status</th><th>notebooks</th>"
-                 "<th>error</th></tr>")
+    cols = [(c, t, f) for c, t, f in SUMMARY_COLUMNS if c in summary.columns and summary[c].notna().any()]
+    rows = [[_cell(r[c], f) for c, _, f in cols] for _, r in summary.iterrows()]
+    corr = []
+    shown = stats[stats["method"] == "spearman"] if len(stats) else stats
+    for r in shown.itertuples(index=False):
+        finite = np.isfinite(r.statistic)
+        corr.append({"layer": r.layer, "x": COEFFICIENT_NAMES.get(r.x, r.x), "y": ACCURACY_NAMES.get(r.y, r.y),
+                     "group": r.group, "n": int(r.n), "few": int(r.n) < MIN_MODELS_FOR_CI,
+                     "statistic": f"{r.statistic:+.2f}" if finite else "n/a",
+                     "ci": f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]" if finite else "",
+                     "p": f"{r.p_value:.3f}" if np.isfinite(r.p_value) else ""})
+    job_rows = []
     for j in jobs:
         p = job_paths(j)
         st = statuses.get(j.job_id, {})
-        links = [f"<a href='{html.escape(_rel(h, base))}'>{html.escape(h.stem)}</a>"
-                 for h in sorted(p["html"].glob("*.html"))] if p["html"].is_dir() else []
-        err = html.escape(st.get("error", ""))
-        if st.get("status") == "failed" and p["error"].exists():
-            err += f" (<a href='{html.escape(_rel(p['error'], base))}'>traceback</a>)"
-        parts.append(f"<tr><td>{html.escape(j.model)}</td><td>{html.escape(j.dataset)}</td>"
-                     f"<td>{html.escape(str(st.get('status', '')))}</td><td>{' · '.join(links)}</td><td>{err}</td></tr>")
-    parts.append("</table>")
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>k* study " + html.escape(study.name) +
-            "</title><style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
-            "font-size:0.85em}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
-            + "\n".join(parts) + "</body></html>\n")
+        links = [{"href": _rel(h, base), "text": h.stem} for h in sorted(p["html"].glob("*.html"))] \
+            if p["html"].is_dir() else []
+        job_rows.append({"model": j.model, "dataset": j.dataset, "status": st.get("status", ""), "links": links,
+                         "error": st.get("error", ""),
+                         "traceback": _rel(p["error"], base) if st.get("status") == "failed" and p["error"].exists()
+                         else None})
+    counts = {s: sum(v.get("status") == s for v in statuses.values()) for s in ("ok", "skipped", "failed")}
+    env = Environment(loader=PackageLoader("kstar_utils.study", "templates"), autoescape=select_autoescape())
+    page = env.get_template("index.html.j2").render(
+        study=study, jobs=jobs, counts=counts, summary_columns=[{"title": t} for _, t, _ in cols],
+        summary_rows=rows, correlations=corr, few_models=any(c["few"] for c in corr), min_models=MIN_MODELS_FOR_CI,
+        figures=[{"src": _rel(f, base), "name": f.stem.replace("_", " ")} for f in figures], job_rows=job_rows,
+        written=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     with cache.atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out

@@ -176,4 +176,16 @@ def write_summary(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]
             "parquet": write_table(summary, out_dir / "summary.parquet")}
 
 
-__all__ = ["build_summary", "study_correlations", "write_summary", "available_accuracies"]
+def average_over_datasets(summary: pd.DataFrame, *, layer: str, columns: Sequence[str] = ("approx_skewness",
+                          "true_skewness", "clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg")) -> pd.DataFrame:
+    """One row per model at `layer`: the mean over datasets of each column (NaN-skipping) and n_datasets."""
+    t = summary[summary["layer"] == layer]
+    if t.empty:
+        raise ValueError(f"no rows at layer {layer!r} in the summary")
+    cols = [c for c in columns if c in t.columns]
+    out = t.groupby("model", sort=False)[cols].mean()
+    out["n_datasets"] = t.groupby("model", sort=False)["dataset"].nunique()
+    return out.reset_index()
+
+
+__all__ = ["build_summary", "study_correlations", "write_summary", "available_accuracies", "average_over_datasets"]

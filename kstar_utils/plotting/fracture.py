@@ -1,0 +1,99 @@
+"""Who fractures whom, as pictures: the fracture matrix, its change between two models, and a gallery of the samples
+behind a class's skew next to their nearest enemies. Inputs come from analysis.fracture."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from kstar_utils.analysis.fracture import fracture_pivot
+from kstar_utils.plotting.style import figure
+
+
+def plot_fracture_matrix(tidy: pd.DataFrame, *, title: str = ""):
+    """Rows: a class; columns: the class of its samples' nearest enemies; cells: the share of the row's samples
+    (percent), the diagonal blank (an enemy is never of the own class). tidy: analysis.fracture.fracture_matrix."""
+    share = fracture_pivot(tidy) * 100
+    share = share.where(~np.eye(len(share), dtype=bool))
+    fig, axes = figure(0.42 * share.shape[0] + 1.8)
+    sns.heatmap(share, cmap="Reds", vmin=0, vmax=max(50.0, float(np.nanmax(share.to_numpy()))), annot=True,
+                fmt=".0f", annot_kws={"fontsize": 7}, linewidths=0.3, square=True,
+                cbar_kws={"label": "% of the class's samples", "shrink": 0.8}, ax=axes[0, 0])
+    axes[0, 0].set_xlabel("class of the nearest enemy")
+    axes[0, 0].set_ylabel("class")
+    axes[0, 0].tick_params(axis="x", rotation=40)
+    if title:
+        axes[0, 0].set_title(title)
+    return fig
+
+
+def plot_fracture_difference(diff: pd.DataFrame, *, title: str = "", names: tuple[str, str] = ("a", "b")):
+    """The change of the fracture matrix from model a to model b (percentage points, b - a), diverging around 0.
+    diff: analysis.fracture.fracture_difference."""
+    order = list(dict.fromkeys(diff["class"]))
+    grid = diff.pivot(index="class", columns="enemy_class", values="delta_share").reindex(index=order, columns=order)
+    grid = (grid * 100).where(~np.eye(len(grid), dtype=bool))
+    lim = max(5.0, float(np.nanmax(np.abs(grid.to_numpy()))))
+    fig, axes = figure(0.42 * grid.shape[0] + 1.8)
+    sns.heatmap(grid, cmap="RdBu_r", center=0, vmin=-lim, vmax=lim, annot=True, fmt="+.0f", annot_kws={"fontsize": 7},
+                linewidths=0.3, square=True, ax=axes[0, 0],
+                cbar_kws={"label": f"percentage points ({names[1]} − {names[0]})", "shrink": 0.8})
+    axes[0, 0].set_xlabel("class of the nearest enemy")
+    axes[0, 0].set_ylabel("class")
+    axes[0, 0].tick_params(axis="x", rotation=40)
+    if title:
+        axes[0, 0].set_title(title)
+    return fig
+
+
+def _show(ax, image):
+    if image is None:
+        ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=7, color="0.5", transform=ax.transAxes)
+    else:
+        img = np.asarray(image)
+        if img.ndim == 3 and img.shape[0] in (1, 3):  # CHW -> HWC
+            img = np.moveaxis(img, 0, -1)
+        if img.ndim == 3 and img.shape[-1] == 1:
+            img = img[..., 0]
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_sample_gallery(table: pd.DataFrame, images: Mapping[int, np.ndarray], *, title: str = ""):
+    """The most fractured and the most clustered samples of a class, each next to its nearest enemy.
+
+    table: analysis.fracture.samples_behind (which, rank, index, label, kstar, khat, enemy, enemy_label) plus an
+    optional `distance` column; images: {sample index: (H, W[, C]) or (C, H, W) array in [0, 1]} for every index and
+    enemy of the table (missing ones are drawn as "no image"). Left: the most fractured; right: the most clustered.
+    """
+    import matplotlib.pyplot as plt
+
+    from kstar_utils.plotting.style import WIDTH, set_style
+
+    set_style()
+    groups = [g for g in ("fractured", "clustered") if (table["which"] == g).any()]
+    rows = max(int((table["which"] == g).sum()) for g in groups)
+    fig = plt.figure(figsize=(WIDTH, 1.75 * rows + 0.9))
+    subs = np.atleast_1d(fig.subfigures(1, len(groups), wspace=0.06))
+    for sf, g in zip(subs, groups):
+        sub = table[table["which"] == g].reset_index(drop=True)
+        axes = sf.subplots(rows, 2, squeeze=False)
+        for r in range(rows):
+            a, b = axes[r]
+            if r >= len(sub):
+                a.set_visible(False)
+                b.set_visible(False)
+                continue
+            row = sub.iloc[r]
+            _show(a, images.get(int(row["index"])))
+            _show(b, images.get(int(row["enemy"])))
+            dist = f"\nd = {row['distance']:.3g}" if "distance" in row and pd.notna(row.get("distance")) else ""
+            a.set_title(f"#{int(row['index'])} {row['label']}\nk̂* = {row['khat']:.2f}", fontsize=7)
+            b.set_title(f"enemy #{int(row['enemy'])} {row['enemy_label']}{dist}", fontsize=7)
+        sf.suptitle(f"most {g}: sample | its nearest enemy", fontsize=9, fontweight="bold")
+    if title:
+        fig.suptitle(title)
+    return fig

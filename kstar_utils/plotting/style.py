@@ -1,0 +1,110 @@
+"""One look for every figure: widths, fonts, colours, model markers, names of the quantities, saving, and a check that
+no two pieces of text overlap."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import warnings
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from kstar_utils.io.cache import atomic_path
+from kstar_utils.method.skewness import CLUSTERED, FRACTURED, OVERLAPPED, UNDEFINED
+
+# seaborn 0.13 calls matplotlib APIs that matplotlib 3.11 deprecates; nothing for a reader of a figure to act on
+warnings.filterwarnings("ignore", message="vert: bool was deprecated", module="seaborn")
+warnings.filterwarnings("ignore", message="The set_bad function will be deprecated", module="seaborn")
+
+#: every figure is this wide (inches) and saved at this resolution, so the report and the notebooks show them alike
+WIDTH = 9.0
+DPI = 150
+PATTERN_COLORS = {FRACTURED: "#d95f02", OVERLAPPED: "#7570b3", CLUSTERED: "#1b9e77", UNDEFINED: "#999999"}
+COEFFICIENT_NAMES = {"approx_skewness": "Γ' (approximate skewness)", "true_skewness": "Γ (true skewness)",
+                     "approx_skewness_weighted": "Γ' weighted by class size", "skew_spread": "spread of γ_c"}
+ACCURACY_NAMES = {"clean_acc": "clean accuracy", "robust_acc": "robust accuracy", "zeroshot_acc": "zero-shot accuracy",
+                  "zeroshot_avg": "zero-shot accuracy (38-dataset mean)",
+                  "zeroshot_acc_computed": "zero-shot accuracy (computed)"}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
+
+
+def set_style() -> None:
+    """Seaborn's paper style, one font size for every figure, constrained layout (so a saved figure keeps WIDTH)."""
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.15)
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": DPI, "figure.constrained_layout.use": True,
+                                "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+                                "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 12})
+
+
+def figure(height: float, ncols: int = 1, nrows: int = 1, **kw):
+    """A WIDTH-wide figure of `height` inches with a grid of axes (always 2-D)."""
+    set_style()
+    return plt.subplots(nrows, ncols, figsize=(WIDTH, height), squeeze=False, **kw)
+
+
+def short_name(model: str) -> str:
+    """The registry name without its source prefix ("cifar-resnet:resnet20-pgd8" -> "resnet20-pgd8")."""
+    return str(model).split(":", 1)[-1]
+
+
+def model_styles(models: Sequence[str]) -> dict[str, tuple]:
+    """A colour and a marker per model, stable for a given model list, used by every figure of that list."""
+    palette = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)
+    return {m: (palette[i % len(palette)], _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(models)}
+
+
+def fmt_skew(s: float) -> str:
+    return f"{s:+.2f}" if np.isfinite(s) else ("+inf" if s > 0 else "-inf" if s < 0 else "n/a")
+
+
+def save_figure(fig, path: str | Path, *, close: bool = True) -> Path:
+    """Write a figure atomically (format from the suffix: .png, .pdf, .svg) at DPI and, by default, close it so that
+    notebooks show the saved file once rather than the live figure a second time."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=DPI)
+    if close:
+        plt.close(fig)
+    return path
+
+
+def text_overlaps(fig, *, pad: float = 0.0) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts of `fig` whose boxes overlap (titles, labels, tick labels, legends,
+    annotations), drawn as saved. A figure a reader can read returns []."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for t in _texts(fig):
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        bb = t.get_window_extent(renderer)
+        if bb.width > 0 and bb.height > 0:
+            boxes.append((t.get_text(), bb.expanded(1 + pad, 1 + pad)))
+    out = []
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if boxes[i][1].overlaps(boxes[j][1]):
+                out.append((boxes[i][0], boxes[j][0]))
+    return out
+
+
+def _texts(fig) -> Iterable:
+    from matplotlib.text import Text
+
+    # tick labels whose tick lies outside the axis' view are kept by matplotlib but never drawn
+    hidden = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            tol = 1e-9 * max(1.0, abs(hi - lo))
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - tol <= tick.get_loc() <= hi + tol:
+                    hidden.update({id(tick.label1), id(tick.label2)})
+    seen = set(hidden)
+    for t in fig.findobj(Text):
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield t
