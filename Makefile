@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	mkdir -p $(EXECUTED)
 	for nb in $(NOTEBOOKS); do \
-	  $(BIN)/papermill $$nb $(EXECUTED)/$$(basename $$nb) --cwd notebooks -k $(KERNEL) --progress-bar || exit 1; \
+	  $(BIN)/kstar notebook $$nb $(EXECUTED)/$$(basename $$nb) -k $(KERNEL) || exit 1; \
 	done
 	@echo "done: executed notebooks in $(EXECUTED), tables in outputs/tables, figures in outputs/figures"
 
@@ -33,17 +33,18 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 	$(BIN)/python -m pytest notebooks $(PYTEST_NB) -q
 
-# root (containers, shared servers) needs --allow-root; add options with LAB_ARGS="--no-browser --port 8899"
+# JupyterLab on working copies in lab/ (git-ignored): exploring never rewrites the tracked notebooks;
+# add options with LAB_ARGS="--no-browser --port 8899"
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(BIN)/kstar lab $(LAB_ARGS)
 
 # re-store the notebooks' outputs from a fresh run of the defaults (on purpose, after a reviewed change)
 notebooks: demo
-	cp $(EXECUTED)/*.ipynb notebooks/
+	$(BIN)/kstar store-notebooks --from $(EXECUTED) --to notebooks
 
-# the embedded study as a batch on a local Dask cluster: summary, correlations, figures, index.html
+# the real CIFAR study as a batch on a local Dask cluster: summary, correlations, figures, index.html
 study: $(STAMP)
-	$(BIN)/kstar run studies/embedded.yaml
+	$(BIN)/kstar run studies/cifar.yaml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kstar.py

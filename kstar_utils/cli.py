@@ -4,6 +4,8 @@
     kstar plan study.yaml          # the jobs a run would execute or skip, and the weights/data they need
     kstar preflight [--model M ...] [--dataset D ...] [--params FILE]   # weights and data a run needs, and where
     kstar zoo train [--zoo digits|cifar] [--models NAME ...] [--force]  # rebuild the workbook's own trained models
+    kstar lab [--refresh] [JUPYTER ARGS]   # JupyterLab on working copies of the notebooks (lab/), never the tracked ones
+    kstar store-notebooks [--from DIR] [--to DIR]   # lean copies of executed notebooks become the regression baseline
     kstar notebook NOTEBOOK OUTPUT [-p NAME VALUE ...] [-r NAME VALUE ...] [-y YAML] [-f params.yaml] [--cwd DIR]
                    [-k KERNEL]     # one notebook through papermill, refusing parameter names it does not declare
 
@@ -72,7 +74,54 @@ def _parser() -> argparse.ArgumentParser:
                           "measurements of the pretrained ResNets (data/cifar_resnets); default: both")
     zoo.add_argument("--models", nargs="*", default=None, help="only these models (cifar zoo)")
     zoo.add_argument("--force", action="store_true", help="rebuild models already built (cifar zoo; resumes otherwise)")
+    lab = sub.add_parser("lab", help="open JupyterLab on working copies of the notebooks in lab/ (the tracked notebooks "
+                                     "stay the regression baseline; exploration never rewrites them)")
+    lab.add_argument("--refresh", action="store_true", help="replace the working copies by the tracked notebooks")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`, e.g. --no-browser")
+    st = sub.add_parser("store-notebooks", help="write lean copies of executed notebooks over the tracked ones "
+                                                "(after a reviewed change to results)")
+    st.add_argument("--from", dest="source", default="outputs/executed", help="executed notebooks (default "
+                                                                              "outputs/executed)")
+    st.add_argument("--to", dest="target", default="notebooks", help="tracked notebooks (default notebooks)")
     return p
+
+
+def _lab(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from kstar_utils.io.paths import notebooks_dir
+    from kstar_utils.pipeline.notebooks import quiet_jupyterlab
+
+    src = notebooks_dir()
+    work = src.parent / "lab"
+    work.mkdir(exist_ok=True)
+    copied = []
+    for nb in sorted(src.glob("*.ipynb")) + [src / "params"]:
+        dst = work / nb.name
+        if args.refresh or not dst.exists():
+            if nb.is_dir():
+                shutil.copytree(nb, dst, dirs_exist_ok=True)
+            else:
+                shutil.copy2(nb, dst)
+                copied.append(nb.name)
+    print(f"working copies in {work} ({len(copied)} copied; `kstar lab --refresh` replaces them by the tracked ones)")
+    quiet_jupyterlab()
+    cmd = [shutil.which("jupyter") or "jupyter", "lab", f"--ServerApp.root_dir={work}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    os.execvp(cmd[0], cmd + list(args.jupyter_args))
+
+
+def _store(args: argparse.Namespace) -> int:
+    from kstar_utils.pipeline.notebooks import store_notebook
+
+    source, target = Path(args.source), Path(args.target)
+    done = [store_notebook(nb, target / nb.name) for nb in sorted(source.glob("*.ipynb")) if (target / nb.name).exists()]
+    if not done:
+        raise FileNotFoundError(f"no executed notebook in {source} matches a notebook in {target}")
+    print(f"stored {len(done)} notebook(s) in {target}")
+    return 0
 
 
 def _preflight(args: argparse.Namespace) -> int:
@@ -199,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _preflight(args)
         if args.command == "zoo":
             return _zoo(args)
+        if args.command == "lab":
+            return _lab(args)
+        if args.command == "store-notebooks":
+            return _store(args)
         return _run(args.study, scheduler=args.scheduler, workers=args.workers, threads=args.threads,
                     retries=args.retries, force=args.force)
     except (ValueError, FileNotFoundError) as e:

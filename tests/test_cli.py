@@ -202,7 +202,7 @@ def test_bad_study_file_names_the_problem(tmp_path, capsys):
 
 def test_example_studies_are_valid():
     root = Path(__file__).resolve().parents[1] / "studies"
-    embedded = load_study(root / "embedded.yaml")
+    embedded = load_study(root / "digits.yaml")
     assert len(expand_jobs(embedded)) == 8
     paper = load_study(root / "paper.yaml", check_names=False)
     assert {j.dataset for j in expand_jobs(paper)} == {"cifar10", "cifar100", "imagenet"}
@@ -344,9 +344,9 @@ def test_a_parameter_the_notebook_does_not_declare_stops_the_study(tmp_path, cap
 
 
 def test_plan_of_the_embedded_study_is_quick(tmp_path, capsys):
-    raw = yaml.safe_load((ROOT / "studies" / "embedded.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "studies" / "digits.yaml").read_text())
     raw.update(output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
-    path = tmp_path / "embedded.yaml"
+    path = tmp_path / "digits.yaml"
     path.write_text(yaml.safe_dump(raw))
     import papermill  # noqa: F401 -- imports are the interpreter's start-up cost, not the plan's
     import torch  # noqa: F401

@@ -134,8 +134,20 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=kernel,
                         cwd=str(cwd if cwd is not None else notebook.resolve().parent), progress_bar=progress_bar,
-                        log_output=log_output)
+                        log_output=log_output, kernel_manager_class=local_kernel_manager())
     return output
+
+
+def local_kernel_manager():
+    """A kernel manager that talks to its kernel over local IPC sockets: the kernel and the workbook share one
+    machine, and over TCP every kernel start prints a warning about unencrypted traffic that says nothing here."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class LocalKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc").tag(config=True)
+
+    return LocalKernelManager
 
 
 # ---------------------------------------------------------------------------------------------- lean copies
@@ -145,9 +157,9 @@ _VOLATILE_PAPERMILL = ("duration", "start_time", "end_time", "input_path", "outp
 
 
 def clean_notebook(nb):
-    """An executed notebook without what changes from run to run or machine to machine: progress-bar widgets (their
-    stored views show a bar's first state, e.g. "0 %"), widget state, papermill's timings and paths, execution
-    timestamps. Works in place on an nbformat node and returns it."""
+    """An executed notebook without what changes from run to run or machine to machine: progress bars (widgets or
+    text; their stored views show a bar's first state, e.g. "0 %"), widget state, papermill's timings and paths,
+    execution timestamps. Works in place on an nbformat node and returns it."""
     nb.metadata.pop("widgets", None)
     pm = nb.metadata.get("papermill")
     if pm is not None:
@@ -157,8 +169,16 @@ def clean_notebook(nb):
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {}) and not _progress_text(o)]
     return nb
+
+
+def _progress_text(output) -> bool:
+    """A progress bar written as text to stderr (tqdm without widgets): its stored state is a snapshot, not a result."""
+    import re
+
+    return (output.get("output_type") == "stream" and output.get("name") == "stderr"
+            and bool(re.search(r"\d+%\|", "".join(output.get("text", "")))))
 
 
 def store_notebook(executed: str | os.PathLike, target: str | os.PathLike) -> Path:
@@ -244,6 +264,22 @@ def offline_problems(html_text: str) -> list[str]:
     found += re.findall(r"<link[^>]*\bhref=[\"'](https?://[^\"']+)", html_text)
     found += re.findall(r"@import\s+url\([\"']?(https?://[^)\"']+)", html_text)
     return found
+
+
+def quiet_jupyterlab() -> Path:
+    """JupyterLab settings of this environment (sys.prefix): no news pop-up, no update check. Returns the file."""
+    import json
+    import sys
+
+    from kstar_utils.io.cache import atomic_path
+
+    path = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    settings.setdefault("@jupyterlab/apputils-extension:notification", {}).update(
+        {"fetchNews": "false", "checkForUpdates": False})
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    return path
 
 
 __all__ = ["declared_parameters", "check_parameters", "parse_value", "collect_parameters", "run_notebook",

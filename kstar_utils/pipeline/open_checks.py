@@ -157,12 +157,18 @@ def latent_noise_study(features_index, strengths: Sequence[float], *, layer: str
     return table[["model", "layer"] + [c for c in table.columns if c not in ("model", "layer")]]
 
 
-def dataset_images(dataset: str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """The images of a (small) dataset as one array (N, C, H, W) float32 in [0, 1] and labels (N,) int64."""
+def dataset_images(dataset: str, split: str = "test", *, indices: Sequence[int] | None = None,
+                   **sampling) -> tuple[np.ndarray, np.ndarray]:
+    """The images of a (small) dataset as one array (N, C, H, W) float32 in [0, 1] and labels (N,) int64; with
+    `indices`, only those items (in that order). sampling: n_per_class, seed, as the features were extracted."""
     from kstar_utils.datasets import load_dataset
     from kstar_utils.models._common import to_tensor_if_needed
 
-    data = load_dataset(dataset, split, transform=to_tensor_if_needed)
+    data = load_dataset(dataset, split, transform=to_tensor_if_needed, **sampling)
+    if indices is not None:
+        items = [data.dataset[int(i)] for i in indices]
+        return (np.stack([x.numpy() for x, _ in items]).astype(np.float32),
+                np.asarray([y for _, y in items], dtype=np.int64))
     images = np.stack([data.dataset[i][0].numpy() for i in range(len(data))]).astype(np.float32)
     return images, data.labels
 
@@ -224,3 +230,56 @@ def input_noise_study(models: Sequence[str], strengths: Sequence[float], *, data
             rows.append({"model": model, "layer": layer, "strength": s, "accuracy": float(np.mean(pred == y)),
                          **response(k, base, y)})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------ fracture
+def fracture_stage(kstar_index, *, layer: str) -> pd.DataFrame:
+    """The fracture matrix (analysis.fracture.fracture_matrix) of every model at `layer`, one tidy table: model,
+    class, enemy_class, n, share, mean_khat."""
+    from kstar_utils.analysis.fracture import fracture_matrix
+    from kstar_utils.pipeline.stages import load_kstar
+
+    index = read_index(kstar_index, INDEX_KEYS + ["kstar_path"], layer=layer)
+    parts = []
+    for row in index.itertuples(index=False):
+        res = load_kstar(row.kstar_path)
+        names = res.class_names or None
+        t = fracture_matrix(res.labels, res.labels[res.enemy], res.khat, names)
+        parts.append(t.assign(model=row.model))
+    table = pd.concat(parts, ignore_index=True)
+    return table[["model"] + [c for c in table.columns if c != "model"]]
+
+
+def gallery(kstar_index, *, model: str, layer: str, class_name: str, n: int = 4) -> tuple[pd.DataFrame, dict]:
+    """The samples behind a class's skew: its n most fractured and n most clustered samples (analysis.fracture.
+    samples_behind) with the distance to their nearest enemy in the k*'s own metric, and {index: image} for every
+    sample and enemy shown (empty for datasets that are feature files, not images)."""
+    from kstar_utils.analysis.fracture import samples_behind
+    from kstar_utils.method.metrics import metric_space
+    from kstar_utils.pipeline.stages import load_kstar, select
+
+    row = select(read_index(kstar_index, INDEX_KEYS + ["kstar_path", "features_path"]), model=model, layer=layer)
+    row = row.iloc[0]
+    res = load_kstar(row.kstar_path)
+    names = list(res.class_names) if res.class_names else [str(c) for c in np.unique(res.labels)]
+    if class_name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(str(class_name), names, n=3, cutoff=0.4)
+        raise ValueError(f"no class {class_name!r} in {model} at {layer}; classes: {names}"
+                         + (f"; closest: {close}" if close else ""))
+    table = samples_behind(res.kstar, res.labels, res.enemy, names.index(class_name), n=n, class_names=names)
+    spec = res.meta.get("spec", {})
+    fs = load_features(row.features_path)
+    options = {k: spec[k] for k in ("p", "cov", "shrinkage") if k in spec and not str(spec[k]).startswith("sha256:")}
+    space = metric_space(fs.features, spec.get("metric", "euclidean"), codes=fs.labels, **options)
+    table = table.assign(distance=space.distances(table["index"].to_numpy(), table["enemy"].to_numpy()))
+    images: dict = {}
+    if not str(row.dataset).startswith("features:"):
+        fmeta = fs.meta.get("spec", {})
+        sampling = {k: fmeta[k] for k in ("n_per_class", "seed") if k in fmeta}
+        wanted = sorted(set(table["index"]) | set(table["enemy"]))
+        pics, _ = dataset_images(row.dataset, row.split, indices=wanted, **sampling)
+        images = dict(zip(wanted, pics))
+    return table, images
+

@@ -253,22 +253,57 @@ def skewness_stage(kstar_index) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(model_rows), per_class
 
 
-def kstar_figures(kstar_index, figures_dir: str | Path, *, layer: str = "penultimate", fmt: str = "png") -> pd.DataFrame:
-    """Save the per-class k̂* distribution figure of every model at `layer`; returns (model, layer, figure_path)."""
+def kstar_results(kstar_index, *, layer: str, models: Sequence[str] | None = None) -> dict[str, tuple]:
+    """{model: (kstar (N,), class names (N,), SkewnessSummary)} of every model (or of `models`, in that order) at
+    `layer`: what the distribution figures draw."""
+    index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"], layer=layer)
+    rows = {r.model: r for r in index.itertuples(index=False)}
+    wanted = list(rows) if models is None else list(models)
+    missing = [m for m in wanted if m not in rows]
+    if missing:
+        raise ValueError(f"no k* at layer {layer!r} for {missing}; the index has {list(rows)}")
+    out = {}
+    for m in wanted:
+        res = load_kstar(rows[m].kstar_path, sha256=_recorded_sha(rows[m]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a class without a distribution is reported in the figure itself
+            out[m] = (res.kstar, res.named_labels, summarize_skewness(res.kstar, res.named_labels))
+    return out
 
-    from kstar_utils.plotting import plot_kstar_distribution, save_figure
+
+def compare_pair(kstar_index, *, layer: str, models: Sequence[str] | None = None) -> list[str]:
+    """The models to draw side by side: `models` (checked against the index), else the lowest and the highest Γ' at
+    `layer`."""
+    index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"], layer=layer)
+    if models:
+        missing = [m for m in models if m not in set(index["model"])]
+        if missing:
+            raise ValueError(f"compare_models {missing} are not in the k* index; it has {list(index['model'])}")
+        return list(models)
+    table, _ = skewness_stage(index)
+    ordered = table.sort_values("approx_skewness")["model"].tolist()
+    return [ordered[0], ordered[-1]] if len(ordered) > 1 else ordered
+
+
+def skewness_with_intervals(kstar_index, models_table: pd.DataFrame, *, layer: str, n_boot: int = 1000,
+                            seed: int = 0) -> pd.DataFrame:
+    """The models table at `layer` with a 95 % interval of Γ' from resampling samples within classes
+    (method.skewness.bootstrap_approx_skewness): model, Γ, Γ', its interval, weighted Γ', spread, pattern counts."""
+    from kstar_utils.method.skewness import bootstrap_approx_skewness
 
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"], layer=layer)
-    rows = []
+    lows, highs = {}, {}
     for row in index.itertuples(index=False):
         res = load_kstar(row.kstar_path, sha256=_recorded_sha(row))
-        labels = res.named_labels
-        fig = plot_kstar_distribution(res.kstar, labels, summarize_skewness(res.kstar, labels),
-                                      title=f"{row.model} · {row.layer} · {row.dataset}/{row.split}")
-        name = cache.slugify(f"kstar_{row.model}_{row.layer}_{row.dataset}_{row.split}_{row.metric}")
-        path = save_figure(fig, Path(figures_dir) / f"{name}.{fmt}")
-        rows.append({"model": row.model, "layer": row.layer, "figure_path": str(path)})
-    return pd.DataFrame(rows)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lows[row.model], highs[row.model] = bootstrap_approx_skewness(res.kstar, res.labels, n_boot=n_boot,
+                                                                          seed=seed)
+    t = models_table[models_table["layer"] == layer]
+    t = t.assign(approx_ci_low=t["model"].map(lows), approx_ci_high=t["model"].map(highs))
+    cols = ["model", "true_skewness", "approx_skewness", "approx_ci_low", "approx_ci_high", "approx_skewness_weighted",
+            "skew_spread", "n_fractured", "n_overlapped", "n_clustered"]
+    return t[cols].sort_values("approx_skewness").reset_index(drop=True)
 
 
 def kstar_overview(kstar_index) -> pd.DataFrame:
@@ -339,17 +374,3 @@ def correlation_stage(study: pd.DataFrame, *, xs=("approx_skewness", "true_skewn
     tables = [correlation_table(study, x, list(ys), group=group, pooled=pooled, n_boot=n_boot, n_perm=n_boot,
                                 seed=seed) for x in xs]
     return pd.concat(tables, ignore_index=True)
-
-
-def describe_correlations(stats: pd.DataFrame, *, x: str = "approx_skewness", method: str = "spearman") -> str:
-    """One plain sentence per (group, y): the direction, the rank correlation and whether its interval excludes 0."""
-    lines = []
-    for r in stats[(stats["x"] == x) & (stats["method"] == method)].itertuples(index=False):
-        if not np.isfinite(r.statistic):
-            lines.append(f"{r.group}: {x} vs {r.y}: not computable (n={r.n})")
-            continue
-        direction = "falls" if r.statistic < 0 else "rises"
-        sure = "interval excludes 0" if (r.ci_low > 0 or r.ci_high < 0) else "interval includes 0"
-        lines.append(f"{r.group}: as {x} increases, {r.y} {direction} ({method} {r.statistic:+.2f}, "
-                     f"95% CI [{r.ci_low:+.2f}, {r.ci_high:+.2f}], {sure}, n={r.n})")
-    return "\n".join(lines)

@@ -97,3 +97,22 @@ def plot_sample_gallery(table: pd.DataFrame, images: Mapping[int, np.ndarray], *
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_class_view(khat: np.ndarray, row: pd.DataFrame, *, title: str = ""):
+    """One class of one model: the histogram of its samples' k̂* (left) and its row of the fracture matrix, the share
+    of its samples whose nearest enemy is in each other class (right). row: the tidy fracture matrix's rows of the
+    class (analysis.fracture.fracture_matrix)."""
+    fig, axes = figure(3.4, ncols=2)
+    ax = axes[0, 0]
+    ax.hist(np.asarray(khat, dtype=float), bins=np.linspace(0, 1, 21), color="#7570b3", edgecolor="white")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("normalised k*")
+    ax.set_ylabel("samples")
+    r = row[row["class"] != row["enemy_class"]].sort_values("share", ascending=True)
+    axes[0, 1].barh(r["enemy_class"].astype(str), r["share"] * 100, color="#d95f02")
+    axes[0, 1].set_xlabel("% of the class's samples whose nearest enemy is in ...")
+    axes[0, 1].set_xlim(0, 100)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -108,3 +108,22 @@ def _texts(fig) -> Iterable:
         if id(t) not in seen:
             seen.add(id(t))
             yield t
+
+
+SHOW_DPI = 100  # what a notebook embeds: WIDTH x 100 px, a third of the saved file's bytes
+
+
+def show(fig, folder: str | Path, name: str, *, fmt: str = "png") -> None:
+    """Save `fig` as <folder>/<name>.<fmt> (full resolution) and display it in the notebook at SHOW_DPI, which keeps
+    stored notebooks small."""
+    import io
+
+    from IPython.display import Image, display
+
+    from kstar_utils.io.cache import slugify
+
+    save_figure(fig, Path(folder) / f"{slugify(name)}.{fmt}", close=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=SHOW_DPI)
+    plt.close(fig)
+    display(Image(data=buf.getvalue()))

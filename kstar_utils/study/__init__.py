@@ -3,9 +3,9 @@
 figures and an HTML index.
 
     from kstar_utils.study import load_study, run_study
-    result = run_study(load_study("studies/embedded.yaml"))
+    result = run_study(load_study("studies/digits.yaml"))
 
-Command line: ``kstar run studies/embedded.yaml`` (kstar_utils.cli). Schema and options: docs/study.md.
+Command line: ``kstar run studies/digits.yaml`` (kstar_utils.cli). Schema and options: docs/study.md.
 """
 from __future__ import annotations
 

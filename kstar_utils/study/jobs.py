@@ -102,40 +102,57 @@ def _content_record(tables: dict[str, str]) -> dict[str, dict[str, str]]:
     return {"outputs": outputs, "inputs": inputs}
 
 
-def notebook_parameters(job: Job) -> dict[str, dict[str, Any]]:
-    """The parameters papermill injects into each notebook of the sequence (absolute paths: cwd is notebooks/)."""
+#: the files through which the notebooks of the sequence hand results on: each must be declared where it is used
+CHAIN = {"01_extract_features.ipynb": ("features_index",),
+         "02_kstar.ipynb": ("features_index", "kstar_index"),
+         "03_skewness.ipynb": ("kstar_index", "skewness_table", "per_class_table")}
+
+
+def job_context(job: Job) -> dict[str, Any]:
+    """Everything a job knows, in the vocabulary the notebooks' parameters and the study files share (absolute
+    paths: the kernel's working directory is notebooks/)."""
     p = job_paths(job)
     t = p["tables"]
-    first = job.layers[0]
-    return {
-        "01_extract_features.ipynb": {"models": [job.model], "dataset": job.dataset, "split": job.split,
-                                      "layers": list(job.layers), "data_root": job.data_root,
-                                      "output_dir": job.cache_dir, "features_index": str(t / "features_index.csv"),
-                                      **({"extract_options": dict(job.extract_options)} if job.extract_options else {})},
-        "02_kstar.ipynb": {"features_index": str(t / "features_index.csv"), "metric": job.metric,
-                           "output_dir": job.cache_dir, "kstar_index": str(t / "kstar_index.csv"),
-                           "figures_dir": str(p["figures"]), "plot_layer": first},
-        "03_skewness.ipynb": {"kstar_index": str(t / "kstar_index.csv"),
-                              "skewness_table": str(t / "skewness_models.csv"),
-                              "per_class_table": str(t / "skewness_per_class.csv"),
-                              "figures_dir": str(p["figures"]), "show_model": job.model, "show_layer": first},
-    }
+    first = job.plot_layer or job.layers[0]
+    return {"models": [job.model], "dataset": job.dataset, "split": job.split, "layers": list(job.layers),
+            "data_root": job.data_root, "cache_dir": job.cache_dir, "extract_options": dict(job.extract_options),
+            "metric": job.metric, "features_index": str(t / "features_index.csv"),
+            "kstar_index": str(t / "kstar_index.csv"), "skewness_table": str(t / "skewness_models.csv"),
+            "per_class_table": str(t / "skewness_per_class.csv"), "figures_dir": str(p["figures"]),
+            "plot_layer": first, "show_layer": first, "show_model": job.model, "depth_layers": list(job.layers),
+            "compare_models": None}
+
+
+def notebook_parameters(job: Job) -> dict[str, dict[str, Any]]:
+    """The parameters papermill injects into each notebook of the sequence: of the job's context, the names each
+    notebook declares in its `parameters` cell (read from the notebook, not assumed)."""
+    from kstar_utils.pipeline.notebooks import declared_parameters
+
+    context = job_context(job)
+    out = {}
+    for name in NOTEBOOK_SEQUENCE:
+        declared = declared_parameters(Path(job.notebooks_dir) / name)
+        out[name] = {k: v for k, v in context.items() if k in declared}
+    return out
 
 
 def check_notebook_parameters(jobs: Sequence[Job]) -> None:
-    """Raise UnknownParameterError (a ValueError) naming the notebook, the parameter and the notebook's closest
-    declared names when a notebook of the sequence does not declare a name notebook_parameters passes it.
+    """Raise ValueError naming the notebook when a notebook of the sequence does not declare a file through which
+    the sequence hands its results on (CHAIN), so the chain would silently use the notebook's default path."""
+    from kstar_utils.pipeline.notebooks import declared_parameters
 
-    papermill only warns about an undeclared name and the notebook runs with its default, so a parameter renamed in
-    a notebook would silently give every job the default. The declared names are read from each notebook's tagged
-    parameters cell (cached per file), never assumed.
-    """
-    from kstar_utils.pipeline.notebooks import check_parameters
-
+    checked = set()
     for job in jobs:
-        params = notebook_parameters(job)
-        for name in NOTEBOOK_SEQUENCE:
-            check_parameters(Path(job.notebooks_dir) / name, params[name], passed_by="the study runner")
+        if job.notebooks_dir in checked:
+            continue
+        checked.add(job.notebooks_dir)
+        for name, needed in CHAIN.items():
+            declared = declared_parameters(Path(job.notebooks_dir) / name)
+            missing = [n for n in needed if n not in declared]
+            if missing:
+                raise ValueError(f"notebook {name} in {job.notebooks_dir} does not declare {missing} in its "
+                                 f"parameters cell; the study runner passes results between notebooks through them "
+                                 f"(declared: {list(declared)})")
 
 
 def _select_gpu() -> None:
@@ -183,7 +200,7 @@ def run_job(job: Job) -> dict[str, Any]:
     Raises JobFailed (after writing error.txt and converting the executed notebooks) when a notebook fails, so that
     the scheduler can retry it. A job that is already finished for the same spec returns its done.json unchanged.
     """
-    import papermill as pm
+    from kstar_utils.pipeline.notebooks import run_notebook
 
     p = job_paths(job)
     if is_finished(job):
@@ -206,9 +223,8 @@ def run_job(job: Job) -> dict[str, Any]:
             out = p["executed"] / name
             executed.append(out)
             t0 = time.perf_counter()
-            pm.execute_notebook(str(Path(job.notebooks_dir) / name), str(out), parameters=params[name],
-                                kernel_name=job.kernel, cwd=job.notebooks_dir, progress_bar=False,
-                                log_output=False)
+            run_notebook(Path(job.notebooks_dir) / name, out, params[name], cwd=job.notebooks_dir,
+                         kernel=job.kernel, progress_bar=False)
             timings[name] = round(time.perf_counter() - t0, 2)
         current = "zero-shot accuracy"
         zeroshot_acc = _zeroshot(job) if job.zeroshot_computed else None

@@ -1,6 +1,6 @@
 """A study file (YAML) -> a validated, frozen Study; and the grid of jobs it expands to.
 
-    study = load_study("studies/embedded.yaml")
+    study = load_study("studies/digits.yaml")
     jobs = expand_jobs(study)            # one Job per (model, dataset) of every grid block
 
 Relative paths in the file are relative to the file's folder, so a study means the same thing from any working
@@ -132,6 +132,7 @@ class Job:
     zeroshot_templates: str
     job_dir: str
     spec: Mapping[str, Any]
+    plot_layer: str = ""  # the layer the job's figures show (the study's figures.layer, else its first layer)
 
     @property
     def job_id(self) -> str:
@@ -337,8 +338,9 @@ def expand_jobs(study: Study) -> list[Job]:
                 "notebooks": code, "zeroshot_computed": zs, **({"extract_options": opts} if opts else {}),
                 **({"zeroshot_templates": study.accuracy.zeroshot_templates} if zs else {})}
         job_dir = cache.artifact_path(study.output_dir, "jobs", spec, "", slug_keys=["model", "dataset"])
+        plot_layer = study.figures.layer if study.figures.layer in layers else layers[0]
         jobs.append(Job(model=model, dataset=dataset, layers=layers, split=study.split, metric=study.metric,
-                        data_root=study.data_root, cache_dir=str(study.cache_dir),
+                        plot_layer=plot_layer, data_root=study.data_root, cache_dir=str(study.cache_dir),
                         notebooks_dir=str(study.notebooks_dir), kernel=study.kernel, device=device,
                         extract_options=opts,
                         zeroshot_computed=zs, zeroshot_templates=study.accuracy.zeroshot_templates,
