@@ -61,24 +61,24 @@ class Explorer:
         t = self.rows[(self.rows["model"] == self.model.value) & (self.rows["layer"] == self.layer.value)]
         return t.iloc[0]
 
-    def _layers(self):
-        layers = list(dict.fromkeys(self.rows.loc[self.rows["model"] == self.model.value, "layer"]))
-        keep = self.layer.value if self.layer.value in layers else layers[0]
-        self.layer.options = layers
-        if self.layer.value == keep:
-            self._classes()
+    @staticmethod
+    def _offer(dropdown, options, then) -> None:
+        """New options for a drop-down, keeping its choice where it still exists; run `then` once the value is set
+        (setting a new value runs it through the drop-down's own observer)."""
+        keep = dropdown.value if dropdown.value in options else options[0]
+        dropdown.options = options
+        if dropdown.value == keep:
+            then()
         else:
-            self.layer.value = keep
+            dropdown.value = keep
+
+    def _layers(self):
+        self._offer(self.layer, list(dict.fromkeys(self.rows.loc[self.rows["model"] == self.model.value, "layer"])),
+                    self._classes)
 
     def _classes(self):
         res = load_kstar(self._row().kstar_path)
-        names = list(res.class_names) if res.class_names else [str(c) for c in np.unique(res.labels)]
-        keep = self.cls.value if self.cls.value in names else names[0]
-        self.cls.options = names
-        if self.cls.value == keep:
-            self.update()
-        else:
-            self.cls.value = keep
+        self._offer(self.cls, list(res.class_names) or [str(c) for c in np.unique(res.labels)], self.update)
 
     def update(self) -> None:
         """Redraw the view for the current model, layer and class."""

@@ -108,11 +108,10 @@ def finetune(r: Recipe, X: np.ndarray, y: np.ndarray, *, progress: bool = True):
     """Fine-tune the pretrained `r.base` on images X (N, 3, 32, 32) in [0, 1] and labels (N,); deterministic from
     r.seed. Returns the model in eval mode."""
     import torch
-    from torch import nn
     from tqdm.auto import tqdm
 
     from kstar_utils.models.cifar_resnet import load_pretrained
-    from kstar_utils.models.training import pgd_linf
+    from kstar_utils.models.training import train_step
 
     torch.manual_seed(r.seed)
     gen = torch.Generator().manual_seed(r.seed)
@@ -126,17 +125,8 @@ def finetune(r: Recipe, X: np.ndarray, y: np.ndarray, *, progress: bool = True):
         perm = torch.randperm(len(Xt), generator=gen)
         for i in range(0, len(Xt), r.batch_size):
             idx = perm[i : i + r.batch_size]
-            xb, yb = _augment(Xt[idx], gen), yt[idx]
-            if r.kind == "noise":
-                xb = (xb + r.eps * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
-            elif r.kind == "pgd":
-                model.eval()  # the attack must not move the batch-norm statistics
-                xb = pgd_linf(model, xb, yb, r.eps, r.pgd_steps, gen)
-            model.train()
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, _augment(Xt[idx], gen), yt[idx], kind=r.kind, eps=r.eps, pgd_steps=r.pgd_steps,
+                       gen=gen)
             sched.step()
             bar.update(1)
     bar.close()

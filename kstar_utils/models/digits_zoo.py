@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kstar_utils.datasets.embedded import load_digits
-from kstar_utils.models.training import accuracy, pgd_linf, robust_accuracy
+from kstar_utils.models.training import accuracy, robust_accuracy, train_step
 
 METRICS_FILE = "zoo_metrics.csv"
 ATTACKS = ("apgd-ce", "apgd-t")
@@ -117,17 +117,7 @@ def train(r: Recipe, X: np.ndarray, y: np.ndarray, batch_size: int = 64, lr: flo
         perm = torch.randperm(len(Xt), generator=gen)
         for i in range(0, len(Xt), batch_size):
             idx = perm[i : i + batch_size]
-            xb, yb = Xt[idx], yt[idx]
-            if r.kind == "noise":
-                xb = (xb + r.eps * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
-            elif r.kind == "pgd":
-                model.eval()
-                xb = pgd_linf(model, xb, yb, r.eps, r.pgd_steps, gen)
-                model.train()
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, Xt[idx], yt[idx], kind=r.kind, eps=r.eps, pgd_steps=r.pgd_steps, gen=gen)
         sched.step()
     return model.eval()
 

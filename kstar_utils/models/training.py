@@ -25,6 +25,26 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ste
     return x_adv
 
 
+def train_step(model: nn.Module, opt, xb: torch.Tensor, yb: torch.Tensor, *, kind: str, eps: float = 0.0,
+               pgd_steps: int = 7, gen: torch.Generator | None = None) -> float:
+    """One optimisation step of a training recipe on a batch: kind "clean", "noise" (Gaussian noise of std eps,
+    clipped to [0, 1]) or "pgd" (PGD at L-inf eps, the attack run in eval mode so that it does not move the
+    batch-norm statistics). Returns the batch loss."""
+    if kind == "noise":
+        xb = (xb + eps * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
+    elif kind == "pgd":
+        model.eval()
+        xb = pgd_linf(model, xb, yb, eps, pgd_steps, gen)
+    elif kind != "clean":
+        raise ValueError(f"unknown training kind {kind!r}; choose clean, noise or pgd")
+    model.train()
+    loss = nn.functional.cross_entropy(model(xb), yb)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return float(loss)
+
+
 def predict(model: nn.Module, X, batch_size: int = 500) -> np.ndarray:
     """Predicted classes (N,) int64 of images X (N, C, H, W), in batches, without gradients."""
     X = torch.as_tensor(X)

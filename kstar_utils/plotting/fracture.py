@@ -6,27 +6,25 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from kstar_utils.analysis.fracture import fracture_pivot
 from kstar_utils.plotting.style import figure
+from kstar_utils.plotting.style import heatmap as draw
+
+
+def _class_grid(grid: pd.DataFrame, *, title: str, **heatmap):
+    """A C x C class heatmap (diagonal blank), annotated, square cells, the enemy classes along the bottom."""
+    return draw(grid.where(~np.eye(len(grid), dtype=bool)), title=title, xlabel="class of the nearest enemy",
+                ylabel="class", rotation=40, annot=True, square=True, **heatmap)
 
 
 def plot_fracture_matrix(tidy: pd.DataFrame, *, title: str = ""):
     """Rows: a class; columns: the class of its samples' nearest enemies; cells: the share of the row's samples
     (percent), the diagonal blank (an enemy is never of the own class). tidy: analysis.fracture.fracture_matrix."""
     share = fracture_pivot(tidy) * 100
-    share = share.where(~np.eye(len(share), dtype=bool))
-    fig, axes = figure(0.42 * share.shape[0] + 1.8)
-    sns.heatmap(share, cmap="Reds", vmin=0, vmax=max(50.0, float(np.nanmax(share.to_numpy()))), annot=True,
-                fmt=".0f", annot_kws={"fontsize": 7}, linewidths=0.3, square=True,
-                cbar_kws={"label": "% of the class's samples", "shrink": 0.8}, ax=axes[0, 0])
-    axes[0, 0].set_xlabel("class of the nearest enemy")
-    axes[0, 0].set_ylabel("class")
-    axes[0, 0].tick_params(axis="x", rotation=40)
-    if title:
-        axes[0, 0].set_title(title)
-    return fig
+    off = share.to_numpy()[~np.eye(len(share), dtype=bool)]
+    return _class_grid(share, title=title, cmap="Reds", vmin=0, vmax=max(50.0, float(np.nanmax(off))), fmt=".0f",
+                       cbar_kws={"label": "% of the class's samples", "shrink": 0.8})
 
 
 def plot_fracture_difference(diff: pd.DataFrame, *, title: str = "", names: tuple[str, str] = ("a", "b")):
@@ -34,18 +32,10 @@ def plot_fracture_difference(diff: pd.DataFrame, *, title: str = "", names: tupl
     diff: analysis.fracture.fracture_difference."""
     order = list(dict.fromkeys(diff["class"]))
     grid = diff.pivot(index="class", columns="enemy_class", values="delta_share").reindex(index=order, columns=order)
-    grid = (grid * 100).where(~np.eye(len(grid), dtype=bool))
-    lim = max(5.0, float(np.nanmax(np.abs(grid.to_numpy()))))
-    fig, axes = figure(0.42 * grid.shape[0] + 1.8)
-    sns.heatmap(grid, cmap="RdBu_r", center=0, vmin=-lim, vmax=lim, annot=True, fmt="+.0f", annot_kws={"fontsize": 7},
-                linewidths=0.3, square=True, ax=axes[0, 0],
-                cbar_kws={"label": f"percentage points ({names[1]} − {names[0]})", "shrink": 0.8})
-    axes[0, 0].set_xlabel("class of the nearest enemy")
-    axes[0, 0].set_ylabel("class")
-    axes[0, 0].tick_params(axis="x", rotation=40)
-    if title:
-        axes[0, 0].set_title(title)
-    return fig
+    grid = grid * 100
+    lim = max(5.0, float(np.nanmax(np.abs(grid.to_numpy()[~np.eye(len(grid), dtype=bool)]))))
+    return _class_grid(grid, title=title, cmap="RdBu_r", center=0, vmin=-lim, vmax=lim, fmt="+.0f",
+                       cbar_kws={"label": f"percentage points ({names[1]} − {names[0]})", "shrink": 0.8})
 
 
 def _show(ax, image):

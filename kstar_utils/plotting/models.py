@@ -11,7 +11,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from kstar_utils.plotting.style import (ACCURACY_NAMES, COEFFICIENT_NAMES, figure, fmt_skew, model_styles,
+from kstar_utils.plotting.style import (ACCURACY_NAMES, COEFFICIENT_NAMES, figure, fmt_skew, heatmap, model_styles,
                                         short_name)
 
 MIN_MODELS_FOR_CI = 6  # below this a bootstrap interval over models says little; figures say so
@@ -137,15 +137,8 @@ def plot_value_heatmap(grid: pd.DataFrame, *, label: str, title: str = "", fmt: 
     shown = values.clip(center - lim, center + lim)
     text = annot if annot is not None else values.map(lambda v: "" if pd.isna(v) else
                                                       (fmt.format(v) if np.isfinite(v) else fmt_skew(v)))
-    fig, axes = figure(0.42 * grid.shape[0] + 1.6)
-    sns.heatmap(shown, cmap=cmap, center=center, vmin=center - lim, vmax=center + lim, annot=text, fmt="",
-                annot_kws={"fontsize": 7}, cbar_kws={"label": label, "shrink": 0.8}, linewidths=0.3, ax=axes[0, 0])
-    axes[0, 0].set_xlabel(grid.columns.name or "")
-    axes[0, 0].set_ylabel("")
-    axes[0, 0].tick_params(axis="x", rotation=35)
-    if title:
-        axes[0, 0].set_title(title)
-    return fig
+    return heatmap(shown, title=title, xlabel=grid.columns.name or "", cmap=cmap, center=center, vmin=center - lim,
+                   vmax=center + lim, annot=text, fmt="", cbar_kws={"label": label, "shrink": 0.8})
 
 
 def plot_class_skew_heatmap(per_class: pd.DataFrame, *, title: str = ""):

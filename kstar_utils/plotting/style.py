@@ -45,6 +45,19 @@ def figure(height: float, ncols: int = 1, nrows: int = 1, **kw):
     return plt.subplots(nrows, ncols, figsize=(WIDTH, height), squeeze=False, **kw)
 
 
+def heatmap(grid, *, title: str = "", xlabel: str = "", ylabel: str = "", rotation: int = 35, **kw):
+    """A WIDTH-wide annotated seaborn heatmap of a table, one row height per row; kw goes to seaborn.heatmap."""
+    fig, axes = figure(0.42 * grid.shape[0] + 1.7)
+    kw = {"annot_kws": {"fontsize": 7}, "linewidths": 0.3, **kw}
+    sns.heatmap(grid, ax=axes[0, 0], **kw)
+    axes[0, 0].set_xlabel(xlabel)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, 0].tick_params(axis="x", rotation=rotation)
+    if title:
+        axes[0, 0].set_title(title)
+    return fig
+
+
 def short_name(model: str) -> str:
     """The registry name without its source prefix ("cifar-resnet:resnet20-pgd8" -> "resnet20-pgd8")."""
     return str(model).split(":", 1)[-1]
