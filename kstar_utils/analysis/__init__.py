@@ -1,1 +1,2 @@
-"""Analyses built on k*: who fractures whom (fracture)."""
+"""Analyses on k* results, pure functions of tables and arrays: correlations with intervals (correlate), the open
+checks (checks), who fractures whom (fracture) and the sentences the notebooks print (findings)."""

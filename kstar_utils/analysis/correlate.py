@@ -1,5 +1,5 @@
 """Correlations between per-model coefficients (Γ', Γ) and accuracies, with bootstrap intervals and permutation
-p-values, plus the reliability checks the method invites (docs/METHOD.md sections 3-4).
+p-values (docs/method.md section 4).
 
 Pure functions: arrays or data frames in, data frames, dicts or floats out.
 """

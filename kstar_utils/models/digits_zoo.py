@@ -5,7 +5,7 @@ with the accuracies measured when they were trained (`kstar zoo train --zoo digi
 
 Images are 8x8 grey levels 0..16 scaled to [0, 1]; the held-out "test" split is a seeded, stratified half of the
 1,797 images. Robust accuracy is AutoAttack's two APGD attacks (APGD-CE, then APGD-T on the points that survive)
-under an L-inf budget: the attacks that decide almost every point of standard AutoAttack, at a cost the 2-core
+under an L-inf budget: the attacks that decide almost every point of AutoAttack's standard version, at a cost the 2-core
 build can afford for eight models.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Feature extraction: the only module that runs models. Labelled images in, one cached .npz per layer out.
+"""Feature extraction: labelled images through a registry model, one cached .npz per layer out.
 
     paths = extract_features("zoo:standard", "digits", layers=("penultimate", "logits"))
     fs = load_features(paths["penultimate"])          # fs.features (N, D) float32, fs.labels (N,) int64
