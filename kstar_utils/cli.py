@@ -10,7 +10,8 @@
                    [-k KERNEL]     # one notebook through papermill, refusing parameter names it does not declare
 
 `plan` and `run` check the study before any job starts: output and cache folders can be created and written, the
-notebooks declare every parameter the runner passes, the metric and the layer names exist, and (`run`) the weights
+notebooks declare the files through which they hand results on, the metric and its options and the layer names are
+valid, and (`run`) the weights
 and data of every job to run are present. `notebook` runs one notebook through papermill after checking that the
 notebook declares every parameter name given.
 

@@ -283,6 +283,20 @@ def test_unknown_layer_stops_the_study_with_the_closest_names(tmp_path, capsys, 
     assert "unknown layer 'penultimat' for model 'zoo:standard'" in err and "'penultimate'" in err
 
 
+def test_metric_and_its_options_are_checked_before_the_run(tmp_path, capsys, no_cluster):
+    path = _write_small_study(tmp_path, metric="minkowski")
+    assert cli.main(["plan", str(path)]) == 2
+    assert "needs p" in _error(capsys)
+    path = _write_small_study(tmp_path, metric="minkowski", metric_options={"q": 3})
+    assert cli.main(["run", str(path)]) == 2
+    assert "unknown key 'q' in metric_options" in _error(capsys)
+    from kstar_utils.study import expand_jobs, load_study
+    from kstar_utils.study.jobs import notebook_parameters
+
+    job = expand_jobs(load_study(_write_small_study(tmp_path, metric="minkowski", metric_options={"p": 3})))[0]
+    assert notebook_parameters(job)["02_kstar.ipynb"]["metric_options"] == {"p": 3}
+
+
 def test_figure_options_are_checked_before_the_run(tmp_path, capsys, no_cluster):
     path = _write_study(tmp_path, figures={"compare_models": ["zoo:untrained", "zoo:pgd-0.01"]})
     assert cli.main(["run", str(path)]) == 2

@@ -81,6 +81,9 @@ def _download(name: str, path: Path) -> None:
 
 
 def load(name: str, weights_dir=None, allow_download: bool = False, **options) -> LoadedModel:
+    if options.get("weights_path"):
+        raise ValueError(f"{name}: this source reads its weights by name from weights_dir (a folder), not from a "
+                         f"weights_path file; got weights_path={options['weights_path']!r}")
     from kstar_utils.models._common import to_tensor_if_needed
 
     path = weights_file(name, weights_dir)

@@ -51,6 +51,9 @@ def requirements(name: str, weights_dir=None, **options) -> list[WeightsRequirem
 
 
 def load(name: str, weights_dir=None, **options) -> LoadedModel:
+    if options.get("weights_path"):
+        raise ValueError(f"{name}: this source reads its weights by name from weights_dir (a folder), not from a "
+                         f"weights_path file; got weights_path={options['weights_path']!r}")
     module = _zoo().load_zoo_model(name, weights_dir=weights_dir)
     module.eval()
     return LoadedModel(

@@ -212,9 +212,10 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
                      force: bool = False, **options) -> dict[str, Path]:
     """Extract features of `dataset` from `model` at each of `layers`; returns {layer: path of its .npz}.
 
-    model:   registry name, e.g. "zoo:standard", "openclip:ViT-B-32/laion2b_s34b_b79k",
+    model:   registry name, e.g. "cifar-resnet:resnet20", "zoo:standard", "openclip:ViT-B-32/laion2b_s34b_b79k",
              "robustbench:cifar10/Linf/Carmon2019Unlabeled", "torchvision:resnet50@IMAGENET1K_V2".
-    dataset: "digits", "cifar10", "cifar100", "imagenet", "imagenet16", "folder:<path>" or "features:<path>"
+    dataset: "cifar10-sample", "digits", "cifar10", "cifar100", "imagenet", "imagenet16", "folder:<path>" or
+             "features:<path>"
              (bring-your-own features: then `model` is ignored and the file is imported as layer "features").
     layers:  "logits" / "embedding" (the model output), "penultimate" (input of the final Linear) or any module name.
     Each file holds `features` (N, D) float32, `labels` (N,) int64 and `class_names` (C,); its JSON sidecar holds the

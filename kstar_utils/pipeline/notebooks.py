@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 _DECLARED: dict[tuple[str, int, int], dict[str, dict]] = {}
+#: seconds a kernel may take to start: parallel study jobs on a busy machine each import torch at once
+KERNEL_START_TIMEOUT = 300
 
 
 class UnknownParameterError(ValueError):
@@ -134,7 +136,8 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=kernel,
                         cwd=str(cwd if cwd is not None else notebook.resolve().parent), progress_bar=progress_bar,
-                        log_output=log_output, kernel_manager_class=local_kernel_manager())
+                        log_output=log_output, kernel_manager_class=local_kernel_manager(),
+                        start_timeout=KERNEL_START_TIMEOUT)
     return output
 
 

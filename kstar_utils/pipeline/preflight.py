@@ -196,11 +196,13 @@ def check_model_layers(name: str, layers: Sequence[str], **model_options) -> boo
 
 def plan_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Read a notebook parameter mapping (see notebooks/params/*.yaml): model(s), dataset(s), split, data_root and
-    the weight-location options."""
+    the weight-location options, which live in `extract_options` (the notebook's top-level `cache_dir` is the
+    feature cache, not a weights cache)."""
     plan = {"models": _as_list(params.get("models", params.get("model"))),
             "datasets": _as_list(params.get("datasets", params.get("dataset"))),
             "split": params.get("split", "test"), "data_root": params.get("data_root")}
+    options = params.get("extract_options") or {}
     for key in ("model_dir", "cache_dir", "weights_path"):
-        if params.get(key) is not None:
-            plan[key] = params[key]
+        if options.get(key) is not None:
+            plan[key] = options[key]
     return plan

@@ -116,7 +116,8 @@ def job_context(job: Job) -> dict[str, Any]:
     first = job.plot_layer or job.layers[0]
     return {"models": [job.model], "dataset": job.dataset, "split": job.split, "layers": list(job.layers),
             "data_root": job.data_root, "cache_dir": job.cache_dir, "extract_options": dict(job.extract_options),
-            "metric": job.metric, "features_index": str(t / "features_index.csv"),
+            "metric": job.metric, "metric_options": dict(job.spec.get("metric_options", {})),
+            "features_index": str(t / "features_index.csv"),
             "kstar_index": str(t / "kstar_index.csv"), "skewness_table": str(t / "skewness_models.csv"),
             "per_class_table": str(t / "skewness_per_class.csv"), "figures_dir": str(p["figures"]),
             "plot_layer": first, "show_layer": first, "show_model": job.model, "depth_layers": list(job.layers),

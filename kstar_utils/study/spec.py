@@ -40,7 +40,9 @@ TOP_KEYS = {
     "extract_options": "options of extract_features passed through notebook 01 (e.g. subset, n_per_class, "
                        "batch_size, model_dir, weights_path)",
     "split": "dataset split (default test)",
-    "metric": "euclidean | cosine (default euclidean)",
+    "metric": "the k* distance: euclidean | cosine | mahalanobis | manhattan | chebyshev | minkowski (default "
+              "euclidean)",
+    "metric_options": "options of the metric, e.g. {p: 3} for minkowski, {cov: total, shrinkage: 0.1} for mahalanobis",
     "data_root": "where real datasets live (default $KSTAR_DATASETS)",
     "output_dir": "where the study writes jobs, summary, figures, index.html (default ../outputs/studies/<name>)",
     "cache_dir": "root of the feature and k* caches shared with the notebooks (default ../outputs)",
@@ -90,6 +92,7 @@ class Study:
     notebooks_dir: Path = DEFAULT_NOTEBOOKS_DIR
     split: str = "test"
     metric: str = "euclidean"
+    metric_options: tuple[tuple[str, Any], ...] = ()
     data_root: str | None = None
     device: str = "auto"
     accuracy: AccuracyOptions = field(default_factory=AccuracyOptions)
@@ -228,8 +231,16 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
     if check_names:
         _check_names(grids)
     metric = raw.get("metric", "euclidean")
-    if metric not in METRICS:
-        raise ValueError(f"study file: 'metric' must be one of {METRICS}; got {metric!r}")
+    metric_options = raw.get("metric_options") or {}
+    if not isinstance(metric_options, Mapping):
+        raise ValueError(f"study file: 'metric_options' must be a mapping such as {{p: 3}}; got {metric_options!r}")
+    from kstar_utils.method.metrics import check_metric
+
+    _unknown_keys(metric_options, ("p", "cov", "shrinkage"), "metric_options")
+    try:  # a metric without its options (minkowski without p) fails here, not in every job
+        check_metric(metric, metric_options.get("p"), metric_options.get("cov"), metric_options.get("shrinkage"))
+    except ValueError as e:
+        raise ValueError(f"study file: {e}") from None
     device = raw.get("device", "auto")
     if device not in DEVICES:
         raise ValueError(f"study file: 'device' must be one of {DEVICES}; got {device!r}")
@@ -269,6 +280,7 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
         notebooks_dir=_path(raw["notebooks_dir"], base) if "notebooks_dir" in raw else DEFAULT_NOTEBOOKS_DIR,
         split=str(raw.get("split", "test")),
         metric=metric,
+        metric_options=tuple(sorted(metric_options.items())),
         data_root=str(_path(raw["data_root"], base)) if raw.get("data_root") else None,
         device=device,
         accuracy=AccuracyOptions(bool(acc.get("published", True)), bool(acc.get("zeroshot_computed", False)),
@@ -334,7 +346,8 @@ def expand_jobs(study: Study) -> list[Job]:
         opts = options[(model, dataset)]
         zs = study.accuracy.zeroshot_computed and model.startswith("openclip:")
         spec = {"kind": "study-job", "model": model, "dataset": dataset, "split": study.split, "layers": list(layers),
-                "metric": study.metric, "data_root": study.data_root, "cache_dir": str(study.cache_dir),
+                "metric": study.metric, **({"metric_options": dict(study.metric_options)} if study.metric_options else {}),
+                "data_root": study.data_root, "cache_dir": str(study.cache_dir),
                 "notebooks": code, "zeroshot_computed": zs, **({"extract_options": opts} if opts else {}),
                 **({"zeroshot_templates": study.accuracy.zeroshot_templates} if zs else {})}
         job_dir = cache.artifact_path(study.output_dir, "jobs", spec, "", slug_keys=["model", "dataset"])

@@ -1,11 +1,9 @@
 """The study's summary table: one row per (model, dataset, layer) with Γ, Γ', accuracies and provenance; and the
 study-level correlations.
 
-Accuracies come from published tables, joined on the registry's model id:
-- zoo:<name>            data/zoo/zoo_metrics.csv (clean_acc, robust_acc measured when the zoo was trained)
-- robustbench:<...>     the RobustBench leaderboard (clean_acc, robust_acc as fractions)
-- openclip:<arch>/<tag> the OpenCLIP zero-shot results: zeroshot_acc on the job's dataset, zeroshot_avg on 38
-and, when the study asks for it, zeroshot_acc_computed (kstar_utils.pipeline.zeroshot, computed in the job).
+Accuracies come from io.tables.model_accuracies (the workbook's measured tables for zoo:<name> on digits and
+cifar-resnet:<name> on cifar10-sample, the RobustBench leaderboard, the OpenCLIP results) and, when the study asks for
+it, zeroshot_acc_computed (kstar_utils.pipeline.zeroshot, computed in the job).
 
 A finished job's rows are read from its tables only when their bytes are the ones its done.json recorded, and each
 row's k* and features hashes (from the skewness table and the k* index) agree with done.json's `inputs`; otherwise
