@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from kstar_utils.pipeline.notebooks import offline_problems
+
 from kstar_utils import cli
 
 from kstar_utils.pipeline import stages
@@ -123,13 +125,19 @@ def test_correlations_figures_and_index(study_run):
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "approx_skewness_vs_accuracy_digits_penultimate.png" in figures
     assert "true_vs_approx_skewness.png" in figures
-    assert "approx_skewness_heatmap_penultimate.png" in figures
     assert any(f.startswith("kstar_side_by_side_zoo-untrained_vs_zoo-pgd-0.1") for f in figures)
     index = (out / "index.html").read_text()
+    assert offline_problems(index) == []
+    assert "fewer than 6 models" in index  # three models: every correlation says it cannot be trusted
+    assert "zero-shot" not in index.split("<h2>Correlations")[0]  # a column with no value is left out
     for job in expand_jobs(load_study(study_run["path"])):
         if job.dataset == "digits":
             html = Path(job.job_dir) / "html" / "03_skewness.html"
             assert html.exists() and f"{Path(job.job_dir).name}/html/03_skewness.html" in index
+            page = html.read_text()
+            assert offline_problems(page) == [] and "<script src=" not in page
+            assert f"<title>03_skewness · {job.model} · digits</title>" in page
+            assert "# Parameters" not in page and page.count("parameters of this run") == 1  # shown once
     assert "figures/true_vs_approx_skewness.png" in index and "traceback" in index
 
 

@@ -144,11 +144,20 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
 def local_kernel_manager():
     """A kernel manager that talks to its kernel over local IPC sockets: the kernel and the workbook share one
     machine, and over TCP every kernel start prints a warning about unencrypted traffic that says nothing here."""
+    import tempfile
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
 
     class LocalKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc").tag(config=True)
+
+        @default("ip")
+        def _unique_ip(self):
+            # jupyter_client numbers IPC sockets "<ip>-1", "<ip>-2", ... by probing for free names; kernels started at
+            # once from one folder (parallel study jobs) would race for the same ones, so each gets its own prefix
+            return str(Path(tempfile.gettempdir()) / f"kstar-{uuid.uuid4().hex[:12]}-ipc")
 
     return LocalKernelManager
 
