@@ -91,21 +91,9 @@ def _lab(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from kstar_utils.io.paths import notebooks_dir
-    from kstar_utils.pipeline.notebooks import quiet_jupyterlab
+    from kstar_utils.pipeline.notebooks import prepare_lab, quiet_jupyterlab
 
-    src = notebooks_dir()
-    work = src.parent / "lab"
-    work.mkdir(exist_ok=True)
-    copied = []
-    for nb in sorted(src.glob("*.ipynb")) + [src / "params"]:
-        dst = work / nb.name
-        if args.refresh or not dst.exists():
-            if nb.is_dir():
-                shutil.copytree(nb, dst, dirs_exist_ok=True)
-            else:
-                shutil.copy2(nb, dst)
-                copied.append(nb.name)
+    work, copied = prepare_lab(refresh=args.refresh)
     print(f"working copies in {work} ({len(copied)} copied; `kstar lab --refresh` replaces them by the tracked ones)")
     quiet_jupyterlab()
     cmd = [shutil.which("jupyter") or "jupyter", "lab", f"--ServerApp.root_dir={work}"]

@@ -168,3 +168,24 @@ def test_ctrl_c_during_kstar_notebook_ends_its_kernel(tmp_path):
             return True
 
     assert all(gone(p) for p in alive), [p.pid for p in alive]
+
+
+def test_lab_works_on_copies_the_repository_ignores(tmp_path):
+    import subprocess
+
+    from kstar_utils.pipeline.notebooks import prepare_lab
+
+    src = tmp_path / "notebooks"
+    (src / "params").mkdir(parents=True)
+    (src / "01_a.ipynb").write_text("{}")
+    (src / "params" / "p.yaml").write_text("a: 1")
+    work, copied = prepare_lab(source=src)
+    assert work == tmp_path / "lab" and copied == ["01_a.ipynb"] and (work / "params" / "p.yaml").is_file()
+    (work / "01_a.ipynb").write_text('{"edited": true}')  # exploration in the lab ...
+    assert (src / "01_a.ipynb").read_text() == "{}"  # ... never reaches the tracked notebook
+    assert prepare_lab(source=src)[1] == [] and "edited" in (work / "01_a.ipynb").read_text()  # kept
+    assert prepare_lab(source=src, refresh=True)[1] == ["01_a.ipynb"] and (work / "01_a.ipynb").read_text() == "{}"
+    root = Path(__file__).resolve().parents[1]
+    ignored = subprocess.run(["git", "check-ignore", "lab/01_extract_features.ipynb"], cwd=root, capture_output=True)
+    assert ignored.returncode == 0  # the repository's lab/ copies never show in git status
+

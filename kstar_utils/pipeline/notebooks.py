@@ -278,6 +278,29 @@ def offline_problems(html_text: str) -> list[str]:
     return found
 
 
+def prepare_lab(*, refresh: bool = False, source: Path | None = None) -> tuple[Path, list[str]]:
+    """Working copies of the tracked notebooks (and their params/) in lab/ beside notebooks/ (git-ignored), where the
+    notebooks' relative paths (../outputs) still point: JupyterLab opens those, so "Run All" and autosave never touch
+    the regression baseline. Existing copies are kept unless `refresh`. Returns (the folder, the notebooks copied)."""
+    import shutil
+
+    from kstar_utils.io.paths import notebooks_dir
+
+    src = Path(source) if source is not None else notebooks_dir()
+    work = src.parent / "lab"
+    work.mkdir(exist_ok=True)
+    copied = []
+    for item in sorted(src.glob("*.ipynb")) + [src / "params"]:
+        dst = work / item.name
+        if item.exists() and (refresh or not dst.exists()):
+            if item.is_dir():
+                shutil.copytree(item, dst, dirs_exist_ok=True)
+            else:
+                shutil.copy2(item, dst)
+                copied.append(item.name)
+    return work, copied
+
+
 def quiet_jupyterlab() -> Path:
     """JupyterLab settings of this environment (sys.prefix): no news pop-up, no update check. Returns the file."""
     import json
