@@ -51,7 +51,8 @@ def check(fig, tmp_path, name="f.png"):
     assert plotting.text_overlaps(fig) == [], plotting.text_overlaps(fig)
     assert fig.get_figwidth() == WIDTH
     path = plotting.save_figure(fig, tmp_path / name)
-    assert Image.open(path).size[0] == round(WIDTH * DPI)
+    with Image.open(path) as im:
+        assert im.size[0] == round(WIDTH * DPI)
     return path
 
 
@@ -108,6 +109,8 @@ def test_depth_profile_and_heatmaps(tmp_path):
                          "n_overlapped": 3, "n_clustered": 3 + i})
     fig = plotting.plot_depth_profile(pd.DataFrame(rows), layers=["layer1", "layer2", "layer3", "logits"])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["layer1", "layer2", "layer3", "logits"]
+    fig.canvas.draw()  # the model legend below the panels lies in one row, not a tall column
+    assert len({round(t.get_window_extent().y0) for t in fig.legends[-1].get_texts()}) == 1
     check(fig, tmp_path, "depth.png")
     per_class = pd.DataFrame({"model": np.repeat(["a", "b"], 3), "label": ["x", "y", "z"] * 2,
                               "skew": [0.1, np.inf, -0.7, 1.0, 0.2, -np.inf]})

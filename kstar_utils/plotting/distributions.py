@@ -12,7 +12,7 @@ from matplotlib.patches import Patch
 
 from kstar_utils.method.kstar import normalize_kstar
 from kstar_utils.method.skewness import SkewnessSummary
-from kstar_utils.plotting.style import PATTERN_COLORS, figure, fmt_skew, set_style
+from kstar_utils.plotting.style import PATTERN_COLORS, figure, fmt_skew, set_style, short_name
 
 _ROW = 0.36  # inches per class row
 
@@ -86,20 +86,23 @@ def plot_kstar_grid(results: Mapping[str, tuple], *, ncols: int = 5, title: str 
     nrows = math.ceil(n / ncols)
     n_classes = max(len(np.unique(lab)) for _, lab, _ in results.values())
     fig, axes = figure(nrows * (0.2 * n_classes + 1.0) + 0.6, ncols=ncols, nrows=nrows, sharex=True, sharey=True)
-    for ax, (name, (k, labels, summary)) in zip(axes.flat, results.items()):
+    for i, (ax, (name, (k, labels, summary))) in enumerate(zip(axes.flat, results.items())):
         df, per_class, palette = _frame(k, labels, summary)
         sns.boxplot(data=df, x="khat", y="label", hue="label", order=per_class["label"].tolist(), palette=palette,
                     width=0.7, fliersize=0, linewidth=0.6, legend=False, ax=ax)
-        ax.set_title(f"{name}\nΓ'={fmt_skew(summary.approx_skewness)}", fontsize=8)
+        ax.set_title(f"{short_name(name)}\nΓ'={fmt_skew(summary.approx_skewness)}", fontsize=8)
         ax.set_xlim(0, 1)
-        ax.set_xlabel("")
+        # the x label goes on the lowest visible panel of each column (the last row may be partly empty)
+        bottom = i + ncols >= n
+        ax.set_xlabel("normalised k*" if bottom else "", fontsize=8, visible=bottom)  # seaborn hid it
+        ax.xaxis.set_tick_params(labelbottom=bottom)
         ax.set_ylabel("")
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.supxlabel("normalised k*", fontsize=9)
     handles = [Patch(color=c, label=p) for p, c in PATTERN_COLORS.items() if p != "Undefined"]
-    fig.legend(handles=handles, loc="outside upper center", ncols=3, fontsize=8, frameon=False)
+    # below the panels: above them it would collide with the title
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     return fig

@@ -80,7 +80,7 @@ def plot_sample_gallery(table: pd.DataFrame, images: Mapping[int, np.ndarray], *
             row = sub.iloc[r]
             _show(a, images.get(int(row["index"])))
             _show(b, images.get(int(row["enemy"])))
-            dist = f"\nd = {row['distance']:.3g}" if "distance" in row and pd.notna(row.get("distance")) else ""
+            dist = f"\nd = {row['distance']:#.3g}" if "distance" in row and pd.notna(row.get("distance")) else ""
             a.set_title(f"#{int(row['index'])} {row['label']}\nk̂* = {row['khat']:.2f}", fontsize=7)
             b.set_title(f"enemy #{int(row['enemy'])} {row['enemy_label']}{dist}", fontsize=7)
         sf.suptitle(f"most {g}: sample | its nearest enemy", fontsize=9, fontweight="bold")

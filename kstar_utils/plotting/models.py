@@ -17,10 +17,12 @@ from kstar_utils.plotting.style import (ACCURACY_NAMES, COEFFICIENT_NAMES, figur
 MIN_MODELS_FOR_CI = 6  # below this a bootstrap interval over models says little; figures say so
 
 
-def _model_legend(fig, styles: Mapping[str, tuple], *, loc: str = "outside right upper", title: str = "model"):
+def _model_legend(fig, styles: Mapping[str, tuple], *, loc: str = "outside right upper", title: str = "model",
+                  ncols: int = 1):
     handles = [Line2D([], [], color=c, marker=m, linestyle="", markersize=7, label=short_name(name))
                for name, (c, m) in styles.items()]
-    return fig.legend(handles=handles, loc=loc, fontsize=8, title=title, title_fontsize=8, frameon=False)
+    return fig.legend(handles=handles, loc=loc, fontsize=8, title=title, title_fontsize=8, frameon=False,
+                      ncols=ncols)
 
 
 def _clear_corner(ax) -> None:
@@ -179,8 +181,7 @@ def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str], value: str
     axes[0, 1].set_xlabel("")
     axes[0, 1].set_ylabel("")
     axes[0, 1].set_title("classes Fractured / Overlapped / Clustered", fontsize=9)
-    _model_legend(fig, styles, loc="outside lower center")
-    fig.legends[-1].set_ncols(min(5, len(models)))
+    _model_legend(fig, styles, loc="outside lower center", ncols=min(5, len(models)))
     if title:
         fig.suptitle(title)
     return fig
