@@ -24,7 +24,8 @@ def _interval(stat: float, lo: float, hi: float) -> str:
 
 def describe_correlations(stats: pd.DataFrame, *, x: str = "approx_skewness", method: str = "spearman") -> str:
     """One sentence per (group, accuracy): the direction, the rank correlation, its 95 % interval, whether the
-    interval excludes 0, and a caution below MIN_MODELS models."""
+    interval excludes 0, the permutation p-value (a bootstrap over few models can exclude 0 while p stays large, and
+    the reader needs both), and a caution below MIN_MODELS models."""
     sym, meth = SYMBOLS.get(x, x), METHOD_SYMBOLS[method]
     lines = []
     for r in stats[(stats["x"] == x) & (stats["method"] == method)].itertuples(index=False):
@@ -35,8 +36,10 @@ def describe_correlations(stats: pd.DataFrame, *, x: str = "approx_skewness", me
         direction = "falls" if r.statistic < 0 else "rises"
         sure = "the interval excludes 0" if (r.ci_low > 0 or r.ci_high < 0) else "the interval includes 0"
         few = f"; only {r.n} models, too few to trust the interval" if r.n < MIN_MODELS else ""
+        p = getattr(r, "p_value", np.nan)
+        perm = "" if not np.isfinite(p) else ", permutation p < 0.001" if p < 0.001 else f", permutation p = {p:.2g}"
         lines.append(f"{r.group}: as {sym} rises, {y} {direction} ({meth} = "
-                     f"{_interval(r.statistic, r.ci_low, r.ci_high)}, {sure}, n = {r.n}{few})")
+                     f"{_interval(r.statistic, r.ci_low, r.ci_high)}, {sure}{perm}, n = {r.n}{few})")
     return "\n".join(lines)
 
 
