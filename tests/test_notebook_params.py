@@ -31,9 +31,11 @@ def _notebook(path: Path, parameters: str | None, body: str) -> Path:
     return path
 
 
-def test_declared_parameters_are_the_tagged_cell_in_order():
-    declared = declared_parameters(NOTEBOOKS / "02_kstar.ipynb")
-    assert list(declared) == ["features_index", "metric", "output_dir", "kstar_index", "figures_dir", "plot_layer"]
+def test_declared_parameters_are_the_tagged_cell_in_order(tmp_path):
+    nb = _notebook(tmp_path / "p.ipynb", 'metric = "euclidean"  # a comment\nlayers = ["a", "b"]\nn_boot = 10',
+                   "x = 1")
+    declared = declared_parameters(nb)
+    assert list(declared) == ["metric", "layers", "n_boot"]
     assert declared["metric"]["default"] == '"euclidean"'
 
 
@@ -46,9 +48,15 @@ def test_undeclared_name_is_refused_with_the_closest_names():
     with pytest.raises(UnknownParameterError) as e:
         check_parameters(NOTEBOOKS / "02_kstar.ipynb", {"metrc": "cosine", "plot_layer": "logits"})
     msg = str(e.value)
-    assert msg.startswith("notebook 02_kstar.ipynb has no parameter 'metrc'; did you mean 'metric'? declared: [")
+    assert msg.startswith("notebook 02_kstar.ipynb has no parameter 'metrc'; did you mean 'metric' or "
+                          "'metric_options'? declared: [")
     assert "'features_index'" in msg and "\n" not in msg
     check_parameters(NOTEBOOKS / "02_kstar.ipynb", {"metric": "cosine"})  # declared: no error
+
+
+def test_a_renamed_parameter_is_refused_with_its_new_name():
+    with pytest.raises(UnknownParameterError, match="no parameter 'output_dir'; it is now called 'cache_dir'; "):
+        check_parameters(NOTEBOOKS / "02_kstar.ipynb", {"output_dir": "../outputs"})
 
 
 def test_a_notebook_without_parameters_cell_declares_nothing(tmp_path):
@@ -83,8 +91,8 @@ def test_kstar_notebook_refuses_a_misspelt_parameter(tmp_path, capsys):
     code = cli.main(["notebook", str(NOTEBOOKS / "02_kstar.ipynb"), str(out), "-p", "metrc", "cosine"])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("kstar: error: notebook 02_kstar.ipynb has no parameter 'metrc'; did you mean 'metric'? "
-                          "declared: ['features_index', 'metric',")
+    assert err.startswith("kstar: error: notebook 02_kstar.ipynb has no parameter 'metrc'; did you mean 'metric' or "
+                          "'metric_options'? declared: ['features_index', 'metric',")
     assert err.count("\n") == 1 and not out.exists()  # refused before papermill wrote anything
 
 

@@ -102,10 +102,13 @@ def _content_record(tables: dict[str, str]) -> dict[str, dict[str, str]]:
     return {"outputs": outputs, "inputs": inputs}
 
 
-#: the files through which the notebooks of the sequence hand results on: each must be declared where it is used
-CHAIN = {"01_extract_features.ipynb": ("features_index",),
-         "02_kstar.ipynb": ("features_index", "kstar_index"),
-         "03_skewness.ipynb": ("kstar_index", "skewness_table", "per_class_table")}
+#: what each notebook of the sequence must declare: the files through which results are handed on, and the study
+#: settings it applies. A notebook without one of them would silently run on its default (another file, metric or
+#: model); the presentation parameters (figures, shown model and layer) are passed only where declared.
+REQUIRED = {"01_extract_features.ipynb": ("models", "dataset", "split", "layers", "data_root", "extract_options",
+                                          "cache_dir", "features_index"),
+            "02_kstar.ipynb": ("features_index", "metric", "metric_options", "cache_dir", "kstar_index"),
+            "03_skewness.ipynb": ("kstar_index", "skewness_table", "per_class_table")}
 
 
 def job_context(job: Job) -> dict[str, Any]:
@@ -138,22 +141,14 @@ def notebook_parameters(job: Job) -> dict[str, dict[str, Any]]:
 
 
 def check_notebook_parameters(jobs: Sequence[Job]) -> None:
-    """Raise ValueError naming the notebook when a notebook of the sequence does not declare a file through which
-    the sequence hands its results on (CHAIN), so the chain would silently use the notebook's default path."""
-    from kstar_utils.pipeline.notebooks import declared_parameters
+    """Raise UnknownParameterError (a ValueError) naming the notebook when a notebook of the sequence does not declare
+    a name of REQUIRED, before any job starts."""
+    from kstar_utils.pipeline.notebooks import check_parameters, declared_parameters
 
-    checked = set()
-    for job in jobs:
-        if job.notebooks_dir in checked:
-            continue
-        checked.add(job.notebooks_dir)
-        for name, needed in CHAIN.items():
-            declared = declared_parameters(Path(job.notebooks_dir) / name)
-            missing = [n for n in needed if n not in declared]
-            if missing:
-                raise ValueError(f"notebook {name} in {job.notebooks_dir} does not declare {missing} in its "
-                                 f"parameters cell; the study runner passes results between notebooks through them "
-                                 f"(declared: {list(declared)})")
+    for folder in dict.fromkeys(job.notebooks_dir for job in jobs):
+        for name, needed in REQUIRED.items():
+            path = Path(folder) / name
+            check_parameters(path, needed, declared=declared_parameters(path), passed_by="the study runner")
 
 
 def _select_gpu() -> None:

@@ -59,9 +59,10 @@ def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence
     requirements of all jobs (preflight.PreflightItem, for a report).
 
     Checked: the folders (check_folders); the notebooks of the sequence declare the files through which they hand
-    results on (jobs.CHAIN); the metric is one the k* engine knows; then, for the `pending` jobs (those a run would execute; default: the
-    unfinished ones): with require_present, that their weights and data are present (weights a job may download are
-    not required), and that each model has the requested layers. Nothing is created, downloaded or run. Quick:
+    results on and the study settings they apply (jobs.REQUIRED); the metric is one the k* engine knows; then, for
+    the `pending` jobs (those a run would execute; default: the unfinished ones): with require_present, that their
+    weights and data are present (weights a job may download are not required), and that each model has the
+    requested layers. Nothing is created, downloaded or run. Quick:
     module names come from each architecture built once (on the meta device where possible, see
     preflight.layer_model).
     """
