@@ -197,3 +197,27 @@ def test_lab_works_on_copies_the_repository_ignores(tmp_path):
     ignored = subprocess.run(["git", "check-ignore", "lab/01_extract_features.ipynb"], cwd=root, capture_output=True)
     assert ignored.returncode == 0  # the repository's lab/ copies never show in git status
 
+
+
+def test_kernels_talk_over_ipc_with_a_socket_prefix_each_and_are_not_interrupted_while_shutting_down(monkeypatch):
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    from kstar_utils.pipeline.notebooks import local_kernel_manager
+
+    manager_class = local_kernel_manager()
+    a, b = manager_class(kernel_name="kstar"), manager_class(kernel_name="kstar")
+    assert a.transport == "ipc" and a.ip != b.ip  # parallel jobs never probe for the same socket names
+    interrupts = []
+
+    async def interrupt(self):
+        interrupts.append(self)
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", interrupt)
+    a.shutting_down = True
+    asyncio.run(a._async_interrupt_kernel())
+    assert interrupts == []
+    b.shutting_down = False
+    asyncio.run(b._async_interrupt_kernel())
+    assert interrupts == [b]

@@ -104,11 +104,12 @@ def test_distributions(kstar_results, tmp_path):
 def test_depth_profile_and_heatmaps(tmp_path):
     rows = []
     for m in ("cifar-resnet:resnet20", "cifar-resnet:resnet20-pgd8"):
-        for i, layer in enumerate(("layer1", "layer2", "layer3", "logits")):
+        for i, layer in enumerate(("layer1", "layer2", "layer3", "penultimate", "logits")):
             rows.append({"model": m, "layer": layer, "approx_skewness": 0.5 - 0.2 * i, "n_fractured": 4 - i,
                          "n_overlapped": 3, "n_clustered": 3 + i})
-    fig = plotting.plot_depth_profile(pd.DataFrame(rows), layers=["layer1", "layer2", "layer3", "logits"])
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["layer1", "layer2", "layer3", "logits"]
+    layers = ["layer1", "layer2", "layer3", "penultimate", "logits"]  # long names side by side in the heatmap
+    fig = plotting.plot_depth_profile(pd.DataFrame(rows), layers=layers)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == layers
     fig.canvas.draw()  # the model legend below the panels lies in one row, not a tall column
     assert len({round(t.get_window_extent().y0) for t in fig.legends[-1].get_texts()}) == 1
     check(fig, tmp_path, "depth.png")

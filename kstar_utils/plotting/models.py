@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -181,6 +182,8 @@ def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str], value: str
     axes[0, 1].set_xlabel("")
     axes[0, 1].set_ylabel("")
     axes[0, 1].set_title("classes Fractured / Overlapped / Clustered", fontsize=9)
+    # five or more layer names side by side in a narrow heatmap run into each other
+    plt.setp(axes[0, 1].get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
     _model_legend(fig, styles, loc="outside lower center", ncols=min(5, len(models)))
     if title:
         fig.suptitle(title)
