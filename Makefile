@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (kstar)" > /dev/null
 	touch $(STAMP)
 
-# the whole study on the embedded default: executed notebooks, tables and figures under outputs/
+# notebooks 01-08 on their defaults, the real CIFAR study: executed notebooks, tables and figures under outputs/
 demo: $(STAMP)
 	mkdir -p $(EXECUTED)
 	for nb in $(NOTEBOOKS); do \

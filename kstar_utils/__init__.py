@@ -1,8 +1,8 @@
 """k* distribution analysis of vision models' latent spaces (arXiv 2408.09065, 2312.04024).
 
-The layers, bottom up (docs/architecture.md): method (k*, metrics, skewness: pure functions) and engine (the exact
-k* machinery); io (paths, caches, tables); models and datasets; pipeline (extraction and the notebook stages);
-analysis (correlations, fracture, open checks); plotting; study (batch runs); cli.
+The layers, bottom up (docs/architecture.md): engine (the exact k* machinery); io (paths, caches, tables); method
+(k*, metrics, skewness: pure functions); datasets; models; analysis (correlations, fracture, open checks); pipeline
+(extraction and the notebook stages); plotting; study (batch runs); cli.
 """
 from kstar_utils import _aliases
 from kstar_utils.method.kstar import compute_kstar, normalize_kstar

@@ -34,8 +34,9 @@ MOVED = {
     "kstar_utils.zoo": "kstar_utils.models.digits_zoo",
     "kstar_utils.kstar_engine": "kstar_utils.engine",
 }
-#: old `python -m` entry points -> the `kstar` arguments that replace them
-COMMANDS = {"kstar_utils.preflight": ["preflight"], "kstar_utils.zoo": ["zoo"]}
+#: old `python -m` entry points -> the `kstar` arguments that replace them: (before, after) the user's arguments;
+#: `python -m kstar_utils.zoo train` trained the digits zoo only, and keeps doing so
+COMMANDS = {"kstar_utils.preflight": (["preflight"], []), "kstar_utils.zoo": (["zoo"], ["--zoo", "digits"])}
 
 
 class _Alias(types.ModuleType):
@@ -61,21 +62,37 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         target = MOVED[spec.name]
         warnings.warn(f"{spec.name} moved to {target}; the old name goes in the next release", DeprecationWarning,
-                      stacklevel=3)
+                      stacklevel=_importer_level())
         return _Alias(spec.name, target)
 
     def exec_module(self, module):
         pass
 
     def get_code(self, fullname):  # `python -m <old name>`: say where the command went, then run it
-        args = COMMANDS.get(fullname)
-        if args is None:
+        if fullname not in COMMANDS:
             return compile(f"raise SystemExit('{fullname} moved to {MOVED[fullname]}')", fullname, "exec")
+        before, after = COMMANDS[fullname]
+        message = f"python -m {fullname} is now `kstar {' '.join(before + ['...'] + after)}`"
         return compile(
             "import sys\n"
-            f"print('python -m {fullname} is now `kstar {' '.join(args)}`', file=sys.stderr)\n"
+            f"print({message!r}, file=sys.stderr)\n"
             "from kstar_utils.cli import main\n"
-            f"sys.exit(main({args!r} + sys.argv[1:]))\n", fullname, "exec")
+            f"sys.exit(main({before!r} + sys.argv[1:] + {after!r}))\n", fullname, "exec")
+
+
+def _importer_level() -> int:
+    """The warnings stacklevel, seen from create_module, of the code that imported the old name: Python shows a
+    DeprecationWarning when the user's own script or notebook triggers it, so the warning must be attributed there.
+    `warnings` skips the frozen importlib._bootstrap frames by itself; importlib.import_module's frame it counts."""
+    level, frame = 2, sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name == importlib.__file__:
+            level += 1
+        elif not ("importlib" in name and "_bootstrap" in name):
+            break
+        frame = frame.f_back
+    return level
 
 
 def install() -> None:

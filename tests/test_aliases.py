@@ -1,6 +1,7 @@
 """Old module paths and entry points keep working for one release, and say where things moved."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -20,8 +21,22 @@ def test_old_module_paths_warn_and_resolve(old, new, attr):
     assert f"moved to {new}" in out.stdout
 
 
+@pytest.mark.parametrize("statement", ["import kstar_utils.kstar", "from kstar_utils import kstar",
+                                       "import importlib; importlib.import_module('kstar_utils.kstar')"])
+def test_the_warning_is_shown_by_default_and_points_at_the_importing_line(statement):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # Python's default filters
+    out = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, check=True, env=env)
+    assert out.stderr.startswith("<string>:1: DeprecationWarning: kstar_utils.kstar moved to kstar_utils.method.kstar")
+
+
 def test_old_entry_point_names_the_new_command():
     out = subprocess.run([sys.executable, "-m", "kstar_utils.preflight", "--dataset", "digits"], capture_output=True,
                          text=True)
     assert "kstar preflight" in out.stderr
     assert out.returncode == 0 and "digits" in out.stdout
+
+
+def test_old_zoo_entry_point_keeps_its_scope():
+    out = subprocess.run([sys.executable, "-m", "kstar_utils.zoo", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: kstar zoo" in out.stdout
+    assert "python -m kstar_utils.zoo is now `kstar zoo ... --zoo digits`" in out.stderr  # the digits zoo, as before

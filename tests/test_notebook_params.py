@@ -199,7 +199,7 @@ def test_lab_works_on_copies_the_repository_ignores(tmp_path):
 
 
 
-def test_kernels_talk_over_ipc_with_a_socket_prefix_each_and_are_not_interrupted_while_shutting_down(monkeypatch):
+def test_kernels_talk_over_ipc_with_a_socket_prefix_each_and_keep_their_log_off_the_console(monkeypatch):
     import asyncio
 
     from jupyter_client.manager import AsyncKernelManager
@@ -209,15 +209,11 @@ def test_kernels_talk_over_ipc_with_a_socket_prefix_each_and_are_not_interrupted
     manager_class = local_kernel_manager()
     a, b = manager_class(kernel_name="kstar"), manager_class(kernel_name="kstar")
     assert a.transport == "ipc" and a.ip != b.ip  # parallel jobs never probe for the same socket names
-    interrupts = []
+    started = []
 
-    async def interrupt(self):
-        interrupts.append(self)
+    async def start(self, **kw):
+        started.append(kw)
 
-    monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", interrupt)
-    a.shutting_down = True
-    asyncio.run(a._async_interrupt_kernel())
-    assert interrupts == []
-    b.shutting_down = False
-    asyncio.run(b._async_interrupt_kernel())
-    assert interrupts == [b]
+    monkeypatch.setattr(AsyncKernelManager, "start_kernel", start)
+    asyncio.run(a.start_kernel(extra_arguments=["--x"], cwd="/tmp"))
+    assert started == [{"extra_arguments": ["--x", "--IPKernelApp.log_level=CRITICAL"], "cwd": "/tmp"}]

@@ -34,5 +34,5 @@ def test_datasets_and_robustbench_roots(tmp_path, monkeypatch):
 def test_renamed_variables_still_work_with_a_warning(old, new, helper, tmp_path, monkeypatch):
     monkeypatch.delenv(new, raising=False)
     monkeypatch.setenv(old, str(tmp_path))
-    with pytest.warns(DeprecationWarning, match=new):
+    with pytest.warns(FutureWarning, match=new):
         assert helper() == tmp_path

@@ -32,9 +32,10 @@ class SortedSet:
 
     @classmethod
     def build(cls, X: np.ndarray, codes: np.ndarray, n_classes: int, *, scale: int = 0,
-              distance: Distance = SQEUCLIDEAN, floor: float = 0.0) -> "SortedSet":
+              distance: Distance = SQEUCLIDEAN, floor: float = 0.0, norms: bool = True) -> "SortedSet":
         """X: (n, D) float rows (float16/32/64: the conversion to float64 is exact), codes: (n,) int; the rows are
-        multiplied by 2**scale (np.ldexp, exact) as they are copied; sqnorm is `distance.norms` plus floor."""
+        multiplied by 2**scale (np.ldexp, exact) as they are copied; sqnorm is `distance.norms` plus floor, or 0 with
+        norms=False (a distance evaluated without a screen needs no bound)."""
         order = np.argsort(codes, kind="stable")
         n, d = X.shape
         Xs = np.empty((n, d), dtype=np.float64)
@@ -44,7 +45,7 @@ class SortedSet:
             Xs[s : s + 2048] = X[order[s : s + 2048]]
             if scale:
                 np.ldexp(Xs[s : s + 2048], scale, out=Xs[s : s + 2048])
-            sq[s : s + 2048] = distance.norms(Xs[s : s + 2048]) + floor
+            sq[s : s + 2048] = distance.norms(Xs[s : s + 2048]) + floor if norms else 0.0
 
         run_tiles(list(range(0, n, 2048)), block, min(cpu_threads(), 8))
         cs = codes[order]

@@ -70,8 +70,11 @@ def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_siz
     T = _tile_for(dev, tile_size)
     dim = Xq.shape[1]
     floor = screen_floor(dim, distance)
-    rows = SortedSet.build(Xq, yq, n_classes, scale=scale, distance=distance, floor=floor)
-    cols = rows if Xp is None else SortedSet.build(Xp, yp, n_classes, scale=scale, distance=distance, floor=floor)
+    # without a screen (eps = 0) no bound is built from the norms, and ||x||_p^p of a large p can overflow float32
+    norms = screen_eps(dim, distance) > 0.0
+    rows = SortedSet.build(Xq, yq, n_classes, scale=scale, distance=distance, floor=floor, norms=norms)
+    cols = rows if Xp is None else SortedSet.build(Xp, yp, n_classes, scale=scale, distance=distance, floor=floor,
+                                                    norms=norms)
     if progress is None:
         progress = rows.n * cols.n >= 50_000 * 50_000
     if backend == "faiss" and not faiss_available():

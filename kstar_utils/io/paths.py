@@ -32,7 +32,7 @@ def _env(name: str) -> str | None:
     old = _RENAMED.get(name)
     if old and os.environ.get(old):
         warnings.warn(f"the environment variable {old} is now called {name}; the old name goes in the next release",
-                      DeprecationWarning, stacklevel=3)
+                      FutureWarning, stacklevel=3)  # shown by default: the user set it, not a library
         return os.environ[old]
     return None
 

@@ -165,13 +165,12 @@ def local_kernel_manager():
             # once from one folder (parallel study jobs) would race for the same ones, so each gets its own prefix
             return str(Path(tempfile.gettempdir()) / f"kstar-{uuid.uuid4().hex[:12]}-ipc")
 
-        async def _async_interrupt_kernel(self):
-            # jupyter_client interrupts every kernel just before asking it to shut down. Papermill shuts down only
-            # kernels that have finished (nbclient interrupts a cell past its timeout itself, before that), and an
-            # interrupt that lands during shutdown makes the kernel log "KeyboardInterrupt caught in kernel" into the
-            # study's console.
-            if not self.shutting_down:
-                await super()._async_interrupt_kernel()
+        async def start_kernel(self, **kw):
+            # The kernel's own log (stderr, shared with the study's console) only ever says things like "Parent
+            # appears to have exited" or, when the interrupt that precedes every shutdown lands as a cell's reply is
+            # being sent, "KeyboardInterrupt caught in kernel": nothing for the user. Cell errors reach the notebook.
+            extra = [*(kw.pop("extra_arguments", None) or []), "--IPKernelApp.log_level=CRITICAL"]
+            return await super().start_kernel(extra_arguments=extra, **kw)
 
     return LocalKernelManager
 
