@@ -5,9 +5,9 @@ error paths with missing, HTML and truncated files. Tests that need real pretrai
 """
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +22,17 @@ def batch(loaded, n=2, size=32, seed=0):
     """n random RGB images (C, H, W) in [0, 1], passed through the model's own preprocessing."""
     g = torch.Generator().manual_seed(seed)
     return torch.stack([loaded.preprocess(torch.rand(3, size, size, generator=g)) for _ in range(n)])
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any attempt to open a network connection fails the test: missing or damaged weights are reported from the
+    local cache, never by trying (and waiting on) a download."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 # ---------------------------------------------------------------------------------------------- OpenCLIP
@@ -64,16 +75,14 @@ def test_openclip_preprocessing_comes_from_the_tag():
     assert create_kwargs("ViT-B-32", "laion2b_s34b_b79k")["image_mean"][0] == pytest.approx(0.48145466)
 
 
-def test_openclip_missing_weights_name_the_cache(tmp_path):
-    t = time.perf_counter()
+def test_openclip_missing_weights_name_the_cache(tmp_path, offline):
     with pytest.raises(WeightsNotFoundError, match=r"searched .*models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"):
         load_model("openclip:ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path)
-    assert time.perf_counter() - t < 5
     req = weights_requirements("openclip:ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path)[0]
     assert not req.present and "huggingface-cli download" in req.how_to_provide
 
 
-def test_openclip_html_file_in_hf_cache_is_reported(tmp_path):
+def test_openclip_html_file_in_hf_cache_is_reported(tmp_path, offline):
     # a Hugging Face cache entry whose weights file is an error page saved by a failed download
     repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
     (repo / "refs").mkdir(parents=True)
@@ -83,10 +92,8 @@ def test_openclip_html_file_in_hf_cache_is_reported(tmp_path):
     bad = snap / "open_clip_pytorch_model.bin"
     bad.write_text("<!DOCTYPE html><html><body>Too many requests</body></html>")
     assert weights_requirements("openclip:ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path)[0].present
-    t = time.perf_counter()
     with pytest.raises(CorruptWeightsError, match="open_clip_pytorch_model.bin.*HTML"):
         load_model("openclip:ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path)
-    assert time.perf_counter() - t < 5
 
 
 def test_zero_shot_on_random_weights_is_a_valid_fraction(tmp_path):
@@ -162,7 +169,7 @@ def test_robustbench_missing_weights_name_path_and_remedy(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["html", "truncated", "truncated-legacy", "empty"])
-def test_robustbench_corrupt_checkpoint_is_reported_quickly(tmp_path, damage):
+def test_robustbench_corrupt_checkpoint_is_reported_without_a_download(tmp_path, damage, offline):
     ref, path = _save_random_checkpoint(tmp_path)
     if damage == "truncated-legacy":  # pre-1.6 torch.save format: a plain pickle stream, cut short
         torch.save({"state_dict": ref.state_dict()}, path, _use_new_zipfile_serialization=False)
@@ -175,10 +182,8 @@ def test_robustbench_corrupt_checkpoint_is_reported_quickly(tmp_path, damage):
         path.write_bytes(data[: len(data) // 2])
     else:
         path.write_bytes(b"")
-    t = time.perf_counter()
     with pytest.raises(CorruptWeightsError, match="Ding2020MMA.pt"):
         load_model(f"robustbench:{SMALL_WRN}", model_dir=tmp_path)
-    assert time.perf_counter() - t < 5
 
 
 # ---------------------------------------------------------------------------------------------- torchvision / timm

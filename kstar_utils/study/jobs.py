@@ -43,7 +43,8 @@ def job_paths(job: Job) -> dict[str, Path]:
 def is_finished(job: Job) -> bool:
     """True when the job's done.json records the same spec and every file its results rest on still has the content
     done.json recorded (then the job is skipped): the job's tables (`outputs`) and the features and k* files its k*
-    index lists (`inputs`). A cached features file that was rebuilt with new content therefore re-runs the job.
+    index lists (`inputs`), and what those were computed from as their sidecars record (the model's weights, a
+    features source file). A cached features file rebuilt with new content, or weights replaced, re-run the job.
 
     An unreadable done.json or a table whose bytes changed is set aside with a CorruptCacheWarning; a changed or
     missing features / k* file is not damage, just a reason to run again (the caches make that quick). Each file is
@@ -75,8 +76,19 @@ def is_finished(job: Job) -> bool:
         return False
     if listed != set(inputs):
         return False
+    digests: dict[str, str] = {}
     record = {"inputs": {path: cache.input_record(path, sha) for path, sha in inputs.items()}}
-    return not cache.changed_inputs(record, missing_ok=False)
+    if cache.changed_inputs(record, digests, missing_ok=False):
+        return False
+    # one level further: the weights (or source file) each features file was computed from, as its sidecar records
+    for path in inputs:
+        try:
+            meta = cache.read_sidecar(path)
+        except (FileNotFoundError, cache.CorruptFileError):
+            return False
+        if cache.changed_inputs(meta, digests, missing_ok=True):
+            return False
+    return True
 
 
 def _indexed_inputs(kstar_index: str | Path) -> dict[str, str | None]:

@@ -152,7 +152,7 @@ def write_index(study: Study, jobs: Sequence[Job], statuses: Mapping[str, Mappin
                          "traceback": _rel(p["error"], base) if st.get("status") == "failed" and p["error"].exists()
                          else None})
     counts = {s: sum(v.get("status") == s for v in statuses.values()) for s in ("ok", "skipped", "failed")}
-    env = Environment(loader=PackageLoader("kstar_utils.study", "templates"), autoescape=select_autoescape())
+    env = Environment(loader=PackageLoader("kstar_utils.study", "templates"), autoescape=select_autoescape(["html", "j2"]))
     page = env.get_template("index.html.j2").render(
         study=study, jobs=jobs, counts=counts, summary_columns=[{"title": t} for _, t, _ in cols],
         summary_rows=rows, correlations=corr, few_models=any(c["few"] for c in corr), min_models=MIN_MODELS_FOR_CI,
