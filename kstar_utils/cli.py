@@ -114,13 +114,12 @@ def _store(args: argparse.Namespace) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> int:
+    from kstar_utils.pipeline.notebooks import collect_parameters
     from kstar_utils.pipeline.preflight import format_report, plan_from_params, preflight
 
     plan = {"models": [], "datasets": [], "split": "test", "data_root": None}
     if args.params:
-        import yaml
-
-        plan.update(plan_from_params(yaml.safe_load(Path(args.params).read_text()) or {}))
+        plan.update(plan_from_params(collect_parameters(files=[args.params])))
     plan["models"] += args.model
     plan["datasets"] += args.dataset
     for key, value in (("split", args.split), ("data_root", args.data_root), ("model_dir", args.model_dir),

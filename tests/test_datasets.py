@@ -151,6 +151,12 @@ def test_preflight_lists_everything_with_paths(tmp_path, image_folder, capsys):
     assert kstar(["preflight", "--dataset", "cifar10", "--data-root", str(tmp_path)]) == 1
     assert kstar(["preflight", "--model", "zoo:nonexistent-model"]) == 2
     assert "closest" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("models: [zoo:standard\n")
+    (tmp_path / "list.yaml").write_text("- zoo:standard\n")
+    assert kstar(["preflight", "--params", str(tmp_path / "bad.yaml")]) == 2
+    assert kstar(["preflight", "--params", str(tmp_path / "list.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml is not valid YAML" in err and "list.yaml must be a YAML mapping" in err and "Traceback" not in err
 
 
 def test_preflight_reads_the_example_params():
