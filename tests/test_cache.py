@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import warnings
 from pathlib import Path
@@ -369,3 +370,24 @@ def test_summary_rows_come_only_from_the_recorded_tables(finished_job):
         rows = job_rows(job, {"status": "skipped", "done": done})
     assert rows["status"].tolist() == ["failed"] and str(table) in rows["error"][0]
     assert "approx_skewness" not in rows.columns or rows["approx_skewness"].isna().all()
+
+
+def test_content_digest_of_a_file_and_of_a_folder(tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"abc")
+    assert cache.content_digest(f) == cache.sha256_file(f)
+    folder = tmp_path / "images"
+    (folder / "cat").mkdir(parents=True)
+    (folder / "cat" / "1.png").write_bytes(b"one")
+    first = cache.content_digest(folder)
+    assert cache.content_digest(folder) == first  # stable
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)  # copies times too
+    assert cache.content_digest(copy) == first
+    (folder / "cat" / "2.png").write_bytes(b"two")
+    added = cache.content_digest(folder)
+    assert added != first
+    os.utime(folder / "cat" / "1.png", ns=(1, 1))  # replaced in place: the same name and size, a new time
+    assert cache.content_digest(folder) != added
+    record = {"inputs": {"data": cache.input_record(folder, added)}}
+    assert cache.changed_inputs(record) == [str(folder)]

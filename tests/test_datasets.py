@@ -173,3 +173,24 @@ def test_preflight_reads_the_example_params():
         plan = plan_from_params(yaml.safe_load(f.read_text()))
         items = preflight(plan["models"], plan["datasets"], split=plan["split"], data_root=plan["data_root"])
         assert {it.kind for it in items} == {"weights", "data"}, f.name
+
+
+def test_cached_features_follow_the_images_of_a_folder(image_folder, tmp_path):
+    """Features are reused while the folder is unchanged; replacing one image re-extracts them."""
+    from kstar_utils.pipeline.features import extract_features, load_features
+
+    def extract():
+        return extract_features("torchvision:resnet18", f"folder:{image_folder}", layers="logits",
+                                root=tmp_path / "cache", progress=False)["logits"]
+
+    path = extract()
+    before = load_features(path)
+    assert before.meta["inputs"]["data"]["path"] == str(image_folder / "test")
+    stamp = path.stat().st_mtime_ns
+    assert extract() == path and path.stat().st_mtime_ns == stamp  # reused, not rewritten
+    _png(image_folder / "test" / "ant" / "0.png", 250)  # the same size and name, another image
+    assert extract() == path and path.stat().st_mtime_ns != stamp
+    after = load_features(path)
+    assert after.meta["inputs"]["data"]["sha256"] != before.meta["inputs"]["data"]["sha256"]
+    assert not np.array_equal(after.features[0], before.features[0])
+    np.testing.assert_array_equal(after.features[1:], before.features[1:])

@@ -35,6 +35,14 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+def test_random_weights_are_the_same_on_every_load():
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a, b = (load_model("torchvision:resnet18").module.state_dict() for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left alone
+
+
 # ---------------------------------------------------------------------------------------------- OpenCLIP
 @pytest.fixture(scope="module")
 def vit():

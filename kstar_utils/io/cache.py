@@ -54,6 +54,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def content_digest(path: str | os.PathLike) -> str:
+    """sha256 standing for what a file or folder holds. A file: its bytes. A folder (an image dataset): the sorted
+    list of every file below it with its size and modification time, so replacing, adding or removing an image
+    changes the digest without reading millions of images; a copy made with times preserved (cp -p, rsync -a)
+    keeps it."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            st = full.stat()
+            h.update(f"{full.relative_to(path).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def canonical_json(spec: Mapping[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -278,7 +296,8 @@ def verified_sidecar(path: str | os.PathLike, inputs: Mapping[str, str] | None =
 
 def changed_inputs(meta: Mapping[str, Any], digests: dict[str, str] | None = None, *,
                    missing_ok: bool = False) -> list[str]:
-    """Paths among a sidecar's recorded `inputs` whose content is no longer the recorded one.
+    """Paths among a sidecar's recorded `inputs` (files or folders, see content_digest) whose content is no longer
+    the recorded one.
 
     digests: a path -> sha256 memo shared across calls, so a file used by several artefacts is hashed once.
     missing_ok: a recorded input that no longer exists counts as unchanged (weights moved out of a cache: the key
@@ -291,11 +310,11 @@ def changed_inputs(meta: Mapping[str, Any], digests: dict[str, str] | None = Non
             continue
         src = str(rec["path"])
         if src not in digests:
-            if not Path(src).is_file():
+            if not Path(src).exists():
                 if not missing_ok:
                     changed.append(src)
                 continue
-            digests[src] = sha256_file(src)
+            digests[src] = content_digest(src)
         if digests[src] != rec.get("sha256"):
             changed.append(src)
     return changed

@@ -154,11 +154,17 @@ def load_model(name: str, *, device=None, **options) -> LoadedModel:
 
     Common options: ``allow_download`` (False), ``weights_path`` (an explicit checkpoint file), ``pretrained``
     (timm/torchvision), ``normalize`` (OpenCLIP embedding, True). Raises ValueError for unknown names,
-    WeightsNotFoundError when weights are missing, CorruptWeightsError when a checkpoint cannot be read.
+    WeightsNotFoundError when weights are missing, CorruptWeightsError when a checkpoint cannot be read. Random
+    weights (no pretrained tag) are drawn from seed 0 without touching the caller's random state, so every load
+    gives the same model and cached features of it stay valid.
     """
+    import torch
+
     check_model_name(name)
     source, rest = split_name(name)
-    loaded = _adapter(source).load(rest, **options)
+    with torch.random.fork_rng(devices=[]):  # random weights (tag "random") are the same on every load
+        torch.manual_seed(0)
+        loaded = _adapter(source).load(rest, **options)
     if device is not None:
         loaded.module.to(device)
     loaded.module.eval()

@@ -97,17 +97,30 @@ def _check_feature_file(path: Path) -> None:
     load_features(path)
 
 
-def _reusable(path: Path, digests: dict[str, str]) -> bool:
-    """Whether a cached features file may be reused: intact (its sha256 as its sidecar records) and extracted from
-    weights that still have the recorded content. A weights file no longer on disk does not count as changed: the
-    spec's weights tag still names the weights, and nothing could be re-extracted without them anyway."""
-    meta = cache.verified_sidecar(path, adopt=_check_feature_file)
+def _reusable(path: Path, digests: dict[str, str], data: Mapping[str, Mapping] | None = None) -> bool:
+    """Whether a cached features file may be reused: intact (its sha256 as its sidecar records), extracted from the
+    data now found (`data`: {"data": record} from _data_input) and from weights that still have the recorded
+    content. A weights file no longer on disk does not count as changed: the spec's weights tag still names the
+    weights, and nothing could be re-extracted without them anyway."""
+    meta = cache.verified_sidecar(path, {role: rec["sha256"] for role, rec in (data or {}).items()},
+                                  adopt=_check_feature_file)
     if meta is None:
         return False
     if "inputs" not in meta and meta.get("weights_file") and meta.get("weights_sha256"):
         # sidecars from before `inputs` existed record the weights at the top level
         meta = {"inputs": {"weights": cache.input_record(meta["weights_file"], meta["weights_sha256"])}}
     return not cache.changed_inputs(meta, digests, missing_ok=True)
+
+
+def _data_input(dataset: str, split: str, data_root, digests: dict[str, str]) -> dict[str, dict[str, str]]:
+    """{"data": input record} of the file or folder the images are read from, {} when there is none to check
+    (scikit-learn's digits) or it is missing (loading then says how to provide it)."""
+    path = datasets.requirements(dataset, split, data_root)[0].path
+    if path is None or not Path(path).exists():
+        return {}
+    if str(path) not in digests:
+        digests[str(path)] = cache.content_digest(path)
+    return {"data": cache.input_record(path, digests[str(path)])}
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -243,8 +256,9 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     specs = {layer: feature_spec(model, dataset, split, layer, pretrained=pretrained, model_opts=model_opts,
                                  data_opts=data_opts, pool=pool, precision=precision) for layer in layers}
     paths = {layer: cache.artifact_path(root, "features", spec, ".npz") for layer, spec in specs.items()}
-    digests: dict[str, str] = {}  # each weights file is hashed once per call, however many layers share it
-    todo = tuple(layer for layer in layers if force or not _reusable(paths[layer], digests))
+    digests: dict[str, str] = {}  # weights and data are hashed once per call, however many layers share them
+    data_input = _data_input(dataset, split, data_root, digests)
+    todo = tuple(layer for layer in layers if force or not _reusable(paths[layer], digests, data_input))
     if not todo:
         return paths
 
@@ -261,6 +275,7 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
                              progress=bool(run_opts.get("progress", True)), on_chunk=run_opts.get("on_chunk"))
     weights_sha = _weights_sha256(loaded, digests)
     inputs = {"weights": cache.input_record(loaded.weights_file, weights_sha)} if weights_sha else {}
+    inputs.update(data_input)
     for layer in todo:
         X = arrays[layer]
         if layer == "penultimate":
