@@ -40,3 +40,20 @@ def test_old_zoo_entry_point_keeps_its_scope():
     out = subprocess.run([sys.executable, "-m", "kstar_utils.zoo", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: kstar zoo" in out.stdout
     assert "python -m kstar_utils.zoo is now `kstar zoo ... --zoo digits`" in out.stderr  # the digits zoo, as before
+
+
+def test_names_that_moved_elsewhere_or_were_removed():
+    code = ("import warnings\nwarnings.simplefilter('ignore')\n"
+            "import kstar_utils.study_plots as old, kstar_utils.zoo as zoo\n"
+            "from kstar_utils.plotting.study import plot_skewness_heatmap\n"
+            "from kstar_utils.study.summary import average_over_datasets\n"
+            "from kstar_utils.models.training import pgd_linf\n"
+            "assert old.plot_skewness_heatmap is plot_skewness_heatmap\n"
+            "assert old.average_over_datasets is average_over_datasets and zoo.pgd_linf is pgd_linf\n"
+            "from kstar_utils.kstar_engine.layout import SortedSet\n"
+            "from kstar_utils.engine.layout import SortedSet as new\n"
+            "assert SortedSet is new\n"
+            "try:\n    zoo.load_zoo_metrics\nexcept AttributeError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "kstar_utils.zoo.load_zoo_metrics is gone in 0.2; use kstar_utils.io.tables.load_measured_metrics" \
+        in out.stdout
