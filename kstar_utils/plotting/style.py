@@ -123,7 +123,7 @@ def _texts(fig) -> Iterable:
             yield t
 
 
-SHOW_DPI = 100  # what a notebook embeds: WIDTH x 100 px, a third of the saved file's bytes
+SHOW_DPI = 100  # what a notebook embeds: WIDTH x 100 px, smaller than the saved file (at DPI)
 
 
 def show(fig, folder: str | Path, name: str, *, fmt: str = "png") -> None:
