@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from kstar_utils.analysis.findings import short_name
 from kstar_utils.pipeline.stages import INDEX_KEYS, load_kstar, read_index
 
 
@@ -78,7 +78,7 @@ class Explorer:
 
     def _classes(self):
         res = load_kstar(self._row().kstar_path)
-        self._offer(self.cls, list(res.class_names) or [str(c) for c in np.unique(res.labels)], self.update)
+        self._offer(self.cls, res.names, self.update)
 
     def update(self) -> None:
         """Redraw the view for the current model, layer and class."""
@@ -91,7 +91,7 @@ class Explorer:
 
         row = self._row()
         res = load_kstar(row.kstar_path)
-        names = list(res.class_names) if res.class_names else [str(c) for c in np.unique(res.labels)]
+        names = res.names
         c = names.index(self.cls.value)
         tidy = fracture_matrix(res.labels, res.labels[res.enemy], res.khat, names)
         fracture_row = tidy[tidy["class"] == self.cls.value].reset_index(drop=True)
@@ -99,7 +99,7 @@ class Explorer:
         self.state = {"model": row.model, "layer": row.layer, "class": self.cls.value,
                       "khat": res.khat[res.labels == c], "fracture_row": fracture_row, "samples": table,
                       "images": len(images)}
-        short = str(row.model).split(":", 1)[-1]
+        short = short_name(row.model)
         with self.out:
             self.out.clear_output(wait=True)
             title = f"{self.cls.value} · {short} · {row.layer}"

@@ -166,3 +166,36 @@ def test_study_figures_from_a_summary(tmp_path):
     assert "Spearman ρ = +0.90" in fig.axes[0].get_title()
     check(fig, tmp_path, "gg.png")
     plt.close("all")
+
+
+def test_rotated_text_overlap_uses_the_rotated_box():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    # two slanted labels side by side: their upright boxes overlap, the labels themselves do not
+    ax.text(0.3, 0.5, "resnet20-noise", rotation=40, transform=ax.transAxes)
+    ax.text(0.38, 0.5, "resnet20-pgd1", rotation=40, transform=ax.transAxes)
+    assert plotting.text_overlaps(fig) == []
+    ax.text(0.32, 0.52, "crossing", rotation=-40, transform=ax.transAxes)  # cuts through both
+    assert {"crossing"} <= {t for pair in plotting.text_overlaps(fig) for t in pair}
+    plt.close(fig)
+
+
+def test_metric_sensitivity_correlation_matrix_noise_and_class_view(models_table, tmp_path):
+    metrics = ["euclidean", "cosine", "mahalanobis", "manhattan", "chebyshev", "minkowski(p=3)"]
+    table = pd.concat([models_table.assign(metric=m, approx_skewness=models_table["approx_skewness"] + 0.1 * i)
+                       for i, m in enumerate(metrics)])
+    check(plotting.plot_metric_sensitivity(table, title="Γ' by distance · penultimate"), tmp_path, "ms.png")
+    names = models_table["model"].tolist()
+    rho = pd.DataFrame(np.corrcoef(np.random.default_rng(0).normal(size=(10, 12))), index=names, columns=names)
+    check(plotting.plot_correlation_matrix(rho, title="class skews · penultimate"), tmp_path, "cm.png")
+    noise = pd.DataFrame([{"model": m, "strength": s, "approx_skewness": 0.3 + s, "frac_kstar_changed": min(1, 3 * s),
+                           "accuracy": 0.9 - s} for m in names[:3] for s in (0.0, 0.02, 0.05, 0.1)])
+    fig = plotting.plot_perturbation_curves(noise, ys=("approx_skewness", "frac_kstar_changed", "accuracy"),
+                                            xlabel="input noise (pixel std)", title="input noise · penultimate")
+    check(fig, tmp_path, "noise.png")
+    from kstar_utils.plotting.fracture import plot_class_view
+
+    labels = np.repeat(np.arange(10), 5)
+    tidy = fracture_matrix(labels, (labels + 1) % 10, np.linspace(0.02, 1, 50), CLASSES)
+    check(plot_class_view(np.linspace(0.02, 1, 5), tidy[tidy["class"] == "cat"], title="cat · resnet20 · penultimate"),
+          tmp_path, "view.png")
+    plt.close("all")

@@ -14,7 +14,8 @@ METHOD_SYMBOLS = {"spearman": "Spearman ρ", "kendall": "Kendall τ", "pearson":
 MIN_MODELS = 6
 
 
-def _short(model: str) -> str:
+def short_name(model: str) -> str:
+    """The registry name without its source prefix ("cifar-resnet:resnet20-pgd8" -> "resnet20-pgd8")."""
     return str(model).split(":", 1)[-1]
 
 
@@ -48,9 +49,9 @@ def describe_kstar(overview: pd.DataFrame, *, layer: str) -> str:
     t = overview[overview["layer"] == layer]
     lo, hi = t.loc[t["median_khat"].idxmin()], t.loc[t["median_khat"].idxmax()]
     f_lo, f_hi = t.loc[t["share_kstar_1"].idxmin()], t.loc[t["share_kstar_1"].idxmax()]
-    return (f"{layer}: median k̂* from {lo.median_khat:.2f} ({_short(lo.model)}) to {hi.median_khat:.2f} "
-            f"({_short(hi.model)}); samples whose nearest neighbour is of another class (k* = 1) from "
-            f"{f_lo.share_kstar_1:.0%} ({_short(f_lo.model)}) to {f_hi.share_kstar_1:.0%} ({_short(f_hi.model)}).")
+    return (f"{layer}: median k̂* from {lo.median_khat:.2f} ({short_name(lo.model)}) to {hi.median_khat:.2f} "
+            f"({short_name(hi.model)}); samples whose nearest neighbour is of another class (k* = 1) from "
+            f"{f_lo.share_kstar_1:.0%} ({short_name(f_lo.model)}) to {f_hi.share_kstar_1:.0%} ({short_name(f_hi.model)}).")
 
 
 def describe_skewness(models_table: pd.DataFrame, per_class: pd.DataFrame, *, layer: str,
@@ -59,8 +60,8 @@ def describe_skewness(models_table: pd.DataFrame, per_class: pd.DataFrame, *, la
     and, over `layers` (input to output), in how many models Γ' falls from the first layer to the last."""
     t = models_table[models_table["layer"] == layer].sort_values("approx_skewness")
     first, last = t.iloc[0], t.iloc[-1]
-    lines = [f"{layer}: lowest Γ' {first.approx_skewness:+.2f} ({_short(first.model)}), highest "
-             f"{last.approx_skewness:+.2f} ({_short(last.model)}), over {len(t)} models."]
+    lines = [f"{layer}: lowest Γ' {first.approx_skewness:+.2f} ({short_name(first.model)}), highest "
+             f"{last.approx_skewness:+.2f} ({short_name(last.model)}), over {len(t)} models."]
     pc = per_class[per_class["layer"] == layer]
     frac = pc.assign(f=pc["pattern"].eq("Fractured")).groupby("label")["f"].sum().sort_values(ascending=False)
     if len(frac) and frac.iloc[0] > 0:
@@ -81,14 +82,14 @@ def describe_finetuning(table: pd.DataFrame, *, base: str, layer: str) -> str:
     at `layer` (table: one row per model and layer with approx_skewness, clean_acc, robust_acc, kind)."""
     t = table[table["layer"] == layer].set_index("model")
     if base not in t.index:
-        return f"{_short(base)} is not in the table at {layer}"
+        return f"{short_name(base)} is not in the table at {layer}"
     b = t.loc[base]
-    lines = [f"{layer}, against {_short(base)} (Γ' {b.approx_skewness:+.2f}, clean {b.clean_acc:.3f}, "
+    lines = [f"{layer}, against {short_name(base)} (Γ' {b.approx_skewness:+.2f}, clean {b.clean_acc:.3f}, "
              f"robust {b.robust_acc:.3f}):"]
     for m, r in t.drop(index=base).iterrows():
         if not str(m).startswith(str(base)):
             continue
-        lines.append(f"  {_short(m)}: Γ' {r.approx_skewness - b.approx_skewness:+.2f}, clean "
+        lines.append(f"  {short_name(m)}: Γ' {r.approx_skewness - b.approx_skewness:+.2f}, clean "
                      f"{r.clean_acc - b.clean_acc:+.3f}, robust {r.robust_acc - b.robust_acc:+.3f}")
     return "\n".join(lines)
 
@@ -112,7 +113,7 @@ def describe_noise(table: pd.DataFrame, *, what: str) -> str:
     for m, sub in table.groupby("model", sort=False):
         a, b = sub[sub["strength"] == 0].iloc[0], sub[sub["strength"] == s_max].iloc[0]
         acc = f", accuracy {a.accuracy:.2f} -> {b.accuracy:.2f}" if "accuracy" in sub else ""
-        lines.append(f"  {_short(m)}: Γ' {a.approx_skewness:+.2f} -> {b.approx_skewness:+.2f}, k* changed for "
+        lines.append(f"  {short_name(m)}: Γ' {a.approx_skewness:+.2f} -> {b.approx_skewness:+.2f}, k* changed for "
                      f"{b.frac_kstar_changed:.0%} of samples{acc}")
     return "\n".join(lines)
 
@@ -122,7 +123,7 @@ def describe_fracture(tidy: pd.DataFrame, *, model: str, top: int = 3) -> str:
     from kstar_utils.analysis.fracture import fracture_pairs
 
     pairs = fracture_pairs(tidy, top=top)
-    lines = [f"{_short(model)}: the classes that cut into each other most"]
+    lines = [f"{short_name(model)}: the classes that cut into each other most"]
     for r in pairs.itertuples(index=False):
         lines.append(f"  {r.class_a} / {r.class_b}: {r.share_ab:.0%} of {r.class_a} have their nearest enemy in "
                      f"{r.class_b}, {r.share_ba:.0%} of {r.class_b} in {r.class_a}")

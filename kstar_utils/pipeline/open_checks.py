@@ -261,7 +261,7 @@ def gallery(kstar_index, *, model: str, layer: str, class_name: str, n: int = 4)
     row = select(read_index(kstar_index, INDEX_KEYS + ["kstar_path", "features_path"]), model=model, layer=layer)
     row = row.iloc[0]
     res = load_kstar(row.kstar_path)
-    names = list(res.class_names) if res.class_names else [str(c) for c in np.unique(res.labels)]
+    names = res.names
     if class_name not in names:
         import difflib
 

@@ -101,6 +101,11 @@ class KstarResult:
         return self.kstar / np.bincount(self.labels)[self.labels]
 
     @property
+    def names(self) -> list[str]:
+        """The class names in label order (the labels as text when the features carried no names)."""
+        return list(self.class_names) if self.class_names else [str(c) for c in np.unique(self.labels)]
+
+    @property
     def named_labels(self) -> np.ndarray:
         """(N,) class names (or the integer labels when the features carried no names)."""
         return np.asarray(self.class_names)[self.labels] if self.class_names else self.labels

@@ -13,10 +13,10 @@ from kstar_utils.plotting.models import (plot_class_skew_heatmap, plot_correlati
                                          plot_gamma_vs_gamma_prime, plot_metric_sensitivity, plot_metric_vs_accuracy,
                                          plot_perturbation_curves, plot_value_heatmap)
 from kstar_utils.plotting.style import (ACCURACY_NAMES, COEFFICIENT_NAMES, PATTERN_COLORS, WIDTH, save_figure,
-                                        set_style, show, text_overlaps)
+                                        set_style, short_name, show, text_overlaps)
 
 __all__ = ["plot_kstar_distribution", "plot_kstar_grid", "plot_kstar_side_by_side", "plot_fracture_difference",
            "plot_fracture_matrix", "plot_sample_gallery", "plot_class_skew_heatmap", "plot_correlation_matrix",
            "plot_depth_profile", "plot_gamma_vs_gamma_prime", "plot_metric_sensitivity", "plot_metric_vs_accuracy",
-           "plot_perturbation_curves", "plot_value_heatmap", "save_figure", "set_style", "show", "text_overlaps",
+           "plot_perturbation_curves", "plot_value_heatmap", "save_figure", "set_style", "short_name", "show", "text_overlaps",
            "ACCURACY_NAMES", "COEFFICIENT_NAMES", "PATTERN_COLORS", "WIDTH"]

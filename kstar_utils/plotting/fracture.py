@@ -30,9 +30,7 @@ def plot_fracture_matrix(tidy: pd.DataFrame, *, title: str = ""):
 def plot_fracture_difference(diff: pd.DataFrame, *, title: str = "", names: tuple[str, str] = ("a", "b")):
     """The change of the fracture matrix from model a to model b (percentage points, b - a), diverging around 0.
     diff: analysis.fracture.fracture_difference."""
-    order = list(dict.fromkeys(diff["class"]))
-    grid = diff.pivot(index="class", columns="enemy_class", values="delta_share").reindex(index=order, columns=order)
-    grid = grid * 100
+    grid = fracture_pivot(diff, "delta_share") * 100
     lim = max(5.0, float(np.nanmax(np.abs(grid.to_numpy()[~np.eye(len(grid), dtype=bool)]))))
     return _class_grid(grid, title=title, cmap="RdBu_r", center=0, vmin=-lim, vmax=lim, fmt="+.0f",
                        cbar_kws={"label": f"percentage points ({names[1]} − {names[0]})", "shrink": 0.8})

@@ -26,6 +26,13 @@ def _model_legend(fig, styles: Mapping[str, tuple], *, loc: str = "outside right
                       ncols=ncols)
 
 
+def _model_lines(ax, table: pd.DataFrame, x: str, y: str, styles: Mapping[str, tuple], *, ms: float) -> None:
+    """One line per model of `styles` through its rows of `table` (in the table's order), in the model's style."""
+    for m, (c, mk) in styles.items():
+        sub = table[table["model"] == m]
+        ax.plot(sub[x], sub[y], color=c, marker=mk, lw=1.2, ms=ms)
+
+
 def _clear_corner(ax) -> None:
     """No y tick at the bottom corner, where it would touch the first x tick label."""
     ax.yaxis.set_major_locator(MaxNLocator(nbins=6, prune="lower"))
@@ -81,7 +88,7 @@ def plot_metric_vs_accuracy(table: pd.DataFrame, x: str, ys: Mapping[str, str], 
         if ok.sum() >= 3 and np.ptp(xv[ok]) > 0:
             grid = np.linspace(xv[ok].min(), xv[ok].max(), 50)
             line, band = _trend(xv[ok], yv[ok], grid)
-            if col.endswith("acc"):
+            if col in ACCURACY_NAMES:
                 line = np.clip(line, 0, 1)
                 band = None if band is None else np.clip(band, 0, 1)
             if band is not None:
@@ -90,7 +97,7 @@ def plot_metric_vs_accuracy(table: pd.DataFrame, x: str, ys: Mapping[str, str], 
         for _, row in sub.iterrows():
             c, m = styles[row[label_col]]
             ax.scatter(row[x], row[col], color=c, marker=m, s=46, edgecolor="white", linewidth=0.5, zorder=3)
-        if col.endswith("acc"):
+        if col in ACCURACY_NAMES:
             lo, hi = (yv[ok].min(), yv[ok].max()) if ok.any() else (0.0, 1.0)
             pad = 0.08 * max(hi - lo, 0.05)
             ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
@@ -112,7 +119,7 @@ def plot_gamma_vs_gamma_prime(table: pd.DataFrame, *, agreement: Mapping | None 
     t = t[np.isfinite(t["true_skewness"]) & np.isfinite(t["approx_skewness"])]
     fig, axes = figure(5.0)
     ax = axes[0, 0]
-    sns.scatterplot(data=t, x="approx_skewness", y="true_skewness", hue=hue if hue in t else None,
+    sns.scatterplot(data=t, x="approx_skewness", y="true_skewness", hue=hue if hue in t and t[hue].nunique() > 1 else None,
                     style=style if style in t else None, s=50, ax=ax)
     vals = t[["true_skewness", "approx_skewness"]].to_numpy()
     lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (-1.0, 1.0)
@@ -161,10 +168,7 @@ def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str], value: str
     fig, axes = figure(0.34 * len(models) + 2.4, ncols=2, gridspec_kw={"width_ratios": [1.25, 1]})
     ax = axes[0, 0]
     pos = {layer: i for i, layer in enumerate(layers)}
-    for m in models:
-        sub = t[t["model"] == m].sort_values("layer", key=lambda s: s.map(pos))
-        c, mk = styles[m]
-        ax.plot(sub["layer"].map(pos), sub[value], color=c, marker=mk, lw=1.2, ms=6)
+    _model_lines(ax, t.assign(position=t["layer"].map(pos)).sort_values("position"), "position", value, styles, ms=6)
     ax.set_xticks(range(len(layers)), layers)
     ax.axhline(0, color="0.6", lw=0.8)
     _clear_corner(ax)
@@ -222,10 +226,7 @@ def plot_perturbation_curves(table: pd.DataFrame, *, ys: Sequence[str] = ("appro
     styles = model_styles(models)
     fig, axes = figure(3.8, ncols=len(ys))
     for ax, y in zip(axes[0], ys):
-        for m in models:
-            sub = table[table["model"] == m]
-            c, mk = styles[m]
-            ax.plot(sub["strength"], sub[y], color=c, marker=mk, lw=1.2, ms=5)
+        _model_lines(ax, table, "strength", y, styles, ms=5)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(names.get(y, y))
         if y in ("accuracy", "frac_kstar_changed"):
@@ -239,17 +240,9 @@ def plot_perturbation_curves(table: pd.DataFrame, *, ys: Sequence[str] = ("appro
 
 def plot_correlation_matrix(matrix: pd.DataFrame, *, title: str = "", label: str = "Spearman ρ of class skews"):
     """A symmetric correlation matrix (e.g. pipeline.open_checks.pair_matrix) as an annotated heatmap in [-1, 1]."""
-    m = matrix.copy()
-    m.index = [short_name(i) for i in m.index]
-    m.columns = [short_name(c) for c in m.columns]
-    n = m.shape[0]
-    fig, axes = figure(0.4 * n + 2.0)
-    sns.heatmap(m, cmap="RdBu_r", vmin=-1, vmax=1, center=0, annot=True, fmt=".2f", annot_kws={"fontsize": 7},
-                linewidths=0.3, cbar_kws={"label": label, "shrink": 0.8}, ax=axes[0, 0], square=True)
-    axes[0, 0].tick_params(axis="x", rotation=40)
-    if title:
-        axes[0, 0].set_title(title)
-    return fig
+    return heatmap(matrix.rename(index=short_name, columns=short_name), title=title, rotation=40, cmap="RdBu_r",
+                   vmin=-1, vmax=1, center=0, annot=True, fmt=".2f", cbar_kws={"label": label, "shrink": 0.8},
+                   square=True)
 
 
 def accuracy_panels(table: pd.DataFrame, ys: Sequence[str]) -> dict[str, str]:

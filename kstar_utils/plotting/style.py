@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from kstar_utils.analysis.findings import short_name  # noqa: F401  (the figures' model names)
 from kstar_utils.io.cache import atomic_path
 from kstar_utils.method.skewness import CLUSTERED, FRACTURED, OVERLAPPED, UNDEFINED
 
@@ -58,11 +59,6 @@ def heatmap(grid, *, title: str = "", xlabel: str = "", ylabel: str = "", rotati
     return fig
 
 
-def short_name(model: str) -> str:
-    """The registry name without its source prefix ("cifar-resnet:resnet20-pgd8" -> "resnet20-pgd8")."""
-    return str(model).split(":", 1)[-1]
-
-
 def model_styles(models: Sequence[str]) -> dict[str, tuple]:
     """A colour and a marker per model, stable for a given model list, used by every figure of that list."""
     palette = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)
@@ -85,23 +81,54 @@ def save_figure(fig, path: str | Path, *, close: bool = True) -> Path:
 
 
 def text_overlaps(fig, *, pad: float = 0.0) -> list[tuple[str, str]]:
-    """Pairs of visible, non-empty texts of `fig` whose boxes overlap (titles, labels, tick labels, legends,
-    annotations), drawn as saved. A figure a reader can read returns []."""
+    """Pairs of visible, non-empty texts of `fig` whose footprints overlap (titles, labels, tick labels, legends,
+    annotations), drawn as saved; a rotated text's footprint is its rotated box, not the upright box around it (which
+    makes neighbouring slanted tick labels look as if they collide). A figure a reader can read returns []."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    boxes = []
+    shapes = []
     for t in _texts(fig):
         if not t.get_visible() or not t.get_text().strip():
             continue
-        bb = t.get_window_extent(renderer)
-        if bb.width > 0 and bb.height > 0:
-            boxes.append((t.get_text(), bb.expanded(1 + pad, 1 + pad)))
+        corners = _footprint(t, renderer, 1 + pad)
+        if corners is not None:
+            shapes.append((t.get_text(), corners))
     out = []
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            if boxes[i][1].overlaps(boxes[j][1]):
-                out.append((boxes[i][0], boxes[j][0]))
+    for i in range(len(shapes)):
+        for j in range(i + 1, len(shapes)):
+            if _convex_overlap(shapes[i][1], shapes[j][1]):
+                out.append((shapes[i][0], shapes[j][0]))
     return out
+
+
+def _footprint(t, renderer, scale: float) -> np.ndarray | None:
+    """The 4 corners (display pixels) of a text's box, rotated with the text, scaled by `scale` about its centre.
+    A rotated box's centre is the centre of the upright box around it; its size is the text's unrotated extent."""
+    bb = t.get_window_extent(renderer)
+    if bb.width <= 0 or bb.height <= 0:
+        return None
+    angle = t.get_rotation()
+    w, h = bb.width, bb.height
+    if angle % 180:
+        t.set_rotation(0)
+        flat = t.get_window_extent(renderer)
+        t.set_rotation(angle)
+        w, h = flat.width, flat.height
+    half = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) * (scale / 2)
+    c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    return half @ np.array([[c, s], [-s, c]]) + [(bb.x0 + bb.x1) / 2, (bb.y0 + bb.y1) / 2]
+
+
+def _convex_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two convex polygons (k, 2) share interior: no edge normal of either separates them."""
+    for poly in (a, b):
+        for k in range(len(poly)):
+            edge = poly[(k + 1) % len(poly)] - poly[k]
+            normal = np.array([-edge[1], edge[0]])
+            pa, pb = a @ normal, b @ normal
+            if pa.max() <= pb.min() + 1e-9 or pb.max() <= pa.min() + 1e-9:
+                return False
+    return True
 
 
 def _texts(fig) -> Iterable:
