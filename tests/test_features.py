@@ -131,7 +131,7 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(stand_in_zoo, tmp_pat
 
     with pytest.raises(Killed):
         extract_features("zoo:tiny", "digits", root=tmp_path / "run", on_chunk=kill_after_three, **opts)
-    assert not any(cache.is_complete(p) for p in (tmp_path / "run" / "features").glob("*.npz"))
+    assert not any(cache.sidecar_path(p).exists() for p in (tmp_path / "run" / "features").glob("*.npz"))
     parts = list((tmp_path / "run" / "features_parts").glob("*/chunk_*.npz"))
     assert len(parts) == 3
 

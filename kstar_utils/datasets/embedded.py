@@ -89,8 +89,7 @@ def pack_images(path: str | os.PathLike, splits: Mapping[str, tuple[np.ndarray, 
         arrays[f"{split}_sha256"] = np.asarray(hashlib.sha256(images.tobytes()).hexdigest())
     path = Path(path)
     with cache.atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+        cache.write_npz(tmp, arrays)
     return path
 
 

@@ -361,10 +361,3 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     """The sidecar of `path` (FileNotFoundError when there is none, CorruptFileError naming it when unreadable)."""
     return read_json(sidecar_path(path))
-
-
-def is_complete(path: str | os.PathLike) -> bool:
-    """Both the file and its sidecar exist (the sidecar is written last). Existence only: reuse goes through
-    verified_sidecar, which also checks the content."""
-    path = Path(path)
-    return path.exists() and sidecar_path(path).exists()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kstar_utils.datasets.embedded import load_digits
+from kstar_utils.io import cache
 from kstar_utils.models.training import accuracy, robust_accuracy, train_step
 
 METRICS_FILE = "zoo_metrics.csv"
@@ -134,7 +135,8 @@ def build_zoo(out_dir: str | Path | None = None, eval_eps: float = EVAL_EPS) -> 
     for r in tqdm(RECIPES, desc="zoo"):
         t0 = time.perf_counter()
         model = train(r, Xtr, ytr)
-        torch.save(model.state_dict(), out_dir / f"{r.name}.pt")
+        with cache.atomic_path(out_dir / f"{r.name}.pt") as tmp:
+            torch.save(model.state_dict(), tmp)
         rows.append(
             {
                 "model": r.name,
@@ -150,5 +152,6 @@ def build_zoo(out_dir: str | Path | None = None, eval_eps: float = EVAL_EPS) -> 
         )
         tqdm.write(str(rows[-1]))
     table = pd.DataFrame(rows)
-    table.to_csv(out_dir / METRICS_FILE, index=False)
+    with cache.atomic_path(out_dir / METRICS_FILE) as tmp:
+        table.to_csv(tmp, index=False)
     return table

@@ -58,9 +58,6 @@ class FeatureSet:
 
 
 # ---------------------------------------------------------------------------------------------- file format
-_write_npz = cache.write_npz  # the old name, for code that imported the writer from here
-
-
 def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray, class_names, sidecar: Mapping) -> Path:
     """Write a feature file and then its sidecar, each atomically (a reader never sees a partial file).
 

@@ -51,14 +51,13 @@ def declared_parameters(notebook: str | os.PathLike) -> dict[str, dict]:
 RENAMED_PARAMETERS = {"output_dir": "cache_dir"}
 
 
-def check_parameters(notebook: str | os.PathLike, names: Iterable[str], *, declared: Iterable[str] | None = None,
-                     passed_by: str = "") -> None:
+def check_parameters(notebook: str | os.PathLike, names: Iterable[str], *, passed_by: str = "") -> None:
     """Raise UnknownParameterError unless every name in `names` is declared by `notebook`.
 
-    names: parameter names (a mapping's keys). declared: the declared names, when already known (else read with
-    declared_parameters). passed_by: who passes the names, for the message (e.g. "the study runner").
+    names: parameter names (a mapping's keys). passed_by: who passes the names, for the message (e.g. "the study
+    runner").
     """
-    valid = list(declared) if declared is not None else list(declared_parameters(notebook))
+    valid = list(declared_parameters(notebook))
     unknown = [n for n in names if n not in valid]
     if not unknown:
         return

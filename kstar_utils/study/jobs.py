@@ -155,12 +155,11 @@ def notebook_parameters(job: Job) -> dict[str, dict[str, Any]]:
 def check_notebook_parameters(jobs: Sequence[Job]) -> None:
     """Raise UnknownParameterError (a ValueError) naming the notebook when a notebook of the sequence does not declare
     a name of REQUIRED, before any job starts."""
-    from kstar_utils.pipeline.notebooks import check_parameters, declared_parameters
+    from kstar_utils.pipeline.notebooks import check_parameters
 
     for folder in dict.fromkeys(job.notebooks_dir for job in jobs):
         for name, needed in REQUIRED.items():
-            path = Path(folder) / name
-            check_parameters(path, needed, declared=declared_parameters(path), passed_by="the study runner")
+            check_parameters(Path(folder) / name, needed, passed_by="the study runner")
 
 
 def _select_gpu() -> None:

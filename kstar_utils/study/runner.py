@@ -55,7 +55,7 @@ def check_folders(jobs: Sequence[Job], output_dir: str | Path) -> None:
 def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence[Job] | None = None,
                require_present: bool = True) -> list:
     """Everything that can be checked before a job starts; raises ValueError (preflight.PreflightError,
-    notebook_params.UnknownParameterError, ...) naming the first problem, and returns the weights and data
+    pipeline.notebooks.UnknownParameterError, ...) naming the first problem, and returns the weights and data
     requirements of all jobs (preflight.PreflightItem, for a report).
 
     Checked: the folders (check_folders); the notebooks of the sequence declare the files through which they hand
@@ -277,10 +277,11 @@ def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOpt
     todo = list(jobs) if force else [j for j in jobs if not is_finished(j)]
     if check:  # before anything is changed: a failed check leaves every finished job finished
         check_jobs(jobs, output_dir, pending=todo, require_present=True)
+    pending = {j.job_id for j in todo}
     for job in jobs:
-        if force:
+        if job.job_id in pending:  # stale or absent: the worker then starts at once instead of hashing its files again
             job_paths(job)["done"].unlink(missing_ok=True)
-        elif job.job_id not in {j.job_id for j in todo}:
+        else:
             statuses[job.job_id] = {"status": "skipped", "attempts": 0, "seconds": 0.0,
                                     "done": json.loads(job_paths(job)["done"].read_text())}
     if todo:
