@@ -350,7 +350,7 @@ def test_cosine_at_extreme_row_norms(engine):
 
 
 def test_rescale_is_exact_and_canonical():
-    from kstar_utils.method.kstar import prepare_metric, scale_exponent
+    from kstar_utils.method.metrics import prepare_metric, scale_exponent
 
     X = np.random.default_rng(2).normal(size=(30, 4))
     base = prepare_metric(X, "euclidean")

@@ -30,7 +30,7 @@ can still underflow are tiny coordinates and products, and a GEMM may flush subn
 input to float32 then errs by at most u |x_i| + 2^-126 absolute, each product and partial sum of the length-(D + 2)
 inner product, each rounded norm and each float32 threshold by at most 2^-126 more. Carried through step 1 with
 ||x_p - x_q|| <= sqrt(2 R) <= 4 sqrt(D), these add at most 18 (D + 2) 2^-126 to the bound; the engines use
-eta = 128 (D + 2) 2^-126 (D = 512: 7.7e-35, far below any distance that is not itself near underflow) and enforce it
+eta = 128 (D + 2) 2^-126 (D = 512: 7.7e-34, far below any distance that is not itself near underflow) and enforce it
 as a floor on the bound norms: eps * ((n_p + tau) + (n_q + tau)) = eps * R + eta with tau = eta / (2 eps)
 (`screen_floor`). The engines use
 eps = 1.25 eps_theory + 32u: the extra quarter absorbs the float32 rounding of the thresholds they compare g with
@@ -70,7 +70,11 @@ from kstar_utils.engine.reference import SQEUCLIDEAN, Distance
 U32 = 2.0**-24
 U64 = 2.0**-53
 TINY32 = 2.0**-126  # float32 / bfloat16 smallest normal (GEMMs may flush smaller values to zero)
-P_MAX_SCREEN = 16  # above this exponent the lp screen's bound is too loose to help: pairs are evaluated in float64
+# above this exponent pairs are scored in float64 without a screen: the screen's bound grows with 2^(p - 1) and
+# re-decides too many pairs (benchmarks/bench_minkowski_screen.py in benchmarks/RESULTS.md: the float32 screen takes
+# 0.61-0.76x the unscreened time at p = 3 and 0.93-3.0x from p = 4 on)
+P_MAX_SCREEN = 3
+SCREENS = ("auto", "bf16", "float32")  # the two-pass engine's pass-1 screens for squared Euclidean scores
 
 
 def _gamma(n: int, u: float) -> float:

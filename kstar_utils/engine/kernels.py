@@ -139,7 +139,7 @@ class DiffKernel(Kernel):
 
 
 class ExactKernel(Kernel):
-    """Reference float64 scores (lp with p > P_MAX_SCREEN, where a float32 screen's bound is too loose to help)."""
+    """Reference float64 scores (lp with p > P_MAX_SCREEN, where a float32 screen costs more than it saves)."""
 
     dtype = torch.float64
 

@@ -26,16 +26,16 @@ def chunk_reduce(g: torch.Tensor, ch: int, *, dim: int, op: str) -> torch.Tensor
     return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
 
 
-def round_up(v: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """Values of `dtype` >= the float64 values v."""
-    f = v.astype(dtype)
-    return np.where(f.astype(np.float64) < v, np.nextafter(f, dtype(np.inf)), f)
+def round_up(v: np.ndarray) -> np.ndarray:
+    """float32 values >= the float64 values v."""
+    f = v.astype(np.float32)
+    return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
 
 
-def round_down(v: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """Values of `dtype` <= the float64 values v."""
-    f = v.astype(dtype)
-    return np.where(f.astype(np.float64) > v, np.nextafter(f, dtype(-np.inf)), f)
+def round_down(v: np.ndarray) -> np.ndarray:
+    """float32 values <= the float64 values v."""
+    f = v.astype(np.float32)
+    return np.where(f.astype(np.float64) > v, np.nextafter(f, np.float32(-np.inf)), f)
 
 
 def count_less(g: torch.Tensor, thr: torch.Tensor, axis: int) -> torch.Tensor:

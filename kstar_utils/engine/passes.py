@@ -21,14 +21,12 @@ import threading
 import numpy as np
 import torch
 
-from kstar_utils.engine.bounds import check_screen
+from kstar_utils.engine.bounds import SCREENS, check_screen
 from kstar_utils.engine.kernels import GemmKernel, Kernel
 from kstar_utils.engine.layout import SortedSet, class_blocks
 from kstar_utils.engine.ops import chunk_reduce, count_less
 from kstar_utils.engine.reference import merge_nearest
 from kstar_utils.engine.threads import run_tiles, single_thread
-
-SCREENS = ("auto", "bf16", "float32")
 
 
 def fast_bf16(device: torch.device) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from kstar_utils.engine.bounds import screen_eps, screen_floor
+from kstar_utils.engine.faiss_knn import faiss_available
 from kstar_utils.engine.layout import SortedSet, auto_tile_size
 from kstar_utils.engine.reference import SQEUCLIDEAN, Distance
 
@@ -27,14 +28,6 @@ def resolve_device(device):
     return dev
 
 
-def faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _tile_for(dev, tile_size):
     if tile_size is not None:
         return int(tile_size)
@@ -54,7 +47,8 @@ def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_siz
     Xq, Xp: float rows of the metric space; both are multiplied by 2**scale (exactly) while they are sorted, and the
     screens' error bounds assume the result lies in the canonical range of `method.metrics.scale_exponent` (largest
     magnitude below 2). distance: the score compared (engine.reference). backend: "auto"/"torch" (torch kernels; for
-    l1 and lp scores on the CPU, "auto" uses faiss's faster loops when faiss is installed) or "faiss" (squared
+    l1 scores on the CPU, "auto" uses faiss's L1 loop when faiss is installed, 10x faster than torch.cdist in
+    benchmarks/RESULTS.md; for lp faiss was slower there) or "faiss" (squared
     Euclidean: faiss k-NN searches as the screen; other scores: faiss's kernels in the two-pass engine).
     screen: the two-pass engine's pass-1 screen for squared Euclidean scores ("auto", "bf16", "float32").
     """
@@ -80,7 +74,7 @@ def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_siz
     if backend == "faiss" and not faiss_available():
         raise ValueError("backend='faiss' needs the faiss package (faiss-cpu, or faiss-gpu for CUDA)")
     impl = "faiss" if backend == "faiss" or (backend == "auto" and dev.type == "cpu" and faiss_available()
-                                              and distance.kind in ("l1", "lp")) else "torch"
+                                              and distance.kind == "l1") else "torch"
 
     with exact_float32_matmul():
         if backend == "faiss" and distance.kind == "sqeuclidean":

@@ -9,12 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from kstar_utils.engine.reference import SQEUCLIDEAN
-from kstar_utils.method.metrics import (METRICS, distance_of, metric_space, prepare_metric, rescale, scale_exponent,  # noqa: F401
-                             transforms_rows, unit_rows)
+from kstar_utils.engine.bounds import SCREENS
+from kstar_utils.engine.run import BACKENDS as ENGINE_BACKENDS
+from kstar_utils.method.metrics import (METRICS, check_metric, distance_of, metric_space, prepare_metric,
+                                        scale_exponent, transforms_rows)
 from kstar_utils.method.validation import check_features, check_features_labels, check_kstar, encode_labels
 
-BACKENDS = ("auto", "torch", "faiss", "numpy")
-SCREENS = ("auto", "bf16", "float32")
+BACKENDS = ENGINE_BACKENDS + ("numpy",)
 
 __all__ = ["compute_kstar", "normalize_kstar", "prepare_metric", "reference_sq_distances", "METRICS"]
 
@@ -69,8 +70,6 @@ def compute_kstar(
     screen: the torch engine's pass-1 screen: "auto" (bfloat16 where bfloat16 GEMMs are fast, else float32), "bf16"
         or "float32". Every screen ends in the same float64 decisions, so the result does not depend on it.
     """
-    from kstar_utils.method.metrics import check_metric
-
     check_metric(metric, p, cov, shrinkage)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")

@@ -218,9 +218,9 @@ def metric_space(queries: np.ndarray, metric: str = "euclidean", *, codes: np.nd
 
 
 def _whiten(queries, pool, codes, cov, shrinkage):
-    base = queries if pool is None else pool
     k = scale_exponent(queries, pool)  # estimate at the canonical scale: no over- or underflow in X^T X
-    Q, P, B = rescale(queries, k), None if pool is None else rescale(pool, k), rescale(base, k)
+    Q, P = rescale(queries, k), None if pool is None else rescale(pool, k)
+    B = Q if pool is None else P
     if cov is None or isinstance(cov, str):
         sigma, details = covariance(B, codes, cov or "pooled", "auto" if shrinkage is None else shrinkage)
     else:
