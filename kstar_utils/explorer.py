@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from kstar_utils.analysis.findings import short_name
-from kstar_utils.pipeline.stages import INDEX_KEYS, load_kstar, read_index
+from kstar_utils.pipeline.stages import INDEX_KEYS, indexed_kstar, read_index
 
 
 def explorer_rows(source) -> pd.DataFrame:
@@ -77,7 +77,7 @@ class Explorer:
                     self._classes)
 
     def _classes(self):
-        res = load_kstar(self._row().kstar_path)
+        res = indexed_kstar(self._row())
         self._offer(self.cls, res.names, self.update)
 
     def update(self) -> None:
@@ -90,7 +90,7 @@ class Explorer:
         from kstar_utils.plotting.fracture import plot_class_view, plot_sample_gallery
 
         row = self._row()
-        res = load_kstar(row.kstar_path)
+        res = indexed_kstar(row)
         names = res.names
         c = names.index(self.cls.value)
         tidy = fracture_matrix(res.labels, res.labels[res.enemy], res.khat, names)

@@ -123,6 +123,19 @@ def test_saved_state_round_trips_in_the_upstream_layout(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_pretrained_download_checks_the_upstream_hash(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        seen.update(url=url, hash_prefix=hash_prefix)
+        raise RuntimeError('invalid hash value (expected "12fca82f", got "00000000")')  # torch's own check failing
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    with pytest.raises(RuntimeError, match="invalid hash"):
+        registry.load_model("cifar-resnet:resnet20", weights_dir=tmp_path, allow_download=True)
+    assert seen == {"url": cifar_resnet.UPSTREAM_URL.format(file="resnet20-12fca82f.th"), "hash_prefix": "12fca82f"}
+
+
 def test_finetuning_is_seeded_and_augmentation_keeps_the_images():
     X, y = cifar_zoo.load_images("train")
     r = cifar_zoo.Recipe("tiny", "clean", epochs=1, batch_size=32)
@@ -130,8 +143,20 @@ def test_finetuning_is_seeded_and_augmentation_keeps_the_images():
     b = cifar_zoo.finetune(r, X[:64], y[:64], progress=False)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
-    gen = torch.Generator().manual_seed(0)
-    out = cifar_zoo._augment(torch.from_numpy(X[:16]), gen)
-    assert out.shape == (16, 3, 32, 32) and float(out.min()) >= 0 and float(out.max()) <= 1
+    x = torch.from_numpy(X[:64])
+    out = cifar_zoo._augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == (64, 3, 32, 32)
+    # every output is a 32 x 32 window of its zero-padded image, flipped or not, and both kinds occur
+    padded = F.pad(x, (4, 4, 4, 4))
+    kinds = set()
+    for i in range(64):
+        windows = padded[i].unfold(1, 32, 1).unfold(2, 32, 1)  # (3, 9, 9, 32, 32): every crop position
+        for flipped, img in ((False, out[i]), (True, out[i].flip(2))):
+            if (windows == img[:, None, None]).flatten(3).all(3).all(0).any():
+                kinds.add(flipped)
+                break
+        else:
+            raise AssertionError(f"augmented image {i} is not a crop of its padded image")
+    assert kinds == {False, True}
     sub = cifar_zoo.eval_subset(cifar_zoo.load_images("test")[1])
     assert sub.size == cifar_zoo.EVAL_N and np.array_equal(sub, np.sort(sub))

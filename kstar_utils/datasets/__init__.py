@@ -229,9 +229,15 @@ def _load_digits(split: str, transform):
             [str(i) for i in range(10)], {"path": "sklearn.datasets.load_digits (seeded stratified half split)"})
 
 
-def _load_cifar10_sample(split: str, transform):
+def cifar10_sample_tensors(split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The shipped CIFAR-10 images of `split` as contiguous (N, 3, 32, 32) float32 in [0, 1] (channels-last strides
+    would reach the attacks' gradient views, which need plain strides), labels (N,) int64 and the class names."""
     images, labels, names = cifar10_sample_arrays(split)
-    chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0), labels, names
+
+
+def _load_cifar10_sample(split: str, transform):
+    chw, labels, names = cifar10_sample_tensors(split)
     return (_TensorImages(chw, labels, transform), labels, list(names),
             {"path": str(cifar10_sample_file()), "split": split})
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
-from kstar_utils.models.cifar_resnet import MEAN, PRETRAINED, STD, UPSTREAM_URL, build, load_state, weights_file
+from kstar_utils.models.cifar_resnet import MEAN, PRETRAINED, STD, UPSTREAM_URL, load_weights, weights_file
 
 
 def _finetuned_names() -> dict[str, str]:
@@ -46,9 +46,7 @@ def load_model(name: str, weights_dir_opt=None):
         req = requirements(name, weights_dir_opt)[0]
         raise WeightsNotFoundError(f"weights for cifar-resnet:{name} not found: searched {path}. "
                                    f"To provide them: {req.how_to_provide}")
-    module = build(base_of(name))
-    load_state(module, path)
-    return module.eval()
+    return load_weights(base_of(name), path)
 
 
 # ---------------------------------------------------------------------------------------------- registry adapter
@@ -77,7 +75,10 @@ def _download(name: str, path: Path) -> None:
         raise WeightsNotFoundError(f"cifar-resnet:{name} is made by this project and cannot be downloaded; "
                                    "rebuild it with `kstar zoo train --zoo cifar`")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(UPSTREAM_URL.format(file=PRETRAINED[name][0]), str(path), progress=False)
+    file = PRETRAINED[name][0]
+    # the upstream names end in the first 8 hex digits of the file's sha256: torch checks them before keeping it
+    torch.hub.download_url_to_file(UPSTREAM_URL.format(file=file), str(path), hash_prefix=file.rsplit("-", 1)[1][:8],
+                                   progress=False)
 
 
 def load(name: str, weights_dir=None, allow_download: bool = False, **options) -> LoadedModel:

@@ -122,6 +122,13 @@ def save_state(module, path: Path, **info) -> Path:
     return Path(path)
 
 
+def load_weights(arch: str, path: Path):
+    """Architecture `arch` ("resnet20" ... "resnet56") with the weights of `path`, in eval mode, on the CPU."""
+    module = build(arch)
+    load_state(module, path)
+    return module.eval()
+
+
 def load_pretrained(name: str, weights_dir_opt=None):
     """One of the four pretrained models ("resnet20" ... "resnet56") in eval mode, on the CPU."""
     path = weights_file(name, weights_dir_opt)
@@ -129,6 +136,4 @@ def load_pretrained(name: str, weights_dir_opt=None):
         from kstar_utils.models import WeightsNotFoundError
 
         raise WeightsNotFoundError(f"weights for cifar-resnet:{name} not found: searched {path}")
-    module = build(name)
-    load_state(module, path)
-    return module.eval()
+    return load_weights(name, path)

@@ -71,11 +71,10 @@ def recipe(name: str) -> Recipe:
 
 def load_images(split: str) -> tuple[np.ndarray, np.ndarray]:
     """The shipped CIFAR-10 images of `split` as (N, 3, 32, 32) float32 in [0, 1] and labels (N,) int64."""
-    from kstar_utils.datasets import cifar10_sample_arrays
+    from kstar_utils.datasets import cifar10_sample_tensors
 
-    images, labels, _ = cifar10_sample_arrays(split)
-    # contiguous NCHW: channels-last strides would reach the attacks' gradient views (which need plain strides)
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0), labels
+    images, labels, _ = cifar10_sample_tensors(split)
+    return images, labels
 
 
 def eval_subset(labels: np.ndarray, n: int = EVAL_N, seed: int = EVAL_SEED) -> np.ndarray:
@@ -147,13 +146,13 @@ def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps:
                     force: bool = False) -> pd.DataFrame:
     """Fine-tune every recipe and measure every model; returns (and writes) the metrics table.
 
-    Resumable: a model whose weights and metrics row already exist (same recipe) is skipped unless force=True.
-    models: names to (re)build (default: the four pretrained ones and every recipe).
+    Resumable: a model whose weights and metrics row already exist (same recipe, same evaluation: budget, images,
+    attacks) is skipped unless force=True. models: names to (re)build (default: the four pretrained ones and every
+    recipe). out_dir receives the fine-tuned weights and the table; the pretrained models are always the shipped ones
+    (the bases of the fine-tuning too).
     """
-    import torch
-
     from kstar_utils.io import cache
-    from kstar_utils.models.cifar_resnet import load_pretrained, save_state, weights_dir
+    from kstar_utils.models.cifar_resnet import load_pretrained, save_state, weights_dir, weights_file
 
     out_dir = Path(out_dir) if out_dir is not None else weights_dir()
     names = list(models) if models else list(PRETRAINED_MODELS) + [r.name for r in RECIPES]
@@ -163,26 +162,27 @@ def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps:
     Xtr, ytr = load_images("train")
     Xte, yte = load_images("test")
     subset = eval_subset(yte)
+    evaluation = {"eval_eps": float(eval_eps), "eval_n": int(subset.size), "attacks": "+".join(ATTACKS),
+                  "apgd_targets": APGD_TARGETS}
     for name in names:
         r = None if name in PRETRAINED_MODELS else recipe(name)
         key = repr(r) if r else "pretrained"
-        wfile = out_dir / "finetuned" / f"{name}.th" if r else out_dir / f"{name}"
-        if not force and name in rows and rows[name].get("recipe") == key and float(rows[name]["eval_eps"]) == eval_eps \
+        wfile = weights_file(name, out_dir)
+        old = rows.get(name, {})
+        if not force and old.get("recipe") == key and all(old.get(k) == v for k, v in evaluation.items()) \
                 and (r is None or wfile.is_file()):
             continue
         t0 = time.perf_counter()
-        torch.manual_seed(0)
         if r is None:
-            model = load_pretrained(name, out_dir)
+            model = load_pretrained(name)
         else:
             model = finetune(r, Xtr, ytr)
             save_state(model, wfile, recipe=key)
         train_seconds = time.perf_counter() - t0
         m = measure(model, Xte, yte, subset, eps=eval_eps)
         rows[name] = {"model": name, "kind": r.kind if r else "pretrained", "base": r.base if r else name,
-                      "train_eps": r.eps if r else 0.0, "epochs": r.epochs if r else 0, **m, "eval_eps": eval_eps,
-                      "eval_n": int(subset.size), "attacks": "+".join(ATTACKS),
-                      "apgd_targets": APGD_TARGETS, "train_seconds": round(train_seconds, 1),
+                      "train_eps": r.eps if r else 0.0, "epochs": r.epochs if r else 0, **m, **evaluation,
+                      "train_seconds": round(train_seconds, 1),
                       "eval_seconds": round(time.perf_counter() - t0 - train_seconds, 1), "recipe": key}
         print(rows[name], flush=True)
         order = [n for n in list(PRETRAINED_MODELS) + [x.name for x in RECIPES] if n in rows]

@@ -42,7 +42,7 @@ def train_step(model: nn.Module, opt, xb: torch.Tensor, yb: torch.Tensor, *, kin
     opt.zero_grad()
     loss.backward()
     opt.step()
-    return float(loss)
+    return loss.item()
 
 
 def predict(model: nn.Module, X, batch_size: int = 500) -> np.ndarray:

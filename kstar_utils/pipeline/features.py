@@ -345,13 +345,13 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
         return parts_dir / f"chunk_{i:06d}.npz"
 
     bar = tqdm(total=n, desc=f"{loaded.name} -> {','.join(layers)}", unit="img", disable=not progress)
-    use_amp = amp and device.type == "cuda"
+    parts: list[dict[str, np.ndarray]] = []
     try:
         for i in range(n_chunks):
             lo, hi = i * chunk, min(n, (i + 1) * chunk)
             if part(i).is_file():
                 try:  # a chunk left by an earlier run: read it in full before trusting it
-                    cache.load_npz(part(i), ["labels", *(f"layer{j}" for j in range(len(layers)))])
+                    parts.append(cache.load_npz(part(i), ["labels", *(f"layer{j}" for j in range(len(layers)))]))
                     bar.update(hi - lo)
                     continue
                 except cache.CorruptFileError as e:
@@ -360,7 +360,7 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
                                 num_workers=num_workers, pin_memory=device.type == "cuda")
             outs: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
             labels: list[np.ndarray] = []
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 for x, y in loader:
                     feats = forward_layers(loaded, x.to(device, non_blocking=True), layers, pool)
                     for layer, f in feats.items():
@@ -371,20 +371,15 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
             arrays["labels"] = np.concatenate(labels)
             with cache.atomic_path(part(i)) as tmp:
                 cache.write_npz(tmp, arrays)
+            parts.append(arrays)
             if on_chunk is not None:
                 on_chunk(i, n_chunks)
     finally:
         bar.close()
 
-    result: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-    labels = []
-    for i in range(n_chunks):
-        z = cache.load_npz(part(i), ["labels", *(f"layer{j}" for j in range(len(layers)))])
-        for j, layer in enumerate(layers):
-            result[layer].append(z[f"layer{j}"])
-        labels.append(z["labels"])
-    out = {layer: np.ascontiguousarray(np.concatenate(v).astype(np.float32, copy=False)) for layer, v in result.items()}
-    out["__labels__"] = np.concatenate(labels).astype(np.int64)
+    out = {layer: np.ascontiguousarray(np.concatenate([z[f"layer{j}"] for z in parts]).astype(np.float32, copy=False))
+           for j, layer in enumerate(layers)}
+    out["__labels__"] = np.concatenate([z["labels"] for z in parts]).astype(np.int64)
     if not np.array_equal(out["__labels__"], data.labels):
         raise RuntimeError("labels read back from the chunks differ from the dataset's labels; delete "
                            f"{parts_dir} and run again")

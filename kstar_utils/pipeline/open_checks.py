@@ -185,16 +185,17 @@ def add_noise(images: np.ndarray, strength: float, *, seed: int = 0) -> np.ndarr
     return np.clip(images + strength * noise, 0.0, 1.0)
 
 
-def features_of_images(model: str, images: np.ndarray, layer: str = "penultimate",
+def features_of_images(model, images: np.ndarray, layer: str = "penultimate",
                        batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, D) float32 of `images` (N, C, H, W) in [0, 1] at `layer` of registry model `model`, each image
-    through the model's own preprocessing, and the model's predicted classes (N,)."""
+    """Features (N, D) float32 of `images` (N, C, H, W) in [0, 1] at `layer` of `model` (a registry name, or a model
+    load_model returned, to reuse it), each image through the model's own preprocessing, and the model's predicted
+    classes (N,)."""
     import torch
 
     from kstar_utils import models as registry
     from kstar_utils.pipeline.features import forward_layers
 
-    loaded = registry.load_model(model, device="cpu")
+    loaded = registry.load_model(model, device="cpu") if isinstance(model, str) else model
     loaded.check_layers((layer,))
     layers = tuple(dict.fromkeys((layer, loaded.output_layer)))
     feats, preds = [], []
@@ -217,15 +218,17 @@ def input_noise_study(models: Sequence[str], strengths: Sequence[float], *, data
     frac_kstar_changed, mean_abs_khat_change; changes are against strength 0 of the same model.
     """
     from kstar_utils import compute_kstar
+    from kstar_utils import models as registry
 
     images, y = dataset_images(dataset, split)
     rows = []
     for model in models:
-        f0, pred0 = features_of_images(model, images, layer)
+        loaded = registry.load_model(model, device="cpu")  # once per model, for every strength
+        f0, pred0 = features_of_images(loaded, images, layer)
         base = compute_kstar(f0, y, metric=metric)
         for s in strengths:
             s = float(s)
-            f, pred = (f0, pred0) if s == 0 else features_of_images(model, add_noise(images, s, seed=seed), layer)
+            f, pred = (f0, pred0) if s == 0 else features_of_images(loaded, add_noise(images, s, seed=seed), layer)
             k = base if s == 0 else compute_kstar(f, y, metric=metric)
             rows.append({"model": model, "layer": layer, "strength": s, "accuracy": float(np.mean(pred == y)),
                          **response(k, base, y)})
@@ -237,12 +240,12 @@ def fracture_stage(kstar_index, *, layer: str) -> pd.DataFrame:
     """The fracture matrix (analysis.fracture.fracture_matrix) of every model at `layer`, one tidy table: model,
     class, enemy_class, n, share, mean_khat."""
     from kstar_utils.analysis.fracture import fracture_matrix
-    from kstar_utils.pipeline.stages import load_kstar
+    from kstar_utils.pipeline.stages import indexed_kstar
 
     index = read_index(kstar_index, INDEX_KEYS + ["kstar_path"], layer=layer)
     parts = []
     for row in index.itertuples(index=False):
-        res = load_kstar(row.kstar_path)
+        res = indexed_kstar(row)
         names = res.class_names or None
         t = fracture_matrix(res.labels, res.labels[res.enemy], res.khat, names)
         parts.append(t.assign(model=row.model))
@@ -256,11 +259,11 @@ def gallery(kstar_index, *, model: str, layer: str, class_name: str, n: int = 4)
     sample and enemy shown (empty for datasets that are feature files, not images)."""
     from kstar_utils.analysis.fracture import samples_behind
     from kstar_utils.method.metrics import metric_space
-    from kstar_utils.pipeline.stages import load_kstar, select
+    from kstar_utils.pipeline.stages import indexed_kstar, select
 
     row = select(read_index(kstar_index, INDEX_KEYS + ["kstar_path", "features_path"]), model=model, layer=layer)
     row = row.iloc[0]
-    res = load_kstar(row.kstar_path)
+    res = indexed_kstar(row)
     names = res.names
     if class_name not in names:
         import difflib
@@ -270,8 +273,12 @@ def gallery(kstar_index, *, model: str, layer: str, class_name: str, n: int = 4)
                          + (f"; closest: {close}" if close else ""))
     table = samples_behind(res.kstar, res.labels, res.enemy, names.index(class_name), n=n, class_names=names)
     spec = res.meta.get("spec", {})
+    if str(spec.get("cov", "")).startswith("sha256:"):
+        raise ValueError(f"the k* of {model} at {layer} used a covariance matrix given by the caller, which its file "
+                         f"records only by hash: the gallery cannot recompute those distances; use a pooled or "
+                         f"total covariance (cov='pooled' / 'total') for it")
     fs = load_features(row.features_path)
-    options = {k: spec[k] for k in ("p", "cov", "shrinkage") if k in spec and not str(spec[k]).startswith("sha256:")}
+    options = {k: spec[k] for k in ("p", "cov", "shrinkage") if k in spec}
     space = metric_space(fs.features, spec.get("metric", "euclidean"), codes=fs.labels, **options)
     table = table.assign(distance=space.distances(table["index"].to_numpy(), table["enemy"].to_numpy()))
     images: dict = {}

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from kstar_utils.io import cache
 from kstar_utils.pipeline.features import extract_features, load_features
 from kstar_utils.method.kstar import compute_kstar
-from kstar_utils.method.skewness import SkewnessSummary, summarize_skewness
+from kstar_utils.method.skewness import summarize_skewness
 
 INDEX_KEYS = ["model", "dataset", "split", "layer"]
 
@@ -109,9 +109,6 @@ class KstarResult:
     def named_labels(self) -> np.ndarray:
         """(N,) class names (or the integer labels when the features carried no names)."""
         return np.asarray(self.class_names)[self.labels] if self.class_names else self.labels
-
-
-METRIC_OPTIONS = ("p", "cov", "shrinkage")
 
 
 def metric_label(metric: str, **options) -> str:
@@ -209,10 +206,11 @@ def load_kstar(path: str | Path, *, sha256: str | None = None) -> KstarResult:
     return KstarResult(z["kstar"], z["labels"], tuple(str(c) for c in z["class_names"]), meta, z["enemy"])
 
 
-def _recorded_sha(row) -> str | None:
-    """The k* sha256 an index row records (None for indexes written before the column existed)."""
-    value = getattr(row, "kstar_sha256", None)
-    return value if isinstance(value, str) else None
+def indexed_kstar(row) -> KstarResult:
+    """The k* file of a k* index row (a namedtuple or Series with kstar_path), checked against the sha256 the index
+    recorded for it (indexes written before that column existed are checked against the sidecar only)."""
+    recorded = getattr(row, "kstar_sha256", None)
+    return load_kstar(row.kstar_path, sha256=recorded if isinstance(recorded, str) else None)
 
 
 def kstar_stage(features_index, *, root: str | Path = "outputs", metric: str = "euclidean", force: bool = False,
@@ -236,11 +234,6 @@ def kstar_stage(features_index, *, root: str | Path = "outputs", metric: str = "
 
 
 # ------------------------------------------------------------------------------------------------ 03 skewness
-def summarize_file(path: str | Path, *, sha256: str | None = None) -> SkewnessSummary:
-    res = load_kstar(path, sha256=sha256)
-    return summarize_skewness(res.kstar, res.named_labels)
-
-
 def skewness_stage(kstar_index) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-model coefficients (Γ, Γ', weighted Γ', spread, pattern counts, and the sha256 of the k* file they were
     computed from) and the long per-class table. Each k* file is checked against its sidecar and the index's
@@ -248,7 +241,7 @@ def skewness_stage(kstar_index) -> tuple[pd.DataFrame, pd.DataFrame]:
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"])
     model_rows, class_tables = [], []
     for row in index.itertuples(index=False):
-        res = load_kstar(row.kstar_path, sha256=_recorded_sha(row))
+        res = indexed_kstar(row)
         s = summarize_skewness(res.kstar, res.named_labels)
         keys = {k: getattr(row, k) for k in INDEX_KEYS + ["metric"]}
         model_rows.append({**keys, **s.to_dict(), "kstar_sha256": res.meta.get("sha256")})
@@ -269,7 +262,7 @@ def kstar_results(kstar_index, *, layer: str, models: Sequence[str] | None = Non
         raise ValueError(f"no k* at layer {layer!r} for {missing}; the index has {list(rows)}")
     out = {}
     for m in wanted:
-        res = load_kstar(rows[m].kstar_path, sha256=_recorded_sha(rows[m]))
+        res = indexed_kstar(rows[m])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a class without a distribution is reported in the figure itself
             out[m] = (res.kstar, res.named_labels, summarize_skewness(res.kstar, res.named_labels))
@@ -299,7 +292,7 @@ def skewness_with_intervals(kstar_index, models_table: pd.DataFrame, *, layer: s
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"], layer=layer)
     lows, highs = {}, {}
     for row in index.itertuples(index=False):
-        res = load_kstar(row.kstar_path, sha256=_recorded_sha(row))
+        res = indexed_kstar(row)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             lows[row.model], highs[row.model] = bootstrap_approx_skewness(res.kstar, res.labels, n_boot=n_boot,
@@ -318,7 +311,7 @@ def kstar_overview(kstar_index) -> pd.DataFrame:
     index = read_index(kstar_index, INDEX_KEYS + ["metric", "kstar_path"])
     rows = []
     for row in index.itertuples(index=False):
-        res = load_kstar(row.kstar_path, sha256=_recorded_sha(row))
+        res = indexed_kstar(row)
         khat = normalize_kstar(res.kstar, res.labels)
         rows.append({"model": row.model, "layer": row.layer, "n": int(khat.size),
                      "median_khat": float(np.median(khat)), "share_kstar_1": float(np.mean(res.kstar == 1))})
