@@ -71,3 +71,17 @@ def test_latent_noise_study(index):
     assert len(t) == 6 and (t.loc[t["strength"] == 0, "frac_kstar_changed"] == 0).all()
     assert list(t.columns[:3]) == ["model", "layer", "strength"]
     assert t.loc[t["strength"] == 0.5, "frac_kstar_changed"].gt(0).all()
+
+
+def test_gallery_distances_and_a_covariance_it_cannot_reproduce(index, tmp_path):
+    kidx = stages.kstar_stage(index, root=index.attrs["root"], metric="mahalanobis", progress=False)
+    table, images = open_checks.gallery(kidx, model="zoo:standard", layer="logits", class_name="3", n=2)
+    assert len(table) == 4 and set(images) == set(table["index"]) | set(table["enemy"])
+    assert (table["distance"] > 0).all()
+    given = stages.kstar_stage(index, root=tmp_path, metric="mahalanobis", cov=np.eye(10), progress=False)
+    with pytest.raises(ValueError, match="covariance matrix given by the caller"):
+        open_checks.gallery(given, model="zoo:standard", layer="logits", class_name="3")
+    # the k* file is read against the sha256 the index recorded
+    bad = kidx.assign(kstar_sha256="0" * 64)
+    with pytest.raises(ValueError, match="is not the file the k\\* index records"):
+        open_checks.gallery(bad, model="zoo:standard", layer="logits", class_name="3")
