@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kstar_utils.method.metrics import metric_space
+from kstar_utils.method.metrics import Metric, metric_space
 from kstar_utils.method.validation import encode_labels
 
 
@@ -17,18 +17,19 @@ def kstar_oracle(X, y, *, metric="euclidean", pool_X=None, pool_y=None, return_e
     metric_options: p, cov, shrinkage. Returns int64 (n,), and with return_enemy the index of the first (lowest-index)
     foreign sample attaining the minimum.
     """
+    metric = Metric.parse(metric, **metric_options)
     one_set = pool_X is None
     yq = list(np.asarray(y).tolist())
     yp = yq if one_set else list(np.asarray(pool_y).tolist())
     if one_set:
         codes, _ = encode_labels(y)
-        space = metric_space(np.asarray(X, dtype=np.float64), metric, codes=codes, **metric_options)
+        space = metric_space(np.asarray(X, dtype=np.float64), metric, codes=codes)
         Q = P = space.queries
     else:
         _, classes = encode_labels(list(yq) + list(yp))
         pcodes = np.searchsorted(classes, np.asarray(yp))
         space = metric_space(np.asarray(X, dtype=np.float64), metric, pool=np.asarray(pool_X, dtype=np.float64),
-                             pool_codes=pcodes, **metric_options)
+                             pool_codes=pcodes)
         Q, P = space.queries, space.pool
     S = space.distance.block(Q, P)
     out = np.empty(len(yq), dtype=np.int64)

@@ -324,14 +324,20 @@ def test_metric_and_its_options_are_checked_before_the_run(tmp_path, capsys, no_
     path = _write_small_study(tmp_path, metric="minkowski")
     assert cli.main(["plan", str(path)]) == 2
     assert "needs p" in _error(capsys)
-    path = _write_small_study(tmp_path, metric="minkowski", metric_options={"q": 3})
+    path = _write_small_study(tmp_path, metric={"name": "minkowski", "q": 3})
     assert cli.main(["run", str(path)]) == 2
-    assert "unknown key 'q' in metric_options" in _error(capsys)
+    assert "unknown metric option(s) ['q']" in _error(capsys)
+    path = _write_small_study(tmp_path, metric="minkowski", metric_options={"p": 3})
+    assert cli.main(["plan", str(path)]) == 2
+    assert "'metric_options' is gone; write the options with the metric, e.g. 'metric: minkowski(p=3)'" in _error(capsys)
     from kstar_utils.study import expand_jobs, load_study
     from kstar_utils.study.jobs import notebook_parameters
 
-    job = expand_jobs(load_study(_write_small_study(tmp_path, metric="minkowski", metric_options={"p": 3})))[0]
-    assert notebook_parameters(job)["02_kstar.ipynb"]["metric_options"] == {"p": 3}
+    # every spelling of one metric is one value: one label for the notebook, one job
+    jobs = [expand_jobs(load_study(_write_small_study(tmp_path, metric=m)))[0]
+            for m in ("minkowski(p=3)", {"name": "minkowski", "p": 3.0}, {"name": "minkowski", "p": "3"})]
+    assert {notebook_parameters(j)["02_kstar.ipynb"]["metric"] for j in jobs} == {"minkowski(p=3)"}
+    assert len({j.job_id for j in jobs}) == 1
 
 
 def test_figure_options_are_checked_before_the_run(tmp_path, capsys, no_cluster):

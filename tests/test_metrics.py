@@ -200,7 +200,7 @@ def test_metric_space_records_what_was_chosen():
     space = metric_space(X, "mahalanobis", codes=y)
     assert space.details["cov"] == "pooled" and 0 <= space.details["shrinkage"] <= 1
     assert 1 <= np.abs(space.queries).max() < 2
-    assert metric_space(X, "minkowski", p=3).details == {"p": 3.0}
+    assert metric_space(X, "minkowski(p=3)").metric.p == 3.0
 
 
 def blobs(seed=0, n_per_class=20, n_classes=3, dim=4, sep=1.2):
@@ -233,10 +233,10 @@ def test_whitened_euclidean_kstar_is_mahalanobis_kstar():
 
 def test_whitening_gives_identity_within_class_covariance():
     X, y = blobs(seed=4, n_per_class=40, dim=3)
-    W = metric_space(X, "mahalanobis", codes=y, shrinkage=0.0).queries
+    W = metric_space(X, "mahalanobis(shrinkage=0)", codes=y).queries
     resid = W - np.stack([W[y == c].mean(axis=0) for c in np.unique(y)])[y]
     cov = resid.T @ resid / (len(y) - 3)
     np.testing.assert_allclose(cov / cov[0, 0], np.eye(3), atol=1e-10)  # the identity up to the canonical scale
-    T = metric_space(X, "mahalanobis", cov="total", shrinkage=0.0).queries
+    T = metric_space(X, "mahalanobis(cov=total, shrinkage=0)").queries
     tc = np.cov(T, rowvar=False)
     np.testing.assert_allclose(tc / tc[0, 0], np.eye(3), atol=1e-10)

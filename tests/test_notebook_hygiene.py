@@ -32,6 +32,11 @@ def test_notebook_conventions(path):
     params = ast.parse(_source(code[0]))
     assert all(isinstance(node, ast.Assign) for node in params.body), "the parameters cell only assigns values"
     names = {t.id for node in params.body for t in node.targets}
+    import papermill
+
+    # papermill reads the cell line by line and silently skips a line it cannot parse (a comment with quotes in it):
+    # that name would be invisible to every parameter check
+    assert set(papermill.inspect_notebook(str(path))) == names, "papermill must see every parameter"
     assert any(n.endswith(("_index", "_table", "_dir")) for n in names), "inputs and outputs are named as parameters"
     for cell in code:
         tree = ast.parse(_source(cell))

@@ -48,10 +48,11 @@ def index(tmp_path_factory):
 
 def test_metric_sensitivity_and_ranking(index):
     table, per_class = open_checks.metric_sensitivity(index, layers=["logits"])
-    assert set(table["metric"]) == {"euclidean", "cosine", "mahalanobis", "manhattan", "chebyshev"}
-    assert len(table) == 15 and len(per_class) == 15 * 10
+    assert set(table["metric"]) == {"euclidean", "cosine", "mahalanobis", "manhattan", "chebyshev", "minkowski(p=3)"}
+    assert len(table) == 18 and len(per_class) == 18 * 10
     changes = open_checks.ranking_changes(table, n_boot=50)
-    assert set(changes["metric"]) == {"cosine", "mahalanobis", "manhattan", "chebyshev"} and (changes["n"] == 3).all()
+    assert set(changes["metric"]) == {"cosine", "mahalanobis", "manhattan", "chebyshev", "minkowski(p=3)"}
+    assert (changes["n"] == 3).all()
     with pytest.raises(ValueError, match="penultimate"):
         open_checks.metric_sensitivity(index, layers=["penultimate"])
 

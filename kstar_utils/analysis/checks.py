@@ -15,25 +15,23 @@ import pandas as pd
 
 from kstar_utils.analysis.correlate import correlate
 from kstar_utils.method.kstar import compute_kstar
+from kstar_utils.method.metrics import Metric, standard_metrics
 from kstar_utils.method.skewness import SkewnessSummary, replace_infinite, summarize_skewness
 from kstar_utils.method.validation import check_features, encode_labels
 
-METRICS = ("euclidean", "cosine", "mahalanobis", "manhattan", "chebyshev")
-
-
-def kstar_by_metric(features, labels, metrics: Sequence = METRICS, **engine_options) -> dict[str, np.ndarray]:
+def kstar_by_metric(features, labels, metrics: Sequence = standard_metrics(), **engine_options) -> dict[str, np.ndarray]:
     """Raw k* ((N,) int64) of the same labelled features (N, D) under each metric.
 
-    metrics: names of compute_kstar's metrics, or (name, options) pairs such as ("minkowski", {"p": 3}); the result is
-    keyed by the name, or "name(option=value, ...)" for pairs. Mahalanobis uses compute_kstar's default covariance
-    (pooled within-class, Ledoit-Wolf shrinkage).
+    metrics: Metrics, or what Metric.parse reads ("cosine", "minkowski(p=3)"); default: every metric at its default
+    options, Minkowski at p = 3 (Mahalanobis: pooled within-class covariance, Ledoit-Wolf shrinkage). The result is
+    keyed by each metric's label, in the order given; a metric listed twice (p=3 and p=3.0) raises ValueError.
     """
-    out = {}
-    for m in metrics:
-        name, opts = (m, {}) if isinstance(m, str) else (m[0], dict(m[1]))
-        key = name if not opts else f"{name}({', '.join(f'{k}={v}' for k, v in opts.items())})"
-        out[key] = compute_kstar(features, labels, metric=name, **opts, **engine_options)
-    return out
+    parsed = [Metric.parse(m) for m in metrics]
+    labels_seen = [m.label for m in parsed]
+    repeated = sorted({x for x in labels_seen if labels_seen.count(x) > 1})
+    if repeated:
+        raise ValueError(f"metric(s) {repeated} listed more than once")
+    return {m.label: compute_kstar(features, labels, metric=m, **engine_options) for m in parsed}
 
 
 def _skew_series(item) -> pd.Series:

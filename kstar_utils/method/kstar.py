@@ -11,13 +11,12 @@ import numpy as np
 from kstar_utils.engine.reference import SQEUCLIDEAN
 from kstar_utils.engine.bounds import SCREENS
 from kstar_utils.engine.run import BACKENDS as ENGINE_BACKENDS
-from kstar_utils.method.metrics import (METRICS, check_metric, distance_of, metric_space, prepare_metric,
-                                        scale_exponent, transforms_rows)
+from kstar_utils.method.metrics import METRICS, Metric, metric_space, prepare_metric, scale_exponent
 from kstar_utils.method.validation import check_features, check_features_labels, check_kstar, encode_labels
 
 BACKENDS = ENGINE_BACKENDS + ("numpy",)
 
-__all__ = ["compute_kstar", "normalize_kstar", "prepare_metric", "reference_sq_distances", "METRICS"]
+__all__ = ["compute_kstar", "normalize_kstar", "prepare_metric", "reference_sq_distances", "METRICS", "Metric"]
 
 
 def reference_sq_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -29,7 +28,7 @@ def compute_kstar(
     features,
     labels,
     *,
-    metric: str = "euclidean",
+    metric: Metric | str = "euclidean",
     device=None,
     backend: str = "auto",
     pool_features=None,
@@ -53,10 +52,11 @@ def compute_kstar(
     the power of two that brings their largest magnitude into [1, 2) (k* does not depend on the scale, so any finite
     input, float16/32/64, tiny or huge, has one answer).
 
-    metric: "euclidean" (default), "cosine" (Euclidean on L2-normalised rows), "mahalanobis" (Euclidean on whitened
-        rows; cov: "pooled" within-class covariance (default), "total", or a (D, D) matrix; shrinkage: "auto"
-        Ledoit-Wolf for estimated covariances, or a number in [0, 1]), "manhattan" (L1), "chebyshev" (L-inf) or
-        "minkowski" with p >= 1 (p = inf allowed).
+    metric: a `method.metrics.Metric`, or what `Metric.parse` reads: "euclidean" (default), "cosine" (Euclidean on
+        L2-normalised rows), "mahalanobis" (Euclidean on whitened rows; cov: "pooled" within-class covariance
+        (default), "total", or a (D, D) matrix; shrinkage: "auto" Ledoit-Wolf for estimated covariances, or a number
+        in [0, 1]), "manhattan" (L1), "chebyshev" (L-inf) or "minkowski" with p >= 1 (p = inf allowed); options as
+        keywords (p=3) or in the label ("minkowski(p=3)").
     return_enemy: also return enemy (N,) int64, the index of each sample's nearest sample of another class (into the
         pool when one is given); among exact ties, the lowest index.
 
@@ -70,7 +70,7 @@ def compute_kstar(
     screen: the torch engine's pass-1 screen: "auto" (bfloat16 where bfloat16 GEMMs are fast, else float32), "bf16"
         or "float32". Every screen ends in the same float64 decisions, so the result does not depend on it.
     """
-    check_metric(metric, p, cov, shrinkage)
+    metric = Metric.parse(metric, p=p, cov=cov, shrinkage=shrinkage)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     if screen not in SCREENS:
@@ -96,12 +96,12 @@ def compute_kstar(
         yq = np.searchsorted(classes, cq)[yq_local]
         yp = np.searchsorted(classes, cp)[yp_local]
 
-    distance = distance_of(metric, p)
-    if not transforms_rows(metric) and backend != "numpy" and Xq.dtype in (np.float32, np.float64):
+    distance = metric.distance
+    if not metric.transforms_rows and backend != "numpy" and Xq.dtype in (np.float32, np.float64):
         # the engine's class sort converts and rescales while it copies the rows: one pass over the data, not three
         scale = scale_exponent(Xq, Xp)
     else:
-        space = metric_space(Xq, metric, codes=yq, pool=Xp, pool_codes=yp, p=p, cov=cov, shrinkage=shrinkage)
+        space = metric_space(Xq, metric, codes=yq, pool=Xp, pool_codes=yp)
         Xq, Xp, distance, scale = space.queries, space.pool, space.distance, 0
     if backend == "numpy":
         k, enemy = _kstar_numpy(Xq, yq, Xp, yp, block_size, distance)

@@ -20,23 +20,25 @@ import numpy as np
 import pandas as pd
 
 from kstar_utils.pipeline.features import load_features
-from kstar_utils.analysis.checks import (METRICS, class_skew_correlation, kstar_by_metric, perturbation_study,
+from kstar_utils.analysis.checks import (class_skew_correlation, kstar_by_metric, perturbation_study,
                                         ranking_change, response)
+from kstar_utils.method.metrics import Metric, metric_space, standard_metrics
 from kstar_utils.method.skewness import summarize_skewness
 from kstar_utils.pipeline.stages import INDEX_KEYS, read_index
 
 
 def metric_sensitivity(features_index, *, layers: str | Sequence[str] = ("penultimate", "logits"),
-                       metrics: Sequence = METRICS) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       metrics: Sequence = standard_metrics()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Γ, Γ' and the class skews of every model at each of `layers` under each distance (analysis.checks.
-    kstar_by_metric: names, or (name, options) pairs; Mahalanobis uses the pooled within-class covariance with
-    Ledoit-Wolf shrinkage).
+    kstar_by_metric: Metrics or what Metric.parse reads, e.g. "minkowski(p=3)"; Mahalanobis uses the pooled
+    within-class covariance with Ledoit-Wolf shrinkage); the `metric` columns hold each metric's label.
 
     Returns (models table: model, layer, metric, true_skewness, approx_skewness, approx_skewness_weighted,
     skew_spread, n_classes, n_fractured, n_overlapped, n_clustered, n_undefined; per-class table: model, layer,
     metric, label, n, mean, std, skew, pattern, included).
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
+    metrics = [Metric.parse(m) for m in metrics]  # a bad name fails before any file is read
     index = read_index(features_index, INDEX_KEYS + ["features_path"])
     missing = sorted(set(layers) - set(index["layer"]))
     if missing:
@@ -59,11 +61,12 @@ def metric_sensitivity(features_index, *, layers: str | Sequence[str] = ("penult
     return pd.DataFrame(rows), per_class
 
 
-def ranking_changes(table: pd.DataFrame, *, reference: str = "euclidean", column: str = "approx_skewness",
+def ranking_changes(table: pd.DataFrame, *, reference="euclidean", column: str = "approx_skewness",
                     n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """How the ranking of models by `column` under each metric differs from the ranking under `reference`
-    (analysis.checks.ranking_change), per layer: one row per (layer, metric) with n, kendall_tau and its interval,
-    p_value, same_best, max_rank_shift and the mean |ΔΓ'| against the reference."""
+    """How the ranking of models by `column` under each metric differs from the ranking under `reference` (a Metric
+    or what Metric.parse reads) (analysis.checks.ranking_change), per layer: one row per (layer, metric) with n,
+    kendall_tau and its interval, p_value, same_best, max_rank_shift and the mean |ΔΓ'| against the reference."""
+    reference = Metric.parse(reference).label
     if reference not in set(table["metric"]):
         raise ValueError(f"no rows for the reference metric {reference!r}; metrics: {sorted(set(table['metric']))}")
     rows = []
@@ -139,7 +142,7 @@ def mean_class_skew(per_class: pd.DataFrame, *, layer: str) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ noise
 def latent_noise_study(features_index, strengths: Sequence[float], *, layer: str = "penultimate", seed: int = 0,
-                       metric: str = "euclidean") -> pd.DataFrame:
+                       metric="euclidean") -> pd.DataFrame:
     """analysis.checks.perturbation_study for every model of a features index (notebook 01) at `layer`.
 
     Returns columns model, layer, strength, true_skewness, approx_skewness, skew_spread, frac_kstar_changed,
@@ -210,7 +213,7 @@ def features_of_images(model, images: np.ndarray, layer: str = "penultimate",
 
 def input_noise_study(models: Sequence[str], strengths: Sequence[float], *, dataset: str = "cifar10-sample",
                       split: str = "test", layer: str = "penultimate", seed: int = 0,
-                      metric: str = "euclidean") -> pd.DataFrame:
+                      metric="euclidean") -> pd.DataFrame:
     """k* and Γ' of each model's features of noised images, per (model, strength).
 
     Noise is Gaussian in pixel units of images in [0, 1] (add_noise), the same draw for every model. Returns columns
@@ -258,7 +261,6 @@ def gallery(kstar_index, *, model: str, layer: str, class_name: str, n: int = 4)
     samples_behind) with the distance to their nearest enemy in the k*'s own metric, and {index: image} for every
     sample and enemy shown (empty for datasets that are feature files, not images)."""
     from kstar_utils.analysis.fracture import samples_behind
-    from kstar_utils.method.metrics import metric_space
     from kstar_utils.pipeline.stages import indexed_kstar, select
 
     row = select(read_index(kstar_index, INDEX_KEYS + ["kstar_path", "features_path"]), model=model, layer=layer)
@@ -272,14 +274,13 @@ def gallery(kstar_index, *, model: str, layer: str, class_name: str, n: int = 4)
         raise ValueError(f"no class {class_name!r} in {model} at {layer}; classes: {names}"
                          + (f"; closest: {close}" if close else ""))
     table = samples_behind(res.kstar, res.labels, res.enemy, names.index(class_name), n=n, class_names=names)
-    spec = res.meta.get("spec", {})
-    if str(spec.get("cov", "")).startswith("sha256:"):
+    metric = Metric.from_spec(res.meta.get("spec", {}))
+    if metric.needs_matrix:
         raise ValueError(f"the k* of {model} at {layer} used a covariance matrix given by the caller, which its file "
-                         f"records only by hash: the gallery cannot recompute those distances; use a pooled or "
+                         f"records only by digest: the gallery cannot recompute those distances; use a pooled or "
                          f"total covariance (cov='pooled' / 'total') for it")
     fs = load_features(row.features_path)
-    options = {k: spec[k] for k in ("p", "cov", "shrinkage") if k in spec}
-    space = metric_space(fs.features, spec.get("metric", "euclidean"), codes=fs.labels, **options)
+    space = metric_space(fs.features, metric, codes=fs.labels)
     table = table.assign(distance=space.distances(table["index"].to_numpy(), table["enemy"].to_numpy()))
     images: dict = {}
     if not str(row.dataset).startswith("features:"):

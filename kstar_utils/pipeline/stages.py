@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from kstar_utils.io import cache
 from kstar_utils.pipeline.features import extract_features, load_features
 from kstar_utils.method.kstar import compute_kstar
+from kstar_utils.method.metrics import Metric
 from kstar_utils.method.skewness import summarize_skewness
 
 INDEX_KEYS = ["model", "dataset", "split", "layer"]
@@ -111,33 +112,21 @@ class KstarResult:
         return np.asarray(self.class_names)[self.labels] if self.class_names else self.labels
 
 
-def metric_label(metric: str, **options) -> str:
-    """A readable name of a metric and its options, e.g. "minkowski(p=3)", "mahalanobis(cov=pooled)"."""
-    opts = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
-    return f"{metric}({opts})" if opts else metric
-
-
-def kstar_path(features_path: str | Path, root: str | Path, metric: str, *,
-               features_sha256: str | None = None, **metric_options) -> tuple[Path, dict]:
+def kstar_path(features_path: str | Path, root: str | Path, metric: Metric, *,
+               features_sha256: str | None = None) -> tuple[Path, dict]:
     """Where the k* of a feature file is cached, and the spec that keys it.
 
     The spec holds the sha256 of the features file's bytes (computed here unless given), so the same file name with
-    new content is another k*. Features files are written byte-reproducibly: equal arrays, equal hash. Metric options
-    (p, cov, shrinkage; a covariance matrix by its hash) are part of the key.
+    new content is another k*. Features files are written byte-reproducibly: equal arrays, equal hash. The metric
+    enters by its canonical record (`Metric.spec`: p = 3, 3.0 and "3" are one key; a given covariance matrix by its
+    digest).
     """
     fmeta = cache.read_sidecar(features_path)
     fspec = fmeta.get("spec", {})
-    opts = {k: (_matrix_key(v) if k == "cov" and not isinstance(v, str) else v)
-            for k, v in metric_options.items() if v is not None}
-    spec = {"kind": "kstar", "version": 2, "metric": metric, **opts, "features": fmeta.get("spec_hash"),
+    spec = {"kind": "kstar", "version": 2, **metric.spec, "features": fmeta.get("spec_hash"),
             "features_sha256": features_sha256 or cache.sha256_file(features_path),
             **{k: fspec.get(k, fmeta.get(k)) for k in INDEX_KEYS}}
     return cache.artifact_path(root, "kstar", spec, ".npz"), spec
-
-
-def _matrix_key(m) -> str:
-    a = np.ascontiguousarray(np.asarray(m, dtype=np.float64))
-    return "sha256:" + hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
 
 
 def _file_state(path: Path) -> tuple[int, int, int]:
@@ -145,23 +134,25 @@ def _file_state(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def kstar_of_file(features_path: str | Path, root: str | Path, *, metric: str = "euclidean", force: bool = False,
-                  p=None, cov=None, shrinkage=None, **engine_options) -> Path:
+def kstar_of_file(features_path: str | Path, root: str | Path, *, metric: Metric | str = "euclidean",
+                  force: bool = False, p=None, cov=None, shrinkage=None, **engine_options) -> Path:
     """Compute (or reuse) k* of one feature file; returns the path of its .npz (kstar (N,) int64, enemy (N,) int64,
     labels (N,) int64, class_names (C,)), whose sidecar records its own sha256 and, under inputs["features"], the
-    features file's. p, cov, shrinkage: the metric's options (compute_kstar).
+    features file's. metric: a Metric or what Metric.parse reads ("minkowski(p=3)"; p, cov, shrinkage as keywords
+    join it); engine_options: compute_kstar's engine options (backend, tile_size, ...), which never change a k*.
 
     A cached k* is reused only when its bytes match its sidecar (else it is set aside with a CorruptCacheWarning and
     recomputed); its key holds the features' sha256, so changed features always give a new k*. A features file that
     cannot be read raises ValueError naming it (it may be the user's: it is never moved).
     """
+    metric = Metric.parse(metric, p=p, cov=cov, shrinkage=shrinkage)
     features_path = Path(features_path)
     if not features_path.is_file():
         raise FileNotFoundError(f"features file not found: {features_path} (listed in the features index)")
     for _ in range(3):
         before = _file_state(features_path)
         fsha = cache.sha256_file(features_path)
-        path, spec = kstar_path(features_path, root, metric, features_sha256=fsha, p=p, cov=cov, shrinkage=shrinkage)
+        path, spec = kstar_path(features_path, root, metric, features_sha256=fsha)
         if not force and cache.verified_sidecar(path, {"features": fsha}) is not None:
             return path
         fs = load_features(features_path)
@@ -176,8 +167,7 @@ def kstar_of_file(features_path: str | Path, root: str | Path, *, metric: str = 
         warnings.warn(f"features file {features_path} is not the file its sidecar describes (sha256 {fsha[:12]}, "
                       f"sidecar {str(recorded)[:12]}; replaced?); its k* is computed from its current content",
                       stacklevel=2)
-    k, enemy = compute_kstar(fs.features, fs.labels, metric=metric, p=p, cov=cov, shrinkage=shrinkage,
-                             return_enemy=True, **engine_options)
+    k, enemy = compute_kstar(fs.features, fs.labels, metric=metric, return_enemy=True, **engine_options)
     arrays = {"kstar": np.asarray(k, dtype=np.int64), "enemy": np.asarray(enemy, dtype=np.int64),
               "labels": fs.labels, "class_names": np.asarray(fs.class_names, dtype=str)}
     cache.write_artifact(path, lambda tmp: cache.write_npz(tmp, arrays),
@@ -213,22 +203,19 @@ def indexed_kstar(row) -> KstarResult:
     return load_kstar(row.kstar_path, sha256=recorded if isinstance(recorded, str) else None)
 
 
-def kstar_stage(features_index, *, root: str | Path = "outputs", metric: str = "euclidean", force: bool = False,
-                progress: bool = True, p=None, cov=None, shrinkage=None, **engine_options) -> pd.DataFrame:
+def kstar_stage(features_index, *, root: str | Path = "outputs", metric: Metric | str = "euclidean",
+                force: bool = False, progress: bool = True, p=None, cov=None, shrinkage=None,
+                **engine_options) -> pd.DataFrame:
     """k* for every row of the features index; returns the k* index (features index + metric, kstar_path and the
-    sha256 of each features and k* file, read from the k* sidecars, so nothing is hashed twice). The `metric` column
-    names the metric with its options (`metric_label`)."""
-    from kstar_utils.method.metrics import check_metric
-
-    check_metric(metric, p, cov, shrinkage)  # before any file is read
+    sha256 of each features and k* file, read from the k* sidecars, so nothing is hashed twice). metric: a Metric or
+    what Metric.parse reads (p, cov, shrinkage as keywords join it); the `metric` column holds its label
+    ("minkowski(p=3)")."""
+    metric = Metric.parse(metric, p=p, cov=cov, shrinkage=shrinkage)  # before any file is read
     index = read_index(features_index, INDEX_KEYS + ["features_path"])
-    paths = [str(kstar_of_file(f, root, metric=metric, force=force, p=p, cov=cov, shrinkage=shrinkage,
-                               **engine_options))
+    paths = [str(kstar_of_file(f, root, metric=metric, force=force, **engine_options))
              for f in tqdm(index["features_path"], desc="k*", disable=not progress)]
     metas = [cache.read_sidecar(f) for f in paths]
-    label = metric_label(metric, p=p, cov=cov if cov is None or isinstance(cov, str) else "given",
-                         shrinkage=shrinkage)
-    return index.assign(metric=label, kstar_path=paths,
+    return index.assign(metric=metric.label, kstar_path=paths,
                         features_sha256=[m["inputs"]["features"]["sha256"] for m in metas],
                         kstar_sha256=[m["sha256"] for m in metas])
 

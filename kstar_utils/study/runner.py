@@ -59,7 +59,7 @@ def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence
     requirements of all jobs (preflight.PreflightItem, for a report).
 
     Checked: the folders (check_folders); the notebooks of the sequence declare the files through which they hand
-    results on and the study settings they apply (jobs.REQUIRED); the metric is one the k* engine knows; then, for
+    results on and the study settings they apply (jobs.REQUIRED); then, for
     the `pending` jobs (those a run would execute; default: the unfinished ones): with require_present, that their
     weights and data are present (weights a job may download are not required), and that each model has the
     requested layers. Nothing is created, downloaded or run. Quick:
@@ -67,13 +67,9 @@ def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence
     preflight.layer_model).
     """
     from kstar_utils.pipeline.features import MODEL_OPTIONS
-    from kstar_utils.method.kstar import METRICS
     from kstar_utils.pipeline.preflight import PreflightError, check_model_layers, preflight
 
     check_folders(jobs, output_dir)
-    for metric in dict.fromkeys(j.metric for j in jobs):
-        if metric not in METRICS:
-            raise PreflightError(f"metric {metric!r} is not one the k* engine computes; valid: {list(METRICS)}")
     check_notebook_parameters(jobs)
 
     to_run = {j.job_id for j in (pending if pending is not None else [j for j in jobs if not is_finished(j)])}

@@ -21,12 +21,11 @@ import yaml
 from kstar_utils.io.paths import notebooks_dir
 
 from kstar_utils.io import cache
-from kstar_utils.method.kstar import METRICS as _ENGINE_METRICS
+from kstar_utils.method.metrics import METRICS, Metric
 
 #: the notebooks every job runs, in order (the stages 01 -> 02 -> 03 of the workbook)
 NOTEBOOK_SEQUENCE = ("01_extract_features.ipynb", "02_kstar.ipynb", "03_skewness.ipynb")
 DEFAULT_NOTEBOOKS_DIR = notebooks_dir()
-METRICS = tuple(_ENGINE_METRICS)  # the k* engine's own list, so a metric the engine gains is valid here at once
 DEVICES = ("auto", "cpu", "cuda")
 
 TOP_KEYS = {
@@ -40,9 +39,8 @@ TOP_KEYS = {
     "extract_options": "options of extract_features passed through notebook 01 (e.g. subset, n_per_class, "
                        "batch_size, model_dir, weights_path)",
     "split": "dataset split (default test)",
-    "metric": "the k* distance: euclidean | cosine | mahalanobis | manhattan | chebyshev | minkowski (default "
-              "euclidean)",
-    "metric_options": "options of the metric, e.g. {p: 3} for minkowski, {cov: total, shrinkage: 0.1} for mahalanobis",
+    "metric": f"the k* distance, one of {', '.join(METRICS)}, with its options: e.g. minkowski(p=3), "
+              "mahalanobis(cov=total, shrinkage=0.1), or a mapping {name: minkowski, p: 3} (default euclidean)",
     "data_root": "where real datasets live (default $KSTAR_DATASETS)",
     "output_dir": "where the study writes jobs, summary, figures, index.html (default ../outputs/studies/<name>)",
     "cache_dir": "root of the feature and k* caches shared with the notebooks (default ../outputs)",
@@ -91,8 +89,7 @@ class Study:
     cache_dir: Path
     notebooks_dir: Path = DEFAULT_NOTEBOOKS_DIR
     split: str = "test"
-    metric: str = "euclidean"
-    metric_options: tuple[tuple[str, Any], ...] = ()
+    metric: Metric = Metric()
     data_root: str | None = None
     device: str = "auto"
     accuracy: AccuracyOptions = field(default_factory=AccuracyOptions)
@@ -124,7 +121,7 @@ class Job:
     dataset: str
     layers: tuple[str, ...]
     split: str
-    metric: str
+    metric: Metric
     data_root: str | None
     cache_dir: str
     notebooks_dir: str
@@ -200,6 +197,9 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
     """Validate a study mapping (the parsed YAML); relative paths are taken from `base_dir`."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"study file: the top level must be a mapping of keys; got {type(raw).__name__}")
+    if "metric_options" in raw:  # the form of earlier releases: say what to write now
+        raise ValueError("study file: 'metric_options' is gone; write the options with the metric, e.g. "
+                         "'metric: minkowski(p=3)' or 'metric: {name: minkowski, p: 3}'")
     _unknown_keys(raw, TOP_KEYS, "the study")
     base = Path(base_dir).resolve()
     if "name" not in raw or not isinstance(raw["name"], str) or not raw["name"].strip():
@@ -230,17 +230,10 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
                           _str_list(b.get("layers", default_layers), f"grids[{i}].layers"), options))
     if check_names:
         _check_names(grids)
-    metric = raw.get("metric", "euclidean")
-    metric_options = raw.get("metric_options") or {}
-    if not isinstance(metric_options, Mapping):
-        raise ValueError(f"study file: 'metric_options' must be a mapping such as {{p: 3}}; got {metric_options!r}")
-    from kstar_utils.method.metrics import check_metric
-
-    _unknown_keys(metric_options, ("p", "cov", "shrinkage"), "metric_options")
     try:  # a metric without its options (minkowski without p) fails here, not in every job
-        check_metric(metric, metric_options.get("p"), metric_options.get("cov"), metric_options.get("shrinkage"))
+        metric = Metric.parse(raw.get("metric", "euclidean"))
     except ValueError as e:
-        raise ValueError(f"study file: {e}") from None
+        raise ValueError(f"study file: metric: {e}") from None
     device = raw.get("device", "auto")
     if device not in DEVICES:
         raise ValueError(f"study file: 'device' must be one of {DEVICES}; got {device!r}")
@@ -280,7 +273,6 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
         notebooks_dir=_path(raw["notebooks_dir"], base) if "notebooks_dir" in raw else DEFAULT_NOTEBOOKS_DIR,
         split=str(raw.get("split", "test")),
         metric=metric,
-        metric_options=tuple(sorted(metric_options.items())),
         data_root=str(_path(raw["data_root"], base)) if raw.get("data_root") else None,
         device=device,
         accuracy=AccuracyOptions(bool(acc.get("published", True)), bool(acc.get("zeroshot_computed", False)),
@@ -346,7 +338,7 @@ def expand_jobs(study: Study) -> list[Job]:
         opts = options[(model, dataset)]
         zs = study.accuracy.zeroshot_computed and model.startswith("openclip:")
         spec = {"kind": "study-job", "model": model, "dataset": dataset, "split": study.split, "layers": list(layers),
-                "metric": study.metric, **({"metric_options": dict(study.metric_options)} if study.metric_options else {}),
+                "metric": study.metric.label,
                 "data_root": study.data_root, "cache_dir": str(study.cache_dir),
                 "notebooks": code, "zeroshot_computed": zs, **({"extract_options": opts} if opts else {}),
                 **({"zeroshot_templates": study.accuracy.zeroshot_templates} if zs else {})}

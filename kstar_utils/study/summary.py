@@ -98,7 +98,7 @@ def job_rows(job: Job, status: Mapping) -> pd.DataFrame:
                              created=done.get("created", ""), kstar_utils_version=versions.get("kstar-utils", ""),
                              torch_version=versions.get("torch", ""), job_seconds=done.get("seconds"))
     return pd.DataFrame([{"model": job.model, "dataset": job.dataset, "split": job.split, "layer": layer,
-                          "metric": job.metric, **base, "error_file": str(p["error"]) if p["error"].exists() else ""}
+                          "metric": job.metric.label, **base, "error_file": str(p["error"]) if p["error"].exists() else ""}
                          for layer in job.layers])
 
 
