@@ -236,7 +236,7 @@ def test_bad_study_file_names_the_problem(tmp_path, capsys):
     raw["extract_options"] = {"n_per_clas": 5}
     path.write_text(yaml.safe_dump(raw))
     assert cli.main(["run", str(path)]) == 2
-    assert "unknown key 'n_per_clas'" in capsys.readouterr().err
+    assert "unknown option 'n_per_clas'" in capsys.readouterr().err
 
 
 def test_example_studies_are_valid():

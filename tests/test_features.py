@@ -109,8 +109,13 @@ def test_unknown_model_dataset_and_option(stand_in_zoo, tmp_path):
         extract_features("zoo:tinny", "digits", root=tmp_path)
     with pytest.raises(ValueError, match="digits"):
         extract_features("zoo:tiny", "digit", root=tmp_path)
-    with pytest.raises(TypeError, match="unknown extract_features options"):
+    with pytest.raises(ValueError, match="unknown option 'n_per_klass'; did you mean \\['n_per_class'\\]"):
         extract_features("zoo:tiny", "digits", root=tmp_path, n_per_klass=3)
+    for bad, message in [({"pool": "bogus"}, "pool must be one of"), ({"n_per_class": "abc"}, "n_per_class must be"),
+                         ({"batch_size": 0}, "batch_size must be a whole number >= 1; got 0"),
+                         ({"amp": "yes"}, "amp must be true or false")]:
+        with pytest.raises(ValueError, match=message):
+            extract_features("zoo:tiny", "digits", root=tmp_path, **bad)
 
 
 def _sha(path):

@@ -11,11 +11,12 @@ from kstar_utils.engine.reference import SQEUCLIDEAN, Distance
 BACKENDS = ("auto", "torch", "faiss")
 
 
-def resolve_device(device):
-    """None -> cuda if available else cpu; strings and torch.device accepted; ValueError for anything else."""
+def resolve_device(device=None):
+    """The one device resolver of the workbook: None or "auto" -> cuda if available else cpu; "cpu", "cuda",
+    "cuda:1" and torch.device accepted; ValueError for anything else, or for cuda where torch sees none."""
     import torch
 
-    if device is None:
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)

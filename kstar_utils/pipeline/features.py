@@ -14,6 +14,7 @@ atomically, byte-reproducibly (equal arrays give an equal file and an equal hash
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 import zlib
@@ -23,6 +24,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from kstar_utils.engine.run import resolve_device
 from kstar_utils.io import cache
 
 from kstar_utils import datasets
@@ -199,21 +201,66 @@ def feature_spec(model: str, dataset: str, split: str, layer: str, *, pretrained
     return spec
 
 
+def _boolean(v) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def _integer(v, low: int) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= low
+
+
+def _path_text(v) -> bool:
+    return isinstance(v, (str, os.PathLike)) and str(v).strip() != ""
+
+
+#: what each extract_features option accepts: (description, check). `batch_size` is a keyword of its own.
+OPTION_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "allow_download": ("true or false", _boolean),
+    "weights_path": ("a file path", _path_text),
+    "weights_dir": ("a folder path", _path_text),
+    "model_dir": ("a folder path", _path_text),
+    "cache_dir": ("a folder path", _path_text),
+    "pretrained": ("true or false", _boolean),
+    "normalize": ("true or false", _boolean),
+    "n_per_class": ("a whole number >= 1, or null for every image", lambda v: v is None or _integer(v, 1)),
+    "seed": ("a whole number >= 0", lambda v: _integer(v, 0)),
+    "subset": ("null or 'robustbench'", lambda v: v is None or v == "robustbench"),
+    "pool": (f"one of {list(POOLS)}", lambda v: v in POOLS),
+    "amp": ("true or false", _boolean),
+    "num_workers": ("a whole number >= 0", lambda v: _integer(v, 0)),
+    "chunk_batches": ("a whole number >= 1", lambda v: _integer(v, 1)),
+    "progress": ("true or false", _boolean),
+    "on_chunk": ("a callable", callable),
+    "batch_size": ("a whole number >= 1", lambda v: _integer(v, 1)),
+}
+#: the options that name files or folders (a study resolves them against its own folder)
+PATH_OPTIONS = ("weights_path", "weights_dir", "model_dir", "cache_dir")
+
+
+def check_options(options: Mapping[str, Any], *, where: str = "extract_features options") -> dict[str, Any]:
+    """Validate extract_features options (names and values) before any work; returns them as a dict.
+
+    Unknown names raise ValueError with the closest valid ones; a value of the wrong kind (pool: bogus,
+    n_per_class: abc, batch_size: 0) raises ValueError naming the option, the value and what it accepts.
+    """
+    import difflib
+
+    valid = list(OPTION_TYPES)
+    for name, value in options.items():
+        if name not in OPTION_TYPES:
+            close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+            raise ValueError(f"{where}: unknown option {name!r}" + (f"; did you mean {close}?" if close else "")
+                             + f"; valid: {valid}")
+        what, ok = OPTION_TYPES[name]
+        if not ok(value):
+            raise ValueError(f"{where}: {name} must be {what}; got {value!r}")
+    return dict(options)
+
+
 def _split_options(options: Mapping[str, Any]):
-    unknown = sorted(set(options) - set(MODEL_OPTIONS) - set(DATA_OPTIONS) - set(RUN_OPTIONS))
-    if unknown:
-        raise TypeError(f"unknown extract_features options {unknown}; valid: model {MODEL_OPTIONS}, "
-                        f"data {DATA_OPTIONS}, run {RUN_OPTIONS}")
+    check_options(options)
     pick = lambda keys: {k: options[k] for k in keys if k in options}  # noqa: E731
     return pick(MODEL_OPTIONS), pick(DATA_OPTIONS), pick(RUN_OPTIONS)
-
-
-def _resolve_device(device):
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ---------------------------------------------------------------------------------------------- extraction
@@ -238,6 +285,7 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     on_chunk (callable(chunk_index, n_chunks) after each chunk is saved).
     """
     model_opts, data_opts, run_opts = _split_options(options)
+    check_options({"batch_size": batch_size})
     datasets.check_dataset_name(dataset)
     if dataset.startswith("features:"):
         return {"features": _import_feature_file(dataset, root=root, force=force, **data_opts)}
@@ -246,7 +294,7 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     pool = run_opts.get("pool", "avg")
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}; got {pool!r}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     amp = bool(run_opts.get("amp", dev.type == "cuda")) and dev.type == "cuda"
     precision = "amp-fp16" if amp else "fp32"
     pretrained = registry.model_pretrained_tag(model, **model_opts)

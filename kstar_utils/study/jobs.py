@@ -118,8 +118,8 @@ def _content_record(tables: dict[str, str]) -> dict[str, dict[str, str]]:
 #: settings it applies. A notebook without one of them would silently run on its default (another file, metric or
 #: model); the presentation parameters (figures, shown model and layer) are passed only where declared.
 REQUIRED = {"01_extract_features.ipynb": ("models", "dataset", "split", "layers", "data_root", "extract_options",
-                                          "cache_dir", "features_index"),
-            "02_kstar.ipynb": ("features_index", "metric", "cache_dir", "kstar_index"),
+                                          "device", "cache_dir", "features_index"),
+            "02_kstar.ipynb": ("features_index", "metric", "device", "cache_dir", "kstar_index"),
             "03_skewness.ipynb": ("kstar_index", "skewness_table", "per_class_table")}
 
 
@@ -131,7 +131,7 @@ def job_context(job: Job) -> dict[str, Any]:
     first = job.plot_layer or job.layers[0]
     return {"models": [job.model], "dataset": job.dataset, "split": job.split, "layers": list(job.layers),
             "data_root": job.data_root, "cache_dir": job.cache_dir, "extract_options": dict(job.extract_options),
-            "metric": job.metric.label,
+            "metric": job.metric.label, "device": job.device,
             "features_index": str(t / "features_index.csv"),
             "kstar_index": str(t / "kstar_index.csv"), "skewness_table": str(t / "skewness_models.csv"),
             "per_class_table": str(t / "skewness_per_class.csv"), "figures_dir": str(p["figures"]),

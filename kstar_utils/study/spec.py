@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -160,16 +161,33 @@ def _str_list(value, key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _options(value, key: str) -> tuple[tuple[str, Any], ...]:
+def _options(value, key: str, base: Path) -> tuple[tuple[str, Any], ...]:
+    """extract_features options of a block: names and values checked, paths made absolute against the study file's
+    folder (the notebooks run in notebooks/, where a relative path would mean something else)."""
     if value is None:
         return ()
     if not isinstance(value, Mapping):
         raise ValueError(f"study file: {key!r} must be a mapping of extract_features options; got {value!r}")
-    from kstar_utils.pipeline.features import DATA_OPTIONS, MODEL_OPTIONS, RUN_OPTIONS
+    from kstar_utils.pipeline.features import PATH_OPTIONS, check_options
 
-    # batch_size and device are keyword arguments of extract_features itself
-    _unknown_keys(value, set(MODEL_OPTIONS + DATA_OPTIONS + RUN_OPTIONS) | {"batch_size", "device"}, key)
-    return tuple(sorted(value.items()))
+    if "device" in value:
+        raise ValueError(f"study file: {key}.device: the device is the study's own key 'device' (auto, cpu or cuda), "
+                         "used by every notebook of every job")
+    if "on_chunk" in value:
+        raise ValueError(f"study file: {key}.on_chunk is not an option a study can set")
+    options = check_options(value, where=f"study file: {key}")
+    for k in PATH_OPTIONS:
+        if k in options:
+            options[k] = str(_path(options[k], base))
+    return tuple(sorted(options.items()))
+
+
+def _dataset(name: str, base: Path) -> str:
+    """A dataset name with the path of a folder: / features: dataset made absolute against the study file's folder."""
+    for prefix in ("folder:", "features:"):
+        if name.startswith(prefix) and name[len(prefix):].strip():
+            return prefix + str(_path(name[len(prefix):], base))
+    return name
 
 
 def _check_names(grids: Sequence[Grid]) -> None:
@@ -185,6 +203,30 @@ def _check_names(grids: Sequence[Grid]) -> None:
                 raise ValueError(f"model {m!r} needs a library that is not installed: {e}") from None
         for d in g.datasets:
             _datasets.check_dataset_name(d)
+
+
+def _check_conflicts(grids: Sequence[Grid]) -> None:
+    """A (model, dataset) listed in two blocks runs once, with the union of their layers; with different
+    extract_options it would be ambiguous which block wins, so that is refused naming both blocks."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, g in enumerate(grids):
+        for m in g.models:
+            for d in g.datasets:
+                j = seen.setdefault((m, d), i)
+                if j != i and dict(grids[j].extract_options) != dict(g.extract_options):
+                    a, b = dict(grids[j].extract_options), dict(g.extract_options)
+                    diff = [f"{k}: {a.get(k, '<unset>')!r} vs {b.get(k, '<unset>')!r}"
+                            for k in sorted(set(a) | set(b)) if a.get(k, "<unset>") != b.get(k, "<unset>")]
+                    raise ValueError(f"study file: {m} on {d} is in grids[{j}] and grids[{i}] with different "
+                                     f"extract_options ({'; '.join(diff)}); list the pair in one block, or give both "
+                                     "blocks the same options")
+
+
+#: a study name becomes a folder name (outputs/studies/<name>): one plain name, no path
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+#: the most values a study file may expand to through YAML aliases (a real study has hundreds; an alias "bomb" of a
+#: few lines expands to billions, and would exhaust memory the moment anything walks it)
+MAX_YAML_VALUES = 100_000
 
 
 def _path(value, base: Path) -> Path:
@@ -205,6 +247,14 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
     if "name" not in raw or not isinstance(raw["name"], str) or not raw["name"].strip():
         raise ValueError("study file: key 'name' is required (a non-empty string)")
     name = raw["name"]
+    if not _PLAIN_NAME.match(name):
+        raise ValueError(f"study file: name {name!r} must be a plain folder name (letters, digits, '.', '_', '-', "
+                         "starting with a letter or digit): it names the study's folder")
+    for key in ("description", "split", "kernel", "output_dir", "cache_dir", "notebooks_dir", "data_root"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or (key != "description" and not value.strip())):
+            raise ValueError(f"study file: {key!r} must be {'text' if key == 'description' else 'a non-empty string'}"
+                             f"; got {type(value).__name__} {value!r:.60}")
     default_layers = _str_list(raw.get("layers", ["penultimate", "logits"]), "layers")
     if "grids" in raw:
         if "models" in raw or "datasets" in raw:
@@ -225,9 +275,12 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
         for k in ("models", "datasets"):
             if k not in b:
                 raise ValueError(f"study file: grids[{i}] lacks key {k!r}")
-        options = _options(b.get("extract_options", raw.get("extract_options")), f"grids[{i}].extract_options")
-        grids.append(Grid(_str_list(b["models"], f"grids[{i}].models"), _str_list(b["datasets"], f"grids[{i}].datasets"),
+        where = f"grids[{i}].extract_options" if "extract_options" in b else "extract_options"
+        options = _options(b.get("extract_options", raw.get("extract_options")), where, base)
+        datasets = tuple(dict.fromkeys(_dataset(d, base) for d in _str_list(b["datasets"], f"grids[{i}].datasets")))
+        grids.append(Grid(_str_list(b["models"], f"grids[{i}].models"), datasets,
                           _str_list(b.get("layers", default_layers), f"grids[{i}].layers"), options))
+    _check_conflicts(grids)
     if check_names:
         _check_names(grids)
     try:  # a metric without its options (minkowski without p) fails here, not in every job
@@ -291,11 +344,36 @@ def load_study(path: str | Path, *, check_names: bool = True) -> Study:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"study file {path} is not valid YAML: {e}") from e
+    raw = _read_yaml(path)
     return study_from_dict(raw, path.parent, source=path.resolve(), check_names=check_names)
+
+
+def _read_yaml(path: Path):
+    """yaml.safe_load, refusing a document that expands (through aliases) to more than MAX_YAML_VALUES values."""
+    loader = yaml.SafeLoader(path.read_text())
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        # count the values as they would be after expanding every alias, stopping at the cap: O(cap) however
+        # deep the aliases nest (or loop)
+        stack, count = [node], 0
+        while stack:
+            n = stack.pop()
+            count += 1
+            if count > MAX_YAML_VALUES:
+                raise ValueError(f"study file {path}: its YAML aliases expand to more than {MAX_YAML_VALUES:,} values; "
+                                 "write the values out, or use fewer aliases")
+            if isinstance(n, yaml.SequenceNode):
+                stack.extend(n.value)
+            elif isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    stack.extend((k, v))
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise ValueError(f"study file {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    finally:
+        loader.dispose()
 
 
 def notebooks_code_hash(notebooks_dir: str | Path) -> str:
@@ -313,19 +391,14 @@ def notebooks_code_hash(notebooks_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def expand_jobs(study: Study) -> list[Job]:
     """One Job per (model, dataset) of each grid block (a pair listed in two blocks runs once, with the union of
     the layers), in the file's order."""
     code = notebooks_code_hash(study.notebooks_dir)
-    device = resolve_device(study.device)
+    from kstar_utils.engine.run import resolve_device
+
+    # "cuda" is kept as asked even where this machine has none: the jobs may run on a cluster's GPU workers
+    device = study.device if study.device != "auto" else resolve_device("auto").type
     pairs: dict[tuple[str, str], tuple[str, ...]] = {}
     options: dict[tuple[str, str], dict] = {}
     for g in study.grids:
