@@ -4,11 +4,9 @@ The layers, bottom up (docs/architecture.md): engine (the exact k* machinery); i
 (k*, metrics, skewness: pure functions); datasets; models; analysis (correlations, fracture, open checks); pipeline
 (extraction and the notebook stages); plotting; study (batch runs); cli.
 """
-from kstar_utils import _aliases
 from kstar_utils.method.kstar import compute_kstar, normalize_kstar
 from kstar_utils.method.skewness import SkewnessSummary, summarize_skewness
 
-_aliases.install()
 
 __all__ = ["compute_kstar", "normalize_kstar", "summarize_skewness", "SkewnessSummary"]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

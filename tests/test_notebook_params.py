@@ -54,11 +54,6 @@ def test_undeclared_name_is_refused_with_the_closest_names():
     check_parameters(NOTEBOOKS / "02_kstar.ipynb", {"metric": "cosine"})  # declared: no error
 
 
-def test_a_renamed_parameter_is_refused_with_its_new_name():
-    with pytest.raises(UnknownParameterError, match="no parameter 'output_dir'; it is now called 'cache_dir'; "):
-        check_parameters(NOTEBOOKS / "02_kstar.ipynb", {"output_dir": "../outputs"})
-
-
 def test_a_notebook_without_parameters_cell_declares_nothing(tmp_path):
     nb = _notebook(tmp_path / "plain.ipynb", None, "x = 1")
     assert declared_parameters(nb) == {}

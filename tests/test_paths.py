@@ -1,4 +1,4 @@
-"""Every root has one helper and one environment variable; the old variable names still work, with a warning."""
+"""Every root has one helper and one environment variable."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,6 @@ from kstar_utils.io import paths
 
 def test_shipped_data_defaults_to_the_repository_and_follows_its_variable(tmp_path, monkeypatch):
     monkeypatch.delenv("KSTAR_SHIPPED_DATA", raising=False)
-    monkeypatch.delenv("KSTAR_DATA_DIR", raising=False)
     assert paths.shipped("zoo") == paths.REPO / "data" / "zoo"
     assert (paths.REPO / "kstar_utils" / "io" / "paths.py").is_file()
     monkeypatch.setenv("KSTAR_SHIPPED_DATA", str(tmp_path))
@@ -19,7 +18,6 @@ def test_shipped_data_defaults_to_the_repository_and_follows_its_variable(tmp_pa
 
 def test_datasets_and_robustbench_roots(tmp_path, monkeypatch):
     monkeypatch.delenv("KSTAR_DATASETS", raising=False)
-    monkeypatch.delenv("KSTAR_DATA_ROOT", raising=False)
     assert paths.datasets_root() == Path("~/.cache/kstar/data").expanduser()
     monkeypatch.setenv("KSTAR_DATASETS", str(tmp_path))
     assert paths.datasets_root() == tmp_path
@@ -27,12 +25,3 @@ def test_datasets_and_robustbench_roots(tmp_path, monkeypatch):
     monkeypatch.setenv("KSTAR_ROBUSTBENCH_DIR", str(tmp_path / "rb"))
     assert paths.robustbench_dir() == tmp_path / "rb"
     assert paths.robustbench_dir("~/x") == Path("~/x").expanduser()
-
-
-@pytest.mark.parametrize("old,new,helper", [("KSTAR_DATA_DIR", "KSTAR_SHIPPED_DATA", paths.shipped),
-                                            ("KSTAR_DATA_ROOT", "KSTAR_DATASETS", paths.datasets_root)])
-def test_renamed_variables_still_work_with_a_warning(old, new, helper, tmp_path, monkeypatch):
-    monkeypatch.delenv(new, raising=False)
-    monkeypatch.setenv(old, str(tmp_path))
-    with pytest.warns(FutureWarning, match=new):
-        assert helper() == tmp_path

@@ -7,13 +7,11 @@
 | RobustBench | RobustBench checkpoints, in RobustBench's own layout | KSTAR_ROBUSTBENCH_DIR | ~/.cache/kstar/robustbench |
 
 Outputs (features, k*, tables, figures, studies) go wherever a notebook's or a study's parameters say; the notebooks'
-defaults are the repository's outputs/. The names KSTAR_DATA_DIR (now KSTAR_SHIPPED_DATA) and KSTAR_DATA_ROOT (now
-KSTAR_DATASETS) are still read, with a deprecation warning, for one release.
+defaults are the repository's outputs/.
 """
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,19 +20,10 @@ DATASETS_ENV = "KSTAR_DATASETS"
 ROBUSTBENCH_ENV = "KSTAR_ROBUSTBENCH_DIR"
 DEFAULT_DATASETS = "~/.cache/kstar/data"
 DEFAULT_ROBUSTBENCH = "~/.cache/kstar/robustbench"
-_RENAMED = {SHIPPED_ENV: "KSTAR_DATA_DIR", DATASETS_ENV: "KSTAR_DATA_ROOT"}
 
 
 def _env(name: str) -> str | None:
-    value = os.environ.get(name)
-    if value:
-        return value
-    old = _RENAMED.get(name)
-    if old and os.environ.get(old):
-        warnings.warn(f"the environment variable {old} is now called {name}; the old name goes in the next release",
-                      FutureWarning, stacklevel=3)  # shown by default: the user set it, not a library
-        return os.environ[old]
-    return None
+    return os.environ.get(name) or None
 
 
 def shipped(*parts: str) -> Path:

@@ -47,10 +47,6 @@ def declared_parameters(notebook: str | os.PathLike) -> dict[str, dict]:
     return dict(_DECLARED[key])
 
 
-# parameters of the previous release under their new names, so an old call is told what to write instead
-RENAMED_PARAMETERS = {"output_dir": "cache_dir"}
-
-
 def check_parameters(notebook: str | os.PathLike, names: Iterable[str], *, passed_by: str = "") -> None:
     """Raise UnknownParameterError unless every name in `names` is declared by `notebook`.
 
@@ -69,8 +65,6 @@ def check_parameters(notebook: str | os.PathLike, names: Iterable[str], *, passe
     close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
     who = f" (passed by {passed_by})" if passed_by else ""
     hint = ("; did you mean " + " or ".join(repr(c) for c in close) + "?") if close else ""
-    if RENAMED_PARAMETERS.get(name) in valid:
-        hint = f"; it is now called {RENAMED_PARAMETERS[name]!r}"
     more = f"; also unknown: {unknown[1:]}" if len(unknown) > 1 else ""
     raise UnknownParameterError(f"notebook {label} has no parameter {name!r}{who}{hint}{more}"
                                 f"{' ' if close and not more else '; '}declared: {valid}")
