@@ -113,6 +113,7 @@ def test_bytes_and_bool_labels_are_named_by_value(tmp_path):
     assert _named(src).tolist() == ["on", "off"] * 4
 
 
+@pytest.mark.slow  # importing open_clip takes most of its ~7 s
 def test_imagenet_class_names_are_distinct():
     """open_clip's ImageNet names hold two "missile" and two "sunglasses": extracted ImageNet features would refuse
     them (save_features), and a table grouped by name would merge them."""
