@@ -58,8 +58,10 @@ def test_relative_paths_mean_the_study_files_folder_from_anywhere(tmp_path, monk
     folder = tmp_path / "studies"
     folder.mkdir()
     (folder / "feats.npz").write_bytes(b"")
-    path = _study(folder, datasets=["digits", "features:feats.npz", "folder:images"],
-                  extract_options={"weights_dir": "weights", "n_per_class": 5})
+    path = folder / "rel.yaml"  # no layers given: a features file gets its own layer, `features`
+    path.write_text(yaml.safe_dump({"name": "rel", "models": ["zoo:standard"], "output_dir": "out",
+                                    "datasets": ["digits", "features:feats.npz", "folder:images"],
+                                    "extract_options": {"weights_dir": "weights", "n_per_class": 5}}))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

@@ -289,9 +289,14 @@ def _imagenet_class_names(wnids: Sequence[str]) -> list[str]:
 
         all_wnids = sorted(_imagenet_all_wnids())
         name_of = dict(zip(all_wnids, open_clip.IMAGENET_CLASSNAMES))
-        return [name_of.get(w, w) for w in wnids]
+        names = [name_of.get(w, w) for w in wnids]
     except Exception:  # noqa: BLE001 -- names are cosmetic; never fail the load over them
         return list(wnids)
+    # open_clip's list names two classes each "missile" and "sunglasses"; a table grouped by name would merge them
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    return [f"{n} ({w})" if seen[n] > 1 else n for n, w in zip(names, wnids)]
 
 
 def _imagenet_all_wnids() -> list[str]:
@@ -368,52 +373,95 @@ def _load_folder(name: str, split: str, data_root, transform):
 
 # ---------------------------------------------------------------------------------------------- own features
 def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Bring-your-own features (text, audio, any embedding): returns (features (N, D) float32, labels (N,) int64,
-    class_names (C,)).
+    """Bring-your-own features (text, audio, any embedding): returns (features (N, D), labels (N,) int64 class codes
+    0..C-1, class_names (C,) distinct strings), class code i named class_names[i].
 
-    Accepted: .npz with arrays `features` and `labels` (ints or strings) and optional `class_names`; .npy of features
-    with labels in `<stem>_labels.npy` beside it; .parquet with a `label` column and numeric feature columns (or one
-    list-valued `features` column). String labels become codes 0..C-1 in sorted order, named by the strings.
+    Accepted: .npz with arrays `features` and `labels` and optional `class_names`; .npy of features with labels in
+    `<stem>_labels.npy` beside it; .parquet with a `label` column and numeric feature columns (or one list-valued
+    `features` column; other columns are not read).
+
+    Features keep their precision, under the rules of compute_kstar (method.validation.check_features): float16,
+    float32 and float64 come back as they are; integers, bools and long doubles as float64 where every value
+    converts exactly, otherwise refused naming the rows; complex and other dtypes refused naming the dtype; NaN and
+    inf refused naming the rows. Parquet columns of different dtypes are converted one by one, exactly.
+
+    Labels follow compute_kstar's rules too (method.validation.encode_labels): numbers (any int width, signed or
+    unsigned, or floats), strings, bytes or bools, one kind per file, compared by value; NaN / None refused naming
+    the rows; at least two classes. Classes are named (method.validation.name_classes):
+    - without `class_names`, by their values, in sorted order (labels -1, 0, 1 are classes "-1", "0", "1");
+    - integer labels with `class_names`: class_names[v] names label value v, so every label must lie in
+      0..len(class_names)-1 (else refused, naming the values); names of absent values are left out;
+    - string labels with `class_names`: every label must be one of the names, whose order is then the class order
+      (else refused, naming the labels);
+    - duplicate class_names are always refused, so no two classes share a name.
+    Raises DatasetNotFoundError for a missing file and ValueError, naming the file, for anything refused.
     """
+    from kstar_utils.method.validation import check_features_labels, name_classes
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetNotFoundError(f"feature file not found: {path}. {requirements('features:' + str(path))[0].how_to_provide}")
-    class_names: tuple[str, ...] | None = None
+    class_names = None
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} holds a single array, not an .npz archive of 'features' and 'labels'")
+        with z:
             if "features" not in z or "labels" not in z:
                 raise ValueError(f"{path} must contain arrays 'features' and 'labels'; found {list(z.keys())}")
             X, y = z["features"], z["labels"]
             if "class_names" in z:
-                class_names = tuple(str(c) for c in z["class_names"])
+                class_names = z["class_names"]
     elif path.suffix == ".npy":
         lab = path.with_name(path.stem + "_labels.npy")
         if not lab.is_file():
             raise DatasetNotFoundError(f"labels for {path} not found: searched {lab}")
         X, y = np.load(path, allow_pickle=False), np.load(lab, allow_pickle=False)
     elif path.suffix == ".parquet":
-        import pandas as pd
-
-        df = pd.read_parquet(path)
-        if "label" not in df.columns:
-            raise ValueError(f"{path} needs a 'label' column; found {list(df.columns)[:10]}")
-        y = df["label"].to_numpy()
-        if "features" in df.columns:
-            X = np.stack(df["features"].to_numpy())
-        else:
-            X = df.drop(columns=["label"]).select_dtypes("number").to_numpy()
+        X, y = _read_parquet_features(path)
     else:
         raise ValueError(f"unsupported feature file {path}: use .npz, .npy (+ _labels.npy) or .parquet")
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[0] != len(y):
-        raise ValueError(f"{path}: features must be (N, D) with N labels; got {X.shape} and {len(y)} labels")
-    y = np.asarray(y)
-    if y.dtype.kind in "iu":
-        labels = y.astype(np.int64)
-        if class_names is None:
-            class_names = tuple(str(i) for i in range(int(labels.max()) + 1))
-    else:
-        names, labels = np.unique(y.astype(str), return_inverse=True)
-        labels = labels.astype(np.int64)
-        class_names = class_names or tuple(str(n) for n in names)
-    return X, labels, class_names
+    X, codes, classes = check_features_labels(X, y, where=f" of {path}")
+    codes, names = name_classes(codes, classes, class_names, name=f"labels of {path}")
+    return X, codes, names
+
+
+def _read_parquet_features(path: Path):
+    """(features (N, D) array, labels Series) of a .parquet file; columns of different dtypes converted exactly."""
+    import pandas as pd
+
+    from kstar_utils.method.validation import check_features
+
+    df = pd.read_parquet(path)
+    if "label" not in df.columns:
+        raise ValueError(f"{path} needs a 'label' column; found {list(df.columns)[:10]}")
+    y = df["label"]  # a Series: encode_labels reads nullable and categorical columns without losing NA
+    if "features" in df.columns:
+        cells = df["features"].to_numpy()
+        bad = [i for i, c in enumerate(cells) if c is None or np.ndim(c) != 1 or len(c) != len(cells[0])]
+        if bad:
+            raise ValueError(f"{path}: column 'features' must hold one list of equal length per row; rows "
+                             f"{bad[:5]} are missing or differ from row 0's length {np.size(cells[0])}")
+        return np.stack(cells), y
+    columns = [c for c in df.columns if c != "label" and pd.api.types.is_numeric_dtype(df[c])
+               and not pd.api.types.is_bool_dtype(df[c])]
+    if not columns:
+        raise ValueError(f"{path} has no numeric feature columns beside 'label'; found {list(df.columns)[:10]}")
+    arrays = [_column_array(df[c]) for c in columns]
+    if len({a.dtype for a in arrays}) == 1:
+        return np.column_stack(arrays), y
+    # numpy would put int64 and float32 columns into float64 and round integers beyond 2**53 without a word:
+    # convert each column exactly first (to its own float dtype or float64), then to the widest, which holds them all
+    arrays = [check_features(a[:, None], name=f"column {c!r} of {path}")[:, 0] for c, a in zip(columns, arrays)]
+    return np.column_stack(arrays).astype(np.result_type(*arrays), copy=False), y
+
+
+def _column_array(s) -> np.ndarray:
+    """(N,) numpy array of a numeric column; nullable columns with missing values become float64 with NaN (which
+    the features check then refuses, naming the rows)."""
+    numpy_dtype = getattr(s.dtype, "numpy_dtype", None)  # pandas' nullable Int64 / Float64 / ...
+    if numpy_dtype is None:
+        return s.to_numpy()
+    if s.isna().any():
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    return s.to_numpy(dtype=numpy_dtype)

@@ -265,10 +265,95 @@ def _number_labels(y: np.ndarray, types: set, name: str) -> np.ndarray:
     return f
 
 
-def check_features_labels(features, labels, *, min_classes: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate a labelled feature set. Returns (X (N, D) float, codes (N,) int64, classes (C,))."""
-    X = check_features(features)
-    codes, classes = encode_labels(labels, X.shape[0])
+def check_class_names(class_names, *, name: str = "class_names") -> tuple[str, ...]:
+    """(C,) class names -> C distinct strings; raise ValueError unless 1-D and free of duplicates (naming them).
+
+    Strings stay as they are, bytes are decoded as UTF-8 (a name that is not UTF-8 is refused), anything else is
+    written with str(). Two classes of one name would merge in every table that groups by name, so a duplicate is
+    refused rather than repaired.
+    """
+    arr = np.asarray(class_names)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D list of names; got shape {arr.shape}")
+    names = []
+    for i, c in enumerate(arr.tolist()):
+        if isinstance(c, bytes):
+            try:
+                c = c.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{name}[{i}] = {c!r} is not UTF-8 text") from None
+        names.append(str(c))
+    seen, duplicates = set(), []
+    for n in names:
+        if n in seen and n not in duplicates:
+            duplicates.append(n)
+        seen.add(n)
+    if duplicates:
+        raise ValueError(f"{name} hold duplicate names {duplicates[:_SHOWN_ROWS]}: each class needs a name of its "
+                         "own (two classes of one name would merge in every table)")
+    return tuple(names)
+
+
+def name_classes(codes: np.ndarray, classes: np.ndarray, class_names=None, *,
+                 name: str = "labels") -> tuple[np.ndarray, tuple[str, ...]]:
+    """Name the classes of encode_labels: (codes (N,) int64, classes (C,)) -> (codes (N,) int64, names (C,) str),
+    class code i named names[i]. The rule:
+
+    - Without `class_names`: each class is named by its value (str of the number or bool, the string itself, bytes
+      decoded as UTF-8), classes in sorted order as encode_labels gives them.
+    - Number or bool labels with `class_names`: class_names[v] names label value v (False = 0, True = 1), so every
+      label must be a whole number in 0..len(class_names)-1; other values are refused, naming them. Names of values
+      absent from the labels are not used.
+    - String (or bytes) labels with `class_names`: every label must be one of the names, which then fix the class
+      order; labels not among them are refused, naming them. Names absent from the labels are not used.
+    - Duplicate class_names are always refused (check_class_names), and the names returned are distinct.
+    Codes change only where `class_names` reorder string classes.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    kind = classes.dtype.kind
+    text = kind in "US"
+    values = check_class_names(classes, name=name) if text else None  # bytes decoded; distinct as classes are
+    if class_names is None:
+        if text:
+            return codes, values
+        return codes, check_class_names([str(v) for v in classes.tolist()], name=f"names of the {name}")
+    names = check_class_names(class_names, name=_names_of(name))
+    if text:
+        position = {n: i for i, n in enumerate(names)}
+        missing = [v for v in values if v not in position]
+        if missing:
+            raise ValueError(f"{name} hold values not among the class_names: {missing[:_SHOWN_ROWS]} "
+                             f"({len(missing)} of {len(values)} classes); class_names: {list(names[:10])}"
+                             + (" ..." if len(names) > 10 else ""))
+        order = np.argsort([position[v] for v in values], kind="stable")
+        rank = np.empty(len(values), dtype=np.int64)
+        rank[order] = np.arange(len(values))
+        return rank[codes], tuple(values[i] for i in order)
+    as_float = classes.astype(np.float64) if kind == "f" else None
+    if as_float is not None and (as_float != np.floor(as_float)).any():
+        fractional = classes[as_float != np.floor(as_float)]
+        raise ValueError(f"{name} must be whole numbers to be named by class_names (class_names[v] names label v); "
+                         f"got {fractional[:_SHOWN_ROWS].tolist()}")
+    index = [int(v) for v in classes.tolist()]  # Python ints: uint64 and int64 compare exactly
+    outside = [v for v in index if not 0 <= v < len(names)]
+    if outside:
+        raise ValueError(f"{name} hold values outside 0..{len(names) - 1}, the indices of the {len(names)} class_names "
+                         f"(class_names[v] names label value v): {outside[:_SHOWN_ROWS]}")
+    return codes, tuple(names[v] for v in index)
+
+
+def _names_of(name: str) -> str:
+    # "labels of x.npz" -> "class_names of x.npz": the message then names the file the names came from
+    return "class_names" + name[len("labels"):] if name.startswith("labels") else "class_names"
+
+
+def check_features_labels(features, labels, *, min_classes: int = 2,
+                          where: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a labelled feature set. Returns (X (N, D) float, codes (N,) int64, classes (C,)).
+
+    where: appended to "features" and "labels" in messages (e.g. " of embeddings.npz"), to name their source."""
+    X = check_features(features, name=f"features{where}")
+    codes, classes = encode_labels(labels, X.shape[0], name=f"labels{where}")
     if classes.size < min_classes:
         raise ValueError(
             f"k* needs samples from at least {min_classes} classes (a nearest neighbour from another class); "

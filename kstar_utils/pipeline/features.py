@@ -3,6 +3,10 @@
     paths = extract_features("zoo:standard", "digits", layers=("penultimate", "logits"))
     fs = load_features(paths["penultimate"])          # fs.features (N, D) float32, fs.labels (N,) int64
 
+Bring-your-own features (dataset ``features:<file>``) are imported as the one layer ``features`` (FEATURES_LAYER), in
+their own precision (float64 stays float64), with the labels and class names checked by compute_kstar's rules
+(datasets.load_feature_file).
+
 Each layer's file is keyed (kstar_utils.io.cache.artifact_path) by everything that changes its values: model, weights
 tag, dataset, split, layer, sampling, pooling, embedding normalisation and numeric precision. Asking again for the same
 spec reuses the file, but only when its bytes still have the sha256 its sidecar records and the weights file it was
@@ -38,11 +42,16 @@ DATA_OPTIONS = ("n_per_class", "seed", "subset")
 RUN_OPTIONS = ("pool", "amp", "num_workers", "chunk_batches", "progress", "on_chunk")
 POOLS = ("avg", "flatten", "cls")
 MANIFEST = "manifest.json"
+#: the one layer of a features:<file> dataset
+FEATURES_LAYER = "features"
+#: feature dtypes a features file holds as they are (model outputs are float32; imported files keep their own)
+KEPT_DTYPES = (np.float16, np.float32, np.float64)
 
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Features of one layer: features (N, D) float32, labels (N,) int64, class_names (C,), meta = the sidecar."""
+    """Features of one layer: features (N, D) float16 / float32 / float64 (float32 from a model; an imported file's
+    own precision), labels (N,) int64 class codes 0..C-1, class_names (C,) distinct, meta = the sidecar."""
 
     features: np.ndarray
     labels: np.ndarray
@@ -63,30 +72,77 @@ class FeatureSet:
 def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray, class_names, sidecar: Mapping) -> Path:
     """Write a feature file and then its sidecar, each atomically (a reader never sees a partial file).
 
-    features (N, D) -> float32, labels (N,) -> int64, class_names (C,). The sidecar gets the file's `sha256`.
+    features (N, D): float16 / float32 / float64 are written as they are; other dtypes are converted to float64 only
+    where every value converts exactly (method.validation.check_features), else ValueError naming the rows or the
+    dtype. labels (N,): integer class codes of any int dtype, each in 0..C-1, written as int64. class_names (C,):
+    distinct (duplicates raise ValueError). The sidecar gets the file's `sha256`.
     """
+    from kstar_utils.method.validation import check_class_names
+
     path = Path(path)
-    arrays = {"features": np.asarray(features, dtype=np.float32), "labels": np.asarray(labels, dtype=np.int64),
-              "class_names": np.asarray([str(c) for c in class_names], dtype=str)}
+    X = _kept_features(features, "features")
+    names = check_class_names(list(class_names))
+    y = _class_codes(labels, len(names), "labels")
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"features must be (N, D) with N labels; got {X.shape} and {y.shape}")
+    arrays = {"features": X, "labels": y, "class_names": np.asarray(names, dtype=str)}
     cache.write_artifact(path, lambda tmp: cache.write_npz(tmp, arrays), sidecar)
     return path
 
 
-def load_features(path: str | Path) -> FeatureSet:
-    """Read a feature file written by :func:`extract_features` (its sidecar, when present, becomes `meta`).
+def _kept_features(features, name: str) -> np.ndarray:
+    """features in their own float dtype, or converted exactly to float64 (else ValueError naming the problem).
+    Floats are not checked for NaN here: a model that outputs NaN is reported by the k* stage, naming the rows."""
+    from kstar_utils.method.validation import check_features
 
-    A file that is not a complete features .npz, or whose sidecar is unreadable, raises ValueError
-    (cache.CorruptFileError) naming it.
+    X = np.asarray(features)
+    return X if X.dtype in KEPT_DTYPES else check_features(X, name=name)
+
+
+def _class_codes(labels, n_names: int, name: str) -> np.ndarray:
+    """(N,) class codes of any int dtype -> int64, each in 0..n_names-1 (>= 0 without names), else ValueError: a
+    float code would be truncated and an out-of-range one would name another class or none."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise ValueError(f"{name} of a features file must be a 1-D array of integer class codes (indices into "
+                         f"class_names); got dtype {y.dtype}, shape {y.shape}")
+    top = n_names - 1 if n_names else np.iinfo(np.int64).max
+    outside = (y < 0) | (y > top) if y.size else np.zeros(0, dtype=bool)
+    if outside.any():
+        raise ValueError(f"{name} hold class codes outside 0..{top} (the indices of the {n_names} class_names): "
+                         f"{np.unique(y[outside])[:5].tolist()}")
+    return y.astype(np.int64)
+
+
+def load_features(path: str | Path) -> FeatureSet:
+    """Read a feature file written by :func:`extract_features` or :func:`save_features` (its sidecar, when present,
+    becomes `meta`). The features come back in the precision they were written in (float16 / float32 / float64;
+    any other dtype converted to float64 exactly, else ValueError), the labels as int64 codes.
+
+    A file that is not a complete features .npz, or whose labels are not class codes of its class names, raises
+    ValueError (cache.CorruptFileError) naming it; duplicate class names (a file written before they were refused)
+    raise ValueError naming them.
     """
+    from kstar_utils.method.validation import check_class_names
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"feature file not found: {path}")
     z = cache.load_npz(path, ["features", "labels"])
-    X = z["features"].astype(np.float32, copy=False)
-    y = z["labels"].astype(np.int64, copy=False)
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise cache.CorruptFileError(f"{path}: features must be (N, D) with N labels; got {X.shape} and {y.shape}")
-    names = tuple(str(c) for c in z["class_names"]) if "class_names" in z else ()
+    X = _kept_features(z["features"], f"features of {path}")
+    if X.ndim != 2 or z["labels"].shape != (X.shape[0],):
+        raise cache.CorruptFileError(f"{path}: features must be (N, D) with N labels; got {X.shape} and "
+                                     f"{z['labels'].shape}")
+    names = ()
+    if "class_names" in z:
+        try:
+            names = check_class_names(z["class_names"], name=f"class_names of {path}")
+        except ValueError as e:
+            raise ValueError(f"{e}; rebuild the file (extract_features(..., force=True))") from None
+    try:
+        y = _class_codes(z["labels"], len(names), f"labels of {path}")
+    except ValueError as e:
+        raise cache.CorruptFileError(str(e)) from None
     meta = cache.read_sidecar(path) if cache.sidecar_path(path).exists() else {}
     return FeatureSet(X, y, names, meta, path)
 
@@ -273,10 +329,12 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
              "robustbench:cifar10/Linf/Carmon2019Unlabeled", "torchvision:resnet50@IMAGENET1K_V2".
     dataset: "cifar10-sample", "digits", "cifar10", "cifar100", "imagenet", "imagenet16", "folder:<path>" or
              "features:<path>"
-             (bring-your-own features: then `model` is ignored and the file is imported as layer "features").
+             (bring-your-own features: then `model` and `layers` are ignored and the file is imported, in its own
+             precision, as its one layer "features"; datasets.load_feature_file gives the rules).
     layers:  "logits" / "embedding" (the model output), "penultimate" (input of the final Linear) or any module name.
-    Each file holds `features` (N, D) float32, `labels` (N,) int64 and `class_names` (C,); its JSON sidecar holds the
-    spec and provenance (weights sha256, preprocessing, N, D, library versions, date).
+    Each file holds `features` (N, D) float32 (an imported file: its own precision), `labels` (N,) int64 and
+    `class_names` (C,); its JSON sidecar holds the spec and provenance (weights sha256, preprocessing, N, D, library
+    versions, date).
 
     options -- model: allow_download, weights_path, weights_dir, model_dir, cache_dir, pretrained, normalize;
     data: n_per_class, seed (per-class subsampling), subset ("robustbench" ImageNet list);
@@ -288,7 +346,7 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     check_options({"batch_size": batch_size})
     datasets.check_dataset_name(dataset)
     if dataset.startswith("features:"):
-        return {"features": _import_feature_file(dataset, root=root, force=force, **data_opts)}
+        return {FEATURES_LAYER: _import_feature_file(dataset, root=root, force=force, **data_opts)}
     registry.check_model_name(model)
     layers = (layers,) if isinstance(layers, str) else tuple(dict.fromkeys(layers))
     pool = run_opts.get("pool", "avg")
@@ -435,7 +493,11 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
 
 
 def _import_feature_file(dataset: str, *, root, force: bool, n_per_class=None, seed: int = 0, subset=None) -> Path:
-    """Bring-your-own features: copy a features file into the cache format (with a sidecar), optionally subsampled."""
+    """Bring-your-own features: copy a features file into the cache format (with a sidecar), optionally subsampled.
+
+    The features keep their precision and the labels become class codes named by datasets.load_feature_file's
+    rules. `version` in the key: a file imported before those rules (cast to float32, labels coded otherwise) is
+    another entry, never reused for this one."""
     if subset is not None:
         raise ValueError("subset applies to ImageNet datasets only")
     src = Path(dataset.split(":", 1)[1]).expanduser().resolve()
@@ -447,7 +509,7 @@ def _import_feature_file(dataset: str, *, root, force: bool, n_per_class=None, s
         inputs["labels"] = cache.input_record(labels_file, cache.sha256_file(labels_file))
         src_sha = cache.spec_hash({"features": src_sha, "labels": inputs["labels"]["sha256"]}, length=64)
     spec = {"kind": "features", "model": "external", "pretrained": src_sha[:16], "dataset": src.stem, "split": "given",
-            "layer": "features"}
+            "layer": FEATURES_LAYER, "version": 2}
     if n_per_class is not None:
         spec.update(n_per_class=n_per_class, seed=seed)
     path = cache.artifact_path(root, "features", spec, ".npz")
@@ -464,10 +526,23 @@ def _import_feature_file(dataset: str, *, root, force: bool, n_per_class=None, s
     keep = datasets.subsample_per_class(y, n_per_class, seed)
     X, y = X[keep], y[keep]
     sidecar = cache.provenance(spec, model="external", source_file=str(src), source_sha256=src_sha, dataset=dataset,
-                               layer="features", n=int(X.shape[0]), d=int(X.shape[1]), n_classes=len(names),
-                               inputs=inputs)
+                               layer=FEATURES_LAYER, n=int(X.shape[0]), d=int(X.shape[1]), n_classes=len(names),
+                               dtype=str(X.dtype), inputs=inputs)
     return save_features(path, X, y, names, sidecar)
 
 
+def check_features_layers(dataset: str, layers) -> None:
+    """Raise ValueError unless `layers` of a features:<file> `dataset` are its one layer, FEATURES_LAYER (a no-op
+    for any other dataset): another layer would pass every check and fail in the job, which finds no such layer."""
+    if not str(dataset).startswith("features:"):
+        return
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    other = [layer for layer in layers if layer != FEATURES_LAYER]
+    if other:
+        raise ValueError(f"layer {other[0]!r} is not a layer of dataset {dataset!r}: a features file has one layer, "
+                         f"{FEATURES_LAYER!r} (the default when no layers are given; a grid of its own can give "
+                         "other datasets other layers)")
+
+
 __all__ = ["extract_features", "load_features", "FeatureSet", "forward_layers", "pool_output", "save_features",
-           "feature_spec"]
+           "feature_spec", "check_features_layers", "FEATURES_LAYER"]

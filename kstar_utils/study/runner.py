@@ -62,11 +62,11 @@ def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence
     results on and the study settings they apply (jobs.REQUIRED); then, for
     the `pending` jobs (those a run would execute; default: the unfinished ones): with require_present, that their
     weights and data are present (weights a job may download are not required), and that each model has the
-    requested layers. Nothing is created, downloaded or run. Quick:
-    module names come from each architecture built once (on the meta device where possible, see
-    preflight.layer_model).
+    requested layers; every features:<file> job, that its layers are the file's one layer, `features`. Nothing is
+    created, downloaded or run. Quick: module names come from each architecture built once (on the meta device
+    where possible, see preflight.layer_model).
     """
-    from kstar_utils.pipeline.features import MODEL_OPTIONS
+    from kstar_utils.pipeline.features import MODEL_OPTIONS, check_features_layers
     from kstar_utils.pipeline.preflight import PreflightError, check_model_layers, preflight
 
     check_folders(jobs, output_dir)
@@ -91,7 +91,10 @@ def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence
 
     checked = set()
     for job in jobs:
-        if job.job_id not in to_run or job.dataset.startswith("features:"):
+        if job.dataset.startswith("features:"):  # its one layer; no model is loaded
+            check_features_layers(job.dataset, job.layers)
+            continue
+        if job.job_id not in to_run:
             continue
         model_opts = {k: v for k, v in job.extract_options.items() if k in MODEL_OPTIONS}
         key = (job.model, job.layers, repr(sorted(model_opts.items())))

@@ -34,7 +34,8 @@ TOP_KEYS = {
     "description": "free text shown in the HTML index",
     "models": "list of registry names, e.g. zoo:standard (the single grid when `grids` is absent)",
     "datasets": "list of dataset names, e.g. digits, cifar10",
-    "layers": "list of layer names (default [penultimate, logits])",
+    "layers": "list of layer names (default [penultimate, logits]; a features:<file> dataset: its one layer, "
+              "features)",
     "grids": "list of {models, datasets, layers, extract_options} blocks, for models that only make sense on some "
              "datasets",
     "extract_options": "options of extract_features passed through notebook 01 (e.g. subset, n_per_class, "
@@ -190,6 +191,31 @@ def _dataset(name: str, base: Path) -> str:
     return name
 
 
+def _grid_blocks(block: Mapping, i: int, default_layers: tuple[str, ...], options, base: Path, *,
+                 layers_given: bool, where: str) -> list[Grid]:
+    """The Grid(s) of one block. A features:<file> dataset has one layer (pipeline.features.FEATURES_LAYER): given
+    layers must be that one (else ValueError naming the layer); without layers given, such datasets run it and the
+    other datasets of the block the default layers (consecutive datasets of one kind share a Grid, so the jobs keep
+    the file's order)."""
+    from itertools import groupby
+
+    from kstar_utils.pipeline.features import FEATURES_LAYER, check_features_layers
+
+    models = _str_list(block["models"], f"grids[{i}].models")
+    datasets = tuple(dict.fromkeys(_dataset(d, base) for d in _str_list(block["datasets"], f"grids[{i}].datasets")))
+    layers = _str_list(block.get("layers", default_layers), f"grids[{i}].layers")
+    if layers_given:
+        for d in datasets:
+            try:
+                check_features_layers(d, layers)
+            except ValueError as e:
+                raise ValueError(f"study file: {where}: {e}") from None
+        return [Grid(models, datasets, layers, options)]
+    own = lambda d: d.startswith("features:")  # noqa: E731
+    return [Grid(models, tuple(run), (FEATURES_LAYER,) if features else layers, options)
+            for features, run in groupby(datasets, key=own)]
+
+
 def _check_names(grids: Sequence[Grid]) -> None:
     # unknown model or dataset names fail here, with the registry's closest matches, not minutes later in a job
     from kstar_utils import datasets as _datasets
@@ -277,9 +303,8 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
                 raise ValueError(f"study file: grids[{i}] lacks key {k!r}")
         where = f"grids[{i}].extract_options" if "extract_options" in b else "extract_options"
         options = _options(b.get("extract_options", raw.get("extract_options")), where, base)
-        datasets = tuple(dict.fromkeys(_dataset(d, base) for d in _str_list(b["datasets"], f"grids[{i}].datasets")))
-        grids.append(Grid(_str_list(b["models"], f"grids[{i}].models"), datasets,
-                          _str_list(b.get("layers", default_layers), f"grids[{i}].layers"), options))
+        grids.extend(_grid_blocks(b, i, default_layers, options, base, layers_given="layers" in b or "layers" in raw,
+                                  where=f"grids[{i}]" if "grids" in raw else "the study"))
     _check_conflicts(grids)
     if check_names:
         _check_names(grids)
