@@ -246,3 +246,31 @@ def test_preflight_reads_no_weights_file(tmp_path, capsys):
     out = capsys.readouterr().out
     # the weights searched are the ones in the params' weights_dir
     assert str(folder / "resnet20-12fca82f.th") in out and str(folder / "standard.pt") in out
+
+
+# ---------------------------------------------------------------------------------------------- plain files
+def test_a_safetensors_file_needs_no_trust(tmp_path):
+    from safetensors.torch import save_file
+
+    ref = _reference("torchvision")
+    path = tmp_path / "squeezenet.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    loaded = load_model("torchvision:squeezenet1_1", weights_path=path)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), ref(x))
+
+
+@pytest.mark.parametrize("damage", ["html", "truncated"])
+def test_a_broken_file_still_fails_fast_naming_it(damage, tmp_path):
+    from kstar_utils.models import CorruptWeightsError
+
+    name, options, path = _case("cifar-resnet", tmp_path, tmp_path / "marker")
+    if damage == "html":
+        path.write_text("<!DOCTYPE html><html><title>Quota exceeded</title></html>")
+    else:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for trust in (False, True):
+        with pytest.raises(CorruptWeightsError, match=str(path)):
+            load_model(name, trust_checkpoint=trust, **options)
+    assert not (tmp_path / "marker").exists()

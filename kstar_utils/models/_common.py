@@ -103,7 +103,7 @@ def reading_checkpoint(where, *, trust: bool = False):
         except Exception as e:  # noqa: BLE001 -- whatever the reader raised, one line naming the file
             if not trust and _is_refusal(e):
                 raise UntrustedCheckpointError(untrusted_message(str(where), _refusal_detail(e))) from None
-            raise CorruptWeightsError(f"cannot read weights file {where}: {type(e).__name__}: "
+            raise CorruptWeightsError(f"cannot load weights {where}: {type(e).__name__}: "
                                       f"{' '.join(str(e).split())[:300]}") from None
         finally:
             for k, v in saved.items():
@@ -119,18 +119,14 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, map_locatio
     torch.load with weights_only=True rebuilds only tensors, plain containers and numbers. A file that needs more
     (research checkpoints that pickle numpy scalars or argparse Namespaces; a crafted file whose pickle calls a
     function) is refused with UntrustedCheckpointError, naming the file and the opt-in, unless `trust` (the user's
-    explicit trust_checkpoint=True) allows a full unpickle. ``.safetensors`` files hold no code and are read by
-    safetensors. Broken files (empty, an HTML page, a truncated zip) raise CorruptWeightsError naming the file, in
-    milliseconds, before any unpickling.
+    explicit trust_checkpoint=True) allows a full unpickle. ``.safetensors`` files hold no code (torch.load reads
+    them with the safetensors library). Broken files (empty, an HTML page, a truncated zip) raise CorruptWeightsError
+    naming the file, in milliseconds, before any unpickling.
     """
     import torch
 
     path = check_checkpoint_file(path)
     with reading_checkpoint(path, trust=trust):
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device=str(map_location))
         return torch.load(path, map_location=map_location, weights_only=not trust)
 
 
