@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,19 +45,22 @@ def _save_crafted(path, content, marker):
     return path
 
 
+@pytest.fixture(autouse=True)
+def torch_home(tmp_path, monkeypatch):
+    """A torch hub cache of each test's own (torchvision reads tagged weights from it)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+
 @lru_cache(maxsize=None)
 def _reference(kind: str):
     """A random-weights module of each model used below (built once per test session)."""
-    if kind == "cifar-resnet":
+    if kind in ("cifar-resnet", "zoo"):
         from kstar_utils.models.cifar_resnet import build
-
-        torch.manual_seed(1)
-        return build("resnet20").eval()
-    if kind == "zoo":
         from kstar_utils.models.digits_zoo import SmallCNN
 
-        torch.manual_seed(1)
-        return SmallCNN().eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            return (build("resnet20") if kind == "cifar-resnet" else SmallCNN()).eval()
     names = {"torchvision": "torchvision:squeezenet1_1", "robustbench": f"robustbench:{RB}",
              "timm": "timm:test_vit", "openclip": "openclip:ViT-S-32-alt"}
     options = {"pretrained": False} if kind == "robustbench" else {}
@@ -69,7 +73,7 @@ def _prefixed(state, prefix="module."):
 
 def _case(kind: str, where, marker):
     """(model name, loader options, crafted file) for one loading path, the file written under `where`."""
-    state = _reference(kind.removesuffix("-dir")).state_dict()
+    state = _reference(kind.removesuffix("-dir").removesuffix("-hub")).state_dict()
     if kind == "cifar-resnet":  # found by name in weights_dir, in the upstream layout
         f = _save_crafted(where / "weights" / "resnet20-12fca82f.th", {"state_dict": _prefixed(state)}, marker)
         return "cifar-resnet:resnet20", {"weights_dir": str(f.parent)}, f
@@ -79,6 +83,9 @@ def _case(kind: str, where, marker):
     if kind == "torchvision":
         f = _save_crafted(where / "squeezenet.pth", state, marker)
         return "torchvision:squeezenet1_1", {"weights_path": str(f)}, f
+    if kind == "torchvision-hub":  # a tag's file, found in the torch hub cache
+        f = _save_crafted(Path(torch.hub.get_dir()) / "checkpoints" / "squeezenet1_1-b8a52dc0.pth", state, marker)
+        return "torchvision:squeezenet1_1@IMAGENET1K_V1", {}, f
     if kind == "robustbench":
         f = _save_crafted(where / "wrn.pt", {"state_dict": _prefixed(state)}, marker)
         return f"robustbench:{RB}", {"weights_path": str(f)}, f
@@ -95,7 +102,7 @@ def _case(kind: str, where, marker):
     raise AssertionError(kind)
 
 
-KINDS = ["cifar-resnet", "zoo", "torchvision", "robustbench", "robustbench-dir", "timm", "openclip"]
+KINDS = ["cifar-resnet", "zoo", "torchvision", "torchvision-hub", "robustbench", "robustbench-dir", "timm", "openclip"]
 
 
 def _assert_refused(error, path, marker):
@@ -146,7 +153,7 @@ def test_a_trusted_checkpoint_loads_fully(kind, tmp_path):
     loaded = load_model(name, trust_checkpoint=True, **options)
     assert marker.is_dir()  # trusted: unpickled in full, payload included
     assert loaded.weights_file == path
-    ref = _reference(kind.removesuffix("-dir"))
+    ref = _reference(kind.removesuffix("-dir").removesuffix("-hub"))
     x = torch.rand(2, *((1, 8, 8) if kind == "zoo" else (3, 32, 32)), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), ref(x))

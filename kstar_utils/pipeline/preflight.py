@@ -121,14 +121,20 @@ class _ModuleNames:
 
 
 def _build(name: str, options: Mapping[str, Any]):
+    import warnings
+
     import torch
 
-    try:
-        with torch.device("meta"):  # no memory and no random initialisation: building a big model is instant
-            return _models.build_architecture(name, **options)
-    except Exception:  # noqa: BLE001 -- some constructors use their tensors (open_clip moves the model to the CPU)
-        pass
-    return _models.build_architecture(name, **options)
+    with warnings.catch_warnings():
+        # a throwaway build, only read for its module names: what its constructor warns about (deprecated arguments,
+        # meta tensors) concerns the real load in the job, which shows it, not the check
+        warnings.simplefilter("ignore")
+        try:
+            with torch.device("meta"):  # no memory and no random initialisation: building a big model is instant
+                return _models.build_architecture(name, **options)
+        except Exception:  # noqa: BLE001 -- some constructors use their tensors (open_clip moves the model to the CPU)
+            pass
+        return _models.build_architecture(name, **options)
 
 
 def layer_model(name: str, **model_options):
