@@ -128,7 +128,7 @@ def _preflight(args: argparse.Namespace) -> int:
             plan[key] = value
     if not plan["models"] and not plan["datasets"]:
         raise ValueError("nothing to check: give --model/--dataset or --params")
-    options = {k: plan[k] for k in ("model_dir", "cache_dir", "weights_path") if k in plan}
+    options = {k: plan[k] for k in ("model_dir", "cache_dir", "weights_path", "weights_dir") if k in plan}
     items = preflight(plan["models"], plan["datasets"], split=plan["split"], data_root=plan["data_root"], **options)
     print(format_report(items))
     return 0 if all(it.present for it in items) else 1

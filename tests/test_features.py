@@ -38,7 +38,7 @@ def stand_in_zoo(monkeypatch, tmp_path):
     labels = np.repeat(np.arange(10), 13).astype(np.int64)
     calls = {"load": 0, "forward": 0}
 
-    def load_zoo_model(name, weights_dir=None):
+    def load_zoo_model(name, weights_dir=None, trust=False):
         calls["load"] += 1
         torch.manual_seed(0 if name == "tiny" else 1)
         m = TinyCNN().eval()

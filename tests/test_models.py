@@ -253,13 +253,18 @@ def test_real_openclip_weights_if_cached():
     assert forward_layers(m, batch(m), ("embedding",))["embedding"].shape == (2, 512)
 
 
-def test_robustbench_checkpoint_rejected_by_weights_only_still_loads(tmp_path):
-    # research checkpoints often pickle extra objects (here a numpy scalar), which torch>=2.6's weights_only refuses
+def test_robustbench_checkpoint_rejected_by_weights_only_loads_when_trusted(tmp_path):
+    # research checkpoints often pickle extra objects (here a numpy scalar), which torch>=2.6's weights_only refuses;
+    # a full unpickle can run code from the file, so it takes the user's explicit trust
+    from kstar_utils.models import UntrustedCheckpointError
+
     m = load_model(f"robustbench:{SMALL_WRN}", pretrained=False).module
     path = tmp_path / "cifar10" / "Linf" / "Ding2020MMA.pt"
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": m.state_dict(), "best_acc": np.float64(0.5), "args": {"lr": np.array([0.1])}}, path)
-    loaded = load_model(f"robustbench:{SMALL_WRN}", model_dir=tmp_path)
+    with pytest.raises(UntrustedCheckpointError, match="numpy.*trust_checkpoint"):
+        load_model(f"robustbench:{SMALL_WRN}", model_dir=tmp_path)
+    loaded = load_model(f"robustbench:{SMALL_WRN}", model_dir=tmp_path, trust_checkpoint=True)
     x = batch(loaded)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), m.eval()(x))

@@ -13,7 +13,13 @@ Sources (one adapter module each, imported lazily so that e.g. the digits zoo wo
 
 Layer names understood by every model: ``logits`` (or ``embedding`` for OpenCLIP), ``penultimate`` (the input of the
 final linear layer, where the model has one) and any qualified module name of ``module.named_modules()``.
-Weights come only from local caches unless ``allow_download=True`` (see ``docs/models_and_data.md``).
+Weights come only from local caches unless ``allow_download=True`` (see ``docs/models_and_data.md``), and are read
+as weights only: a checkpoint that needs a full unpickle (which can run code stored in it) is refused with
+UntrustedCheckpointError unless the caller passes ``trust_checkpoint=True``. ``build_architecture`` gives a model's
+architecture with random weights and reads no file at all (the checks before a run use it).
+
+Each adapter module provides ``known_names``, ``is_valid``, ``pretrained_tag``, ``requirements``, ``load`` (with the
+weights) and ``architecture`` (random weights, no file read).
 """
 from __future__ import annotations
 
@@ -42,6 +48,12 @@ class WeightsNotFoundError(FileNotFoundError):
 
 class CorruptWeightsError(RuntimeError):
     """A weights file exists but cannot be a checkpoint (truncated, an HTML error page, ...). Names the file."""
+
+
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint that only a full unpickle could read (it pickles objects other than tensors and plain containers,
+    and unpickling can run code stored in the file), refused because the caller did not trust it. The message, one
+    line, names the file and the explicit opt-in (``trust_checkpoint``)."""
 
 
 @dataclass(frozen=True)
@@ -149,26 +161,63 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def load_model(name: str, *, device=None, **options) -> LoadedModel:
+def load_model(name: str, *, device=None, trust_checkpoint: bool = False, **options) -> LoadedModel:
     """Build model `name` with its weights from the local cache (see the module docstring for names and options).
 
     Common options: ``allow_download`` (False), ``weights_path`` (an explicit checkpoint file), ``pretrained``
-    (timm/torchvision), ``normalize`` (OpenCLIP embedding, True). Raises ValueError for unknown names,
-    WeightsNotFoundError when weights are missing, CorruptWeightsError when a checkpoint cannot be read. Random
-    weights (no pretrained tag) are drawn from seed 0 without touching the caller's random state, so every load
-    gives the same model and cached features of it stay valid.
+    (timm/torchvision), ``normalize`` (OpenCLIP embedding, True). ``trust_checkpoint`` (False): checkpoints are read
+    with torch's weights-only unpickler; only True allows a full unpickle of a file that needs it, which runs any
+    code the file holds, so pass it only for files whose origin you trust. Raises ValueError for unknown names,
+    WeightsNotFoundError when weights are missing, CorruptWeightsError when a checkpoint cannot be read,
+    UntrustedCheckpointError (a ValueError) when one needs trust it was not given. Random weights (no pretrained
+    tag) are drawn from seed 0 without touching the caller's random state, so every load gives the same model and
+    cached features of it stay valid.
     """
     import torch
 
     check_model_name(name)
+    trust = _trust(trust_checkpoint)
     source, rest = split_name(name)
     with torch.random.fork_rng(devices=[]):  # random weights (tag "random") are the same on every load
         torch.manual_seed(0)
-        loaded = _adapter(source).load(rest, **options)
+        loaded = _adapter(source).load(rest, trust_checkpoint=trust, **options)
     if device is not None:
         loaded.module.to(device)
     loaded.module.eval()
     return loaded
+
+
+def build_architecture(name: str, **options) -> LoadedModel:
+    """The architecture of model `name` with random weights (seed 0), in eval mode, on the CPU: the same modules,
+    output layer and head as `load_model` gives, built without reading or downloading any file.
+
+    For checks before a run (layer names): a tag or checkpoint only fills the same modules, so their names do not
+    depend on the weights, and a 1.7 GB checkpoint need not be present, or trusted, to check them. options: as for
+    load_model; those that only say where the weights are, or whether to trust them, are accepted and unused (the
+    trust option is still checked to be a boolean). ``pretrained`` is the tag "random".
+    """
+    import torch
+
+    check_model_name(name)
+    _trust(options.pop("trust_checkpoint", False))
+    source, rest = split_name(name)
+    adapter = _adapter(source)
+    if not hasattr(adapter, "architecture"):
+        raise ValueError(f"model source {source!r} cannot build the architecture of {name!r} without its weights "
+                         f"(its adapter {SOURCES[source]} has no architecture())")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        loaded = adapter.architecture(rest, **options)
+    loaded.module.eval()
+    return loaded
+
+
+def _trust(value) -> bool:
+    """The trust_checkpoint option, which must be said with a boolean: a string such as "false" is truthy, so
+    anything else is refused rather than read as trust."""
+    if not isinstance(value, bool):
+        raise ValueError(f"trust_checkpoint must be true or false; got {value!r} ({type(value).__name__})")
+    return value
 
 
 def weights_requirements(name: str, **options) -> list[WeightsRequirement]:
@@ -185,7 +234,7 @@ def model_pretrained_tag(name: str, **options) -> str:
 
 
 __all__ = [
-    "LoadedModel", "WeightsRequirement", "WeightsNotFoundError", "CorruptWeightsError", "SOURCES",
-    "load_model", "check_model_name", "known_model_names", "weights_requirements", "split_name",
-    "model_pretrained_tag",
+    "LoadedModel", "WeightsRequirement", "WeightsNotFoundError", "CorruptWeightsError", "UntrustedCheckpointError",
+    "SOURCES", "load_model", "build_architecture", "check_model_name", "known_model_names", "weights_requirements",
+    "split_name", "model_pretrained_tag",
 ]

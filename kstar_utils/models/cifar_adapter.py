@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
-from kstar_utils.models.cifar_resnet import MEAN, PRETRAINED, STD, UPSTREAM_URL, load_weights, weights_file
+from kstar_utils.models.cifar_resnet import MEAN, PRETRAINED, STD, UPSTREAM_URL, build, load_weights, weights_file
 
 
 def _finetuned_names() -> dict[str, str]:
@@ -34,8 +34,9 @@ def base_of(name: str) -> str:
     return name if name in PRETRAINED else _finetuned_names()[name]
 
 
-def load_model(name: str, weights_dir_opt=None):
-    """The pretrained or fine-tuned model `name` in eval mode, on the CPU."""
+def load_model(name: str, weights_dir_opt=None, *, trust: bool = False):
+    """The pretrained or fine-tuned model `name` in eval mode, on the CPU (weights read as weights only unless
+    `trust`)."""
     if not is_valid(name):
         import difflib
 
@@ -46,7 +47,7 @@ def load_model(name: str, weights_dir_opt=None):
         req = requirements(name, weights_dir_opt)[0]
         raise WeightsNotFoundError(f"weights for cifar-resnet:{name} not found: searched {path}. "
                                    f"To provide them: {req.how_to_provide}")
-    return load_weights(base_of(name), path)
+    return load_weights(base_of(name), path, trust=trust)
 
 
 # ---------------------------------------------------------------------------------------------- registry adapter
@@ -81,20 +82,30 @@ def _download(name: str, path: Path) -> None:
                                    progress=False)
 
 
-def load(name: str, weights_dir=None, allow_download: bool = False, **options) -> LoadedModel:
+def load(name: str, weights_dir=None, allow_download: bool = False, trust_checkpoint: bool = False,
+         **options) -> LoadedModel:
     if options.get("weights_path"):
         raise ValueError(f"{name}: this source reads its weights by name from weights_dir (a folder), not from a "
                          f"weights_path file; got weights_path={options['weights_path']!r}")
-    from kstar_utils.models._common import to_tensor_if_needed
-
     path = weights_file(name, weights_dir)
     if not path.is_file() and allow_download:
         _download(name, path)
-    module = load_model(name, weights_dir)
+    module = load_model(name, weights_dir, trust=trust_checkpoint)
+    return _loaded(name, module, pretrained_tag(name, weights_dir), path)
+
+
+def architecture(name: str, **options) -> LoadedModel:
+    """`name`'s architecture (its base ResNet) with random weights; no file is read."""
+    return _loaded(name, build(base_of(name)).eval(), "random", None)
+
+
+def _loaded(name: str, module, pretrained: str, weights_file: Path | None) -> LoadedModel:
+    from kstar_utils.models._common import to_tensor_if_needed
+
     return LoadedModel(
         name=f"cifar-resnet:{name}", module=module, preprocess=to_tensor_if_needed, run=module,
-        output_layer="logits", head_module="linear", pretrained=pretrained_tag(name, weights_dir),
-        weights_file=path, preprocessing={"input": "(3, 32, 32) float32 in [0, 1], no resize",
-                                          "normalisation": f"inside the model: mean {MEAN}, std {STD}"},
+        output_layer="logits", head_module="linear", pretrained=pretrained,
+        weights_file=weights_file, preprocessing={"input": "(3, 32, 32) float32 in [0, 1], no resize",
+                                                  "normalisation": f"inside the model: mean {MEAN}, std {STD}"},
         extra={"penultimate_dim": 64, "base": base_of(name)},
     )

@@ -91,14 +91,14 @@ def build(depth_name: str, n_classes: int = 10):
     return CifarResNet(PRETRAINED[depth_name][1])
 
 
-def load_state(module, path: Path) -> None:
+def load_state(module, path: Path, *, trust: bool = False) -> None:
     """Load an upstream file ({"state_dict": {"module.<key>": ...}, "best_prec1": ...}) or one of this project's
-    fine-tuned files (the same layout) into `module`, strictly: every key must match."""
-    from kstar_utils.models._common import torch_load_trusted
-
+    fine-tuned files (the same layout) into `module`, strictly: every key must match. The file is read as weights
+    only unless `trust` (see models._common.load_checkpoint)."""
     from kstar_utils.models import CorruptWeightsError
+    from kstar_utils.models._common import load_checkpoint
 
-    checkpoint = torch_load_trusted(path)
+    checkpoint = load_checkpoint(path, trust=trust)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise CorruptWeightsError(f"{path} holds no 'state_dict'; is it a CIFAR ResNet checkpoint?")
@@ -122,18 +122,18 @@ def save_state(module, path: Path, **info) -> Path:
     return Path(path)
 
 
-def load_weights(arch: str, path: Path):
+def load_weights(arch: str, path: Path, *, trust: bool = False):
     """Architecture `arch` ("resnet20" ... "resnet56") with the weights of `path`, in eval mode, on the CPU."""
     module = build(arch)
-    load_state(module, path)
+    load_state(module, path, trust=trust)
     return module.eval()
 
 
-def load_pretrained(name: str, weights_dir_opt=None):
+def load_pretrained(name: str, weights_dir_opt=None, *, trust: bool = False):
     """One of the four pretrained models ("resnet20" ... "resnet56") in eval mode, on the CPU."""
     path = weights_file(name, weights_dir_opt)
     if not path.is_file():
         from kstar_utils.models import WeightsNotFoundError
 
         raise WeightsNotFoundError(f"weights for cifar-resnet:{name} not found: searched {path}")
-    return load_weights(name, path)
+    return load_weights(name, path, trust=trust)

@@ -92,15 +92,25 @@ def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
     return Path(weights_dir or _data_dir()) / f"{recipe(name).name}.pt"
 
 
-def load_zoo_model(name: str, weights_dir: str | Path | None = None) -> nn.Module:
-    """The trained zoo model `name` in eval mode (weights from data/zoo/<name>.pt)."""
+def load_zoo_model(name: str, weights_dir: str | Path | None = None, *, trust: bool = False) -> nn.Module:
+    """The trained zoo model `name` in eval mode (weights from data/zoo/<name>.pt, read as weights only unless
+    `trust`: see models._common.load_checkpoint)."""
+    from kstar_utils.models._common import load_checkpoint
+
     path = weights_path(name, weights_dir)
     if not path.exists():
         raise FileNotFoundError(
             f"zoo weights for {name!r} not found at {path}; rebuild them with `kstar zoo train --zoo digits`"
         )
     model = SmallCNN()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = load_checkpoint(path, trust=trust)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:  # not a state dict of this architecture
+        from kstar_utils.models import CorruptWeightsError
+
+        raise CorruptWeightsError(f"{path} does not hold the weights of zoo model {name!r}: "
+                                  f"{str(e).splitlines()[0]}") from None
     return model.eval()
 
 

@@ -3,7 +3,7 @@
 ``openclip:<architecture>`` without a tag builds random weights (tests). Weights are read only from local caches:
 the Hugging Face hub cache (``$HF_HUB_CACHE`` / ``$HF_HOME/hub``, or option ``cache_dir``) for tags hosted on the hub,
 the ``~/.cache/clip`` folder (or ``cache_dir``) for URL-only tags, or an explicit ``weights_path``. Nothing is downloaded
-unless ``allow_download=True``.
+unless ``allow_download=True``. Files are read as weights only unless ``trust_checkpoint=True``.
 
 Preprocessing always comes from the tag's pretrained config (``open_clip.get_pretrained_cfg``): mean, std,
 interpolation and resize mode, so SigLIP and other non-OpenAI models never get OpenAI's defaults. Tags trained with
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
-from kstar_utils.models._common import check_checkpoint_file, pil_transform
+from kstar_utils.models._common import check_checkpoint_file, pil_transform, reading_checkpoint
 
 
 def _oc():
@@ -117,10 +117,9 @@ def create_kwargs(arch: str, tag: str | None) -> dict:
 
 
 def load(name: str, cache_dir=None, weights_path=None, allow_download: bool = False, normalize: bool = True,
-         **options) -> LoadedModel:
+         trust_checkpoint: bool = False, **options) -> LoadedModel:
     oc = _oc()
     arch, tag = _split(name)
-    cfg = oc.get_pretrained_cfg(arch, tag) if tag else {}
     kwargs = dict(create_kwargs(arch, tag), cache_dir=cache_dir)
     file, req = _resolve_weights(name, cache_dir, weights_path)
     if tag is not None or weights_path is not None:
@@ -130,16 +129,28 @@ def load(name: str, cache_dir=None, weights_path=None, allow_download: bool = Fa
     if file is not None:
         check_checkpoint_file(file)
         model, _, preprocess = oc.create_model_and_transforms(arch, pretrained=None, **kwargs)
-        try:
-            oc.load_checkpoint(model, str(file))
-        except Exception as e:  # noqa: BLE001 -- a readable message naming the file, whatever torch raised
-            from kstar_utils.models import CorruptWeightsError
-
-            raise CorruptWeightsError(f"cannot load OpenCLIP weights {file}: {type(e).__name__}: {e}") from None
+        # open_clip's reader: it picks the state dict out of the usual wrappings and converts older layouts
+        with reading_checkpoint(file, trust=trust_checkpoint):
+            oc.load_checkpoint(model, str(file), weights_only=not trust_checkpoint)
     elif tag is not None:  # allow_download=True and not cached: let open_clip fetch it
-        model, _, preprocess = oc.create_model_and_transforms(arch, pretrained=tag, **kwargs)
+        with reading_checkpoint(f"open_clip's pretrained weights {arch}/{tag}", trust=trust_checkpoint):
+            model, _, preprocess = oc.create_model_and_transforms(arch, pretrained=tag,
+                                                                  load_weights_only=not trust_checkpoint, **kwargs)
     else:
         model, _, preprocess = oc.create_model_and_transforms(arch, pretrained=None, **kwargs)
+    return _loaded(name, model, preprocess, pretrained_tag(name, weights_path), file, normalize)
+
+
+def architecture(name: str, normalize: bool = True, **options) -> LoadedModel:
+    """The architecture (with the tag's activation and preprocessing) with random weights; no file is read."""
+    arch, tag = _split(name)
+    model, _, preprocess = _oc().create_model_and_transforms(arch, pretrained=None, **create_kwargs(arch, tag))
+    return _loaded(name, model, preprocess, "random", None, normalize)
+
+
+def _loaded(name: str, model, preprocess, pretrained: str, file: Path | None, normalize: bool) -> LoadedModel:
+    arch, tag = _split(name)
+    cfg = _oc().get_pretrained_cfg(arch, tag) if tag else {}
     model.eval()
     pcfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     description = {"source": f"open_clip pretrained cfg of {arch}/{tag}" if tag else "open_clip defaults (random init)",
@@ -151,7 +162,7 @@ def load(name: str, cache_dir=None, weights_path=None, allow_download: bool = Fa
 
     return LoadedModel(
         name=f"openclip:{name}", module=model, preprocess=pil_transform(preprocess), run=run,
-        output_layer="embedding", head_module=None, pretrained=pretrained_tag(name, weights_path), weights_file=file,
+        output_layer="embedding", head_module=None, pretrained=pretrained, weights_file=file,
         preprocessing=description,
         extra={"architecture": arch, "tag": tag, "normalize": bool(normalize),
                "quick_gelu": bool(cfg.get("quick_gelu", False))},

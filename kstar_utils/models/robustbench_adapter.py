@@ -4,7 +4,9 @@ Weights are read from ``<model_dir>/<dataset>/<threat_model>/<model_name>.pt`` (
 ``<model_name>.pt_m<i>.pt``), with model_dir = option ``model_dir``, else ``$KSTAR_ROBUSTBENCH_DIR``, else
 ``~/.cache/kstar/robustbench``. The 12 entries RobustBench loads through timm, and ImageNet ``Standard_R50`` (through
 torchvision), read their file from the torch hub cache (``torch.hub.get_dir()/checkpoints``). Nothing is downloaded
-unless ``allow_download=True``. ``pretrained=False`` builds the architecture with random weights (tests, dry runs).
+unless ``allow_download=True``. Every file is read as weights only, RobustBench's own loader included, unless
+``trust_checkpoint=True`` (models._common.reading_checkpoint). ``pretrained=False`` builds the architecture with
+random weights (tests, dry runs).
 
 Inputs are images in [0, 1]; normalisation is inside the models. ``penultimate`` is the input of the classifier
 Linear named in data/robustbench/feature_layers.csv.
@@ -18,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from kstar_utils.models import CorruptWeightsError, LoadedModel, WeightsNotFoundError, WeightsRequirement
-from kstar_utils.models._common import check_checkpoint_file
+from kstar_utils.models._common import check_checkpoint_file, load_checkpoint, reading_checkpoint
 
 N_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 # torchvision's resnet50 IMAGENET1K_V1 file, which robustbench's ImageNet Standard_R50 uses
@@ -129,8 +131,13 @@ def requirements(name: str, pretrained: bool = True, model_dir=None, weights_pat
 
 @contextmanager
 def _env(**values):
+    """Environment variables set for the block (a value of None removes the variable), restored afterwards."""
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: v for k, v in values.items() if v is not None})
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
@@ -159,46 +166,28 @@ def build_architecture(name: str):
     return model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)][model_name]["model"]()
 
 
-def _load_pretrained(name: str, files: list[Path], model_dir_opt, allow_download: bool, weights_path):
-    import pickle
-
-    import torch
-
+def _load_pretrained(name: str, files: list[Path], model_dir_opt, weights_path, trust: bool):
     dataset, threat, model_name = _parts(name)
     if weights_path is not None:  # an explicit checkpoint: build the architecture and load its state dict
-        from kstar_utils.models._common import torch_load_trusted
-
         model = build_architecture(name)
-        _load_state_dict_loosely(model, torch_load_trusted(files[0]), files[0])
+        _load_state_dict_loosely(model, load_checkpoint(files[0], trust=trust), files[0])
         return model
     if _is_torchvision_standard(name):
         model = build_architecture(name)
-        model.model.load_state_dict(torch.load(files[0], map_location="cpu", weights_only=True))
+        model.model.load_state_dict(load_checkpoint(files[0], trust=trust))
         return model
     if _loads_via_timm(name):
-        import timm
+        from kstar_utils.models.timm_adapter import create_pretrained
 
-        overlay = {"file": str(files[0])} if files and files[0].is_file() else None
-        return timm.create_model(_timm_name(name), pretrained=True, num_classes=N_CLASSES[dataset],
-                                 pretrained_cfg_overlay=overlay)
+        return create_pretrained(_timm_name(name), files[0] if files and files[0].is_file() else None, trust,
+                                 num_classes=N_CLASSES[dataset])
     from robustbench.utils import load_model as rb_load_model
 
-    kwargs = dict(model_name=model_name, model_dir=str(model_dir(model_dir_opt)), dataset=dataset, threat_model=threat)
-    where = ", ".join(str(f) for f in files)
-    try:
-        return rb_load_model(**kwargs)
-    except pickle.UnpicklingError as e:
-        if "weights_only" not in str(e) and "Weights only" not in str(e):
-            raise CorruptWeightsError(f"cannot read RobustBench weights {where}: {e}") from None
-    except (EOFError, RuntimeError, KeyError) as e:  # truncated legacy pickles, state-dict mismatches
-        raise CorruptWeightsError(f"cannot load RobustBench weights {where}: {type(e).__name__}: {e}") from None
-    # torch >= 2.6 loads with weights_only=True; some research checkpoints pickle other objects. These files are in
-    # the user's own cache (checked above), so a full unpickle is acceptable for them, and only for this call.
-    with _env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"):
-        try:
-            return rb_load_model(**kwargs)
-        except Exception as e:  # noqa: BLE001 -- whatever torch raised, name the file
-            raise CorruptWeightsError(f"cannot load RobustBench weights {where}: {type(e).__name__}: {e}") from None
+    # RobustBench's loader reads the files itself (with model-specific fixes of the state dicts), calling torch.load
+    # without saying weights_only: reading_checkpoint holds it to weights only unless trusted
+    with reading_checkpoint(", ".join(str(f) for f in files), trust=trust):
+        return rb_load_model(model_name=model_name, model_dir=str(model_dir(model_dir_opt)), dataset=dataset,
+                             threat_model=threat)
 
 
 def _load_state_dict_loosely(model, checkpoint, path: Path) -> None:
@@ -223,10 +212,8 @@ def _load_state_dict_loosely(model, checkpoint, path: Path) -> None:
 
 
 def load(name: str, pretrained: bool = True, model_dir=None, allow_download: bool = False, weights_path=None,
-         **options) -> LoadedModel:
+         trust_checkpoint: bool = False, **options) -> LoadedModel:
     """Build `name`; with pretrained=True read its weights from the local cache (see the module docstring)."""
-    row = _table()[name]
-    dataset, threat, model_name = _parts(name)
     files: list[Path] = []
     if pretrained:
         reqs = requirements(name, pretrained=True, model_dir=model_dir, weights_path=weights_path)
@@ -239,10 +226,22 @@ def load(name: str, pretrained: bool = True, model_dir=None, allow_download: boo
         for f in files:
             if f.is_file():
                 check_checkpoint_file(f)  # an HTML page or truncated file fails here, naming it, in milliseconds
-        with _env(HF_HUB_OFFLINE=None if allow_download else "1"):
-            module = _load_pretrained(name, files, model_dir, allow_download, weights_path)
+        with _env(**({} if allow_download else {"HF_HUB_OFFLINE": "1"})):
+            module = _load_pretrained(name, files, model_dir, weights_path, trust_checkpoint)
     else:
         module = build_architecture(name)
+    return _loaded(name, module, pretrained_tag(name, pretrained, weights_path),
+                   files[0] if len(files) == 1 else None)
+
+
+def architecture(name: str, **options) -> LoadedModel:
+    """The architecture RobustBench builds for `name`, with random weights; no file is read."""
+    return _loaded(name, build_architecture(name), "random", None)
+
+
+def _loaded(name: str, module, pretrained: str, weights_file: Path | None) -> LoadedModel:
+    row = _table()[name]
+    dataset, threat, _ = _parts(name)
     module.eval()
     head = row.get("head_module") or None
     if head is not None and head not in dict(module.named_modules()):
@@ -253,8 +252,7 @@ def load(name: str, pretrained: bool = True, model_dir=None, allow_download: boo
         extra["penultimate_dim"] = int(float(row["penultimate_dim"]))
     return LoadedModel(
         name=f"robustbench:{name}", module=module, preprocess=preprocess, run=module, output_layer="logits",
-        head_module=head, pretrained=pretrained_tag(name, pretrained, weights_path),
-        weights_file=files[0] if len(files) == 1 else None, preprocessing=description, extra=extra,
+        head_module=head, pretrained=pretrained, weights_file=weights_file, preprocessing=description, extra=extra,
     )
 
 

@@ -2,8 +2,9 @@
 ``pretrained=True`` (e.g. ``timm:resnet50.a1_in1k``).
 
 Pretrained weights are read from the Hugging Face hub cache (``$HF_HUB_CACHE``) or, for URL-hosted weights, the
-torch hub cache, or from ``weights_path``; nothing is downloaded unless ``allow_download=True``. Preprocessing is
-timm's resolved data config of the model (``timm.data.resolve_data_config`` + ``create_transform``).
+torch hub cache, or from ``weights_path``; nothing is downloaded unless ``allow_download=True``. Files are read as
+weights only unless ``trust_checkpoint=True`` (timm's own file loader unpickles in full, so it is not used for them).
+Preprocessing is timm's resolved data config of the model (``timm.data.resolve_data_config`` + ``create_transform``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 
 from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
-from kstar_utils.models._common import check_checkpoint_file, pil_transform
+from kstar_utils.models._common import check_checkpoint_file, pil_transform, reading_checkpoint
 
 
 def known_names() -> list[str]:
@@ -70,10 +71,38 @@ def requirements(name: str, pretrained: bool = False, weights_path=None, cache_d
     return [WeightsRequirement(f"timm:{name}", searched, hit is not None, how)]
 
 
-def load(name: str, pretrained: bool = False, weights_path=None, cache_dir=None, allow_download: bool = False,
-         **options) -> LoadedModel:
+def create_pretrained(name: str, file: Path | None, trust: bool, **kwargs):
+    """timm.create_model(name, pretrained=True, **kwargs) with the weights of `file` (None: timm's own source, which
+    may download), read as weights only unless `trust`.
+
+    timm 1.0.9 reads a ``pretrained_cfg`` file with a full unpickle (``timm.models.load_state_dict`` defaults to
+    weights_only=False), so the state dict is read here, by timm's own reader (the same choice of state dict in the
+    checkpoint, the same key cleaning) held to weights_only, and handed to timm as an in-memory ``state_dict``, which
+    keeps timm's adaptation of it to the model (classifier size, filter functions). A ``.npz`` file of a model with
+    a custom loader is read by numpy (no pickle) as before.
+    """
     import timm
-    from timm.data import create_transform, resolve_data_config
+
+    if file is None:
+        with reading_checkpoint(f"timm's pretrained weights of {name}", trust=trust):
+            return timm.create_model(name, pretrained=True, **kwargs)
+    check_checkpoint_file(file)
+    cfg = timm.models.get_pretrained_cfg(name)
+    if Path(file).suffix == ".npz" and cfg is not None and cfg.custom_load:
+        with reading_checkpoint(file, trust=trust):
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
+    with reading_checkpoint(file, trust=trust):
+        state = timm.models.load_state_dict(str(file), weights_only=not trust)
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs)
+    for cfg_dict in {id(c): c for c in (getattr(model, "pretrained_cfg", None), getattr(model, "default_cfg", None))
+                     if isinstance(c, dict)}.values():
+        cfg_dict.pop("state_dict", None)  # a second copy of every weight, kept in the model's config otherwise
+    return model
+
+
+def load(name: str, pretrained: bool = False, weights_path=None, cache_dir=None, allow_download: bool = False,
+         trust_checkpoint: bool = False, **options) -> LoadedModel:
+    import timm
 
     file = None
     if pretrained or weights_path is not None:
@@ -82,22 +111,32 @@ def load(name: str, pretrained: bool = False, weights_path=None, cache_dir=None,
             raise WeightsNotFoundError(f"weights for timm:{name} not found: searched {req.path}. "
                                        f"To provide them: {req.how_to_provide}")
         file = req.path if req.present else None
-    if file is not None:
-        check_checkpoint_file(file)
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)})
+        model = create_pretrained(name, file, trust_checkpoint)
     else:
-        model = timm.create_model(name, pretrained=bool(pretrained))
+        model = timm.create_model(name, pretrained=False)
+    return _loaded(name, model, pretrained_tag(name, bool(pretrained), weights_path), file)
+
+
+def architecture(name: str, **options) -> LoadedModel:
+    """The architecture with random weights; no file is read."""
+    import timm
+
+    return _loaded(name, timm.create_model(name, pretrained=False), "random", None)
+
+
+def _loaded(name: str, model, pretrained: str, file: Path | None) -> LoadedModel:
+    from timm.data import create_transform, resolve_data_config
+    from torch import nn
+
     model.eval()
     cfg = resolve_data_config({}, model=model)
     tf = create_transform(**cfg)
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
     head = next((n for n, m in model.named_modules() if m is classifier and n), None)
-    from torch import nn
-
     if head is not None and not isinstance(classifier, nn.Linear):
         head = None  # e.g. a conv or identity classifier: no linear head to read the input of
     return LoadedModel(
         name=f"timm:{name}", module=model, preprocess=pil_transform(tf), run=model, output_layer="logits",
-        head_module=head, pretrained=pretrained_tag(name, bool(pretrained), weights_path), weights_file=file,
+        head_module=head, pretrained=pretrained, weights_file=file,
         preprocessing={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()} | {"transform": repr(tf)},
     )

@@ -2,8 +2,9 @@
 
 Without a tag the architecture gets random weights (tests, dry runs); ``@DEFAULT`` picks torchvision's default
 weights. Weight files are read from the torch hub cache (``torch.hub.get_dir()/checkpoints``, moved by ``$TORCH_HOME``)
-or from ``weights_path``; nothing is downloaded unless ``allow_download=True``. Preprocessing is the weights' own
-``transforms()``; for random weights the standard ImageNet resize-256 / crop-224 / normalise.
+or from ``weights_path``; nothing is downloaded unless ``allow_download=True``. Files are read as weights only unless
+``trust_checkpoint=True`` (models._common.load_checkpoint). Preprocessing is the weights' own ``transforms()``; for
+random weights the standard ImageNet resize-256 / crop-224 / normalise.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 
 from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
-from kstar_utils.models._common import check_checkpoint_file, pil_transform, torch_load_trusted
+from kstar_utils.models._common import load_checkpoint, pil_transform, reading_checkpoint
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -90,35 +91,56 @@ def last_linear(module) -> str | None:
     return names[-1] if names else None
 
 
-def load(name: str, weights_path=None, allow_download: bool = False, **options) -> LoadedModel:
-    import torchvision.models as tvm
+def _standard_transform():
     from torchvision import transforms as T
 
+    return T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def _build(arch: str, tag: str | None):
+    """The architecture with random weights, with as many classes as the tag's weights have."""
+    import torchvision.models as tvm
+
+    w = _weights(arch, tag) if tag else None
+    num_classes = len(w.meta["categories"]) if w is not None else None
+    return tvm.get_model(arch, weights=None, **({"num_classes": num_classes} if num_classes else {})), w
+
+
+def load(name: str, weights_path=None, allow_download: bool = False, trust_checkpoint: bool = False,
+         **options) -> LoadedModel:
     arch, tag = _split(name)
     file = None
+    model, w = _build(arch, tag)
     if tag is None and weights_path is None:
-        model = tvm.get_model(arch, weights=None)
-        tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        tf = _standard_transform()
     else:
         req = requirements(name, weights_path=weights_path)[0]
         if not req.present and not allow_download:
             raise WeightsNotFoundError(f"weights for torchvision:{name} not found: searched {req.path}. "
                                        f"To provide them: {req.how_to_provide}")
         file = req.path if req.present else None
-        w = _weights(arch, tag) if tag else None
-        num_classes = len(w.meta["categories"]) if w is not None else None
-        model = tvm.get_model(arch, weights=None, **({"num_classes": num_classes} if num_classes else {}))
         if file is not None:
-            check_checkpoint_file(file)
-            model.load_state_dict(torch_load_trusted(file))
-        else:
-            model.load_state_dict(w.get_state_dict(progress=False))
+            model.load_state_dict(load_checkpoint(file, trust=trust_checkpoint))
+        else:  # allow_download: torch hub fetches the file (its name carries a sha256 prefix, checked) and reads it
+            with reading_checkpoint(w.url, trust=trust_checkpoint):
+                state = w.get_state_dict(progress=False, check_hash=True, weights_only=not trust_checkpoint)
+            model.load_state_dict(state)
         # the weights' own transforms (they accept PIL images and tensors)
-        tf = w.transforms() if w is not None else T.Compose(
-            [T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        tf = w.transforms() if w is not None else _standard_transform()
+    return _loaded(name, model, tf, pretrained_tag(name, weights_path), file)
+
+
+def architecture(name: str, **options) -> LoadedModel:
+    """The architecture with random weights (as many classes as the tag's weights); no file is read."""
+    arch, tag = _split(name)
+    model, w = _build(arch, tag)
+    return _loaded(name, model, w.transforms() if w is not None else _standard_transform(), "random", None)
+
+
+def _loaded(name: str, model, tf, pretrained: str, file: Path | None) -> LoadedModel:
     model.eval()
     return LoadedModel(
         name=f"torchvision:{name}", module=model, preprocess=pil_transform(tf), run=model, output_layer="logits",
-        head_module=last_linear(model), pretrained=pretrained_tag(name, weights_path), weights_file=file,
+        head_module=last_linear(model), pretrained=pretrained, weights_file=file,
         preprocessing={"transform": repr(tf)},
     )

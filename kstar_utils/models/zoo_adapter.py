@@ -50,14 +50,24 @@ def requirements(name: str, weights_dir=None, **options) -> list[WeightsRequirem
                                "shipped in data/zoo/; rebuild with `kstar zoo train --zoo digits`")]
 
 
-def load(name: str, weights_dir=None, **options) -> LoadedModel:
+def load(name: str, weights_dir=None, trust_checkpoint: bool = False, **options) -> LoadedModel:
     if options.get("weights_path"):
         raise ValueError(f"{name}: this source reads its weights by name from weights_dir (a folder), not from a "
                          f"weights_path file; got weights_path={options['weights_path']!r}")
-    module = _zoo().load_zoo_model(name, weights_dir=weights_dir)
+    module = _zoo().load_zoo_model(name, weights_dir=weights_dir, trust=trust_checkpoint)
+    return _loaded(name, module, pretrained_tag(name, weights_dir), _weights_file(name, weights_dir))
+
+
+def architecture(name: str, **options) -> LoadedModel:
+    """The zoo's CNN with random weights; no file is read."""
+    _zoo().recipe(name)  # an unknown name fails here, with the closest names
+    return _loaded(name, _zoo().SmallCNN(), "random", None)
+
+
+def _loaded(name: str, module, pretrained: str, weights_file: Path | None) -> LoadedModel:
     module.eval()
     return LoadedModel(
         name=f"zoo:{name}", module=module, preprocess=to_tensor_if_needed, run=module, output_layer="logits",
-        head_module="fc", pretrained=pretrained_tag(name, weights_dir), weights_file=_weights_file(name, weights_dir),
+        head_module="fc", pretrained=pretrained, weights_file=weights_file,
         preprocessing={"input": "(1, 8, 8) float32 in [0, 1]", "normalisation": "none"},
     )

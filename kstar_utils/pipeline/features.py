@@ -34,8 +34,10 @@ from kstar_utils.io import cache
 from kstar_utils import datasets
 from kstar_utils import models as registry
 
-#: options passed to the model adapter (they may change the weights or the model's outputs)
-MODEL_OPTIONS = ("allow_download", "weights_path", "weights_dir", "model_dir", "cache_dir", "pretrained", "normalize")
+#: options passed to the model adapter (they may change the weights or the model's outputs; trust_checkpoint only
+#: allows reading a checkpoint that needs a full unpickle, and changes no feature, so it is not in the cache key)
+MODEL_OPTIONS = ("allow_download", "weights_path", "weights_dir", "model_dir", "cache_dir", "pretrained", "normalize",
+                 "trust_checkpoint")
 #: options of the dataset (they change which images are read)
 DATA_OPTIONS = ("n_per_class", "seed", "subset")
 #: options of the extraction itself; `pool` changes values, the rest only speed or bookkeeping
@@ -336,7 +338,9 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     `class_names` (C,); its JSON sidecar holds the spec and provenance (weights sha256, preprocessing, N, D, library
     versions, date).
 
-    options -- model: allow_download, weights_path, weights_dir, model_dir, cache_dir, pretrained, normalize;
+    options -- model: allow_download, weights_path, weights_dir, model_dir, cache_dir, pretrained, normalize,
+    trust_checkpoint (False; True allows a full unpickle, which runs code stored in the file, of a checkpoint that
+    weights-only reading refuses: only for files whose origin you trust);
     data: n_per_class, seed (per-class subsampling), subset ("robustbench" ImageNet list);
     run: pool ("avg" | "flatten" | "cls" for conv / token outputs), amp (default True on CUDA), num_workers,
     chunk_batches (batches per resumable chunk, default 8), progress (tqdm bar, default True),

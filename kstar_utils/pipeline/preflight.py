@@ -1,5 +1,5 @@
 """Pre-flight check: every weight file and dataset a planned run needs, whether each is present, where it was
-searched and how to provide it. Nothing is loaded or downloaded.
+searched and how to provide it. Nothing is loaded or downloaded, and no weights file is read (only whether it exists).
 
     kstar preflight --model openclip:ViT-B-32/laion2b_s34b_b79k --dataset cifar10 --data-root ~/data
     kstar preflight --params notebooks/params/openclip_vitb32_cifar10.yaml
@@ -8,8 +8,8 @@ Exit status 0 when everything is present, 1 otherwise (so scripts can stop befor
 
 The checks a run makes before anything starts (``kstar plan`` / ``kstar run``) also live here: output folders that
 can be created and written (`check_writable_folder`) and layer names each model has (`check_model_layers`: the one
-check that builds something, the model's architecture, with random weights wherever the registry allows; it never
-downloads).
+check that builds something, the model's architecture with random weights (models.build_architecture), which reads
+no file, so a checkpoint is neither needed nor unpickled to check layer names).
 """
 from __future__ import annotations
 
@@ -106,21 +106,6 @@ def check_writable_folder(path: str | os.PathLike, what: str = "folder") -> Path
     return path
 
 
-def _without(options: Mapping[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k not in keys}
-
-
-#: registry source -> (name after "<source>:", model options) -> the same architecture with random weights, so that
-#: checking layer names reads no weights file (a ViT-L checkpoint is 1.7 GB) and works before the weights are in
-#: place. Module names do not depend on the weights: a tag or checkpoint only fills the same modules. Sources not
-#: listed (zoo, cifar-resnet, ...) are built as named, from their weights when those are present.
-RANDOM_WEIGHTS = {
-    "openclip": lambda rest, o: (rest.partition("/")[0], _without(o, "weights_path", "cache_dir")),
-    "torchvision": lambda rest, o: (rest.partition("@")[0], _without(o, "weights_path")),
-    "timm": lambda rest, o: (rest, {**_without(o, "weights_path", "cache_dir"), "pretrained": False}),
-    "robustbench": lambda rest, o: (rest, {**_without(o, "weights_path", "model_dir"), "pretrained": False}),
-}
-
 _LAYER_MODELS: dict[tuple, Any] = {}
 
 
@@ -141,35 +126,31 @@ def _build(name: str, options: Mapping[str, Any]):
     import torch
 
     with warnings.catch_warnings():
-        # loading a checkpoint into meta parameters warns that the copy is a no-op, which is the point here
+        # a throwaway build, only read for its module names: what its constructor warns about (deprecated arguments,
+        # meta tensors) concerns the real load in the job, which shows it, not the check
         warnings.simplefilter("ignore")
         try:
             with torch.device("meta"):  # no memory and no random initialisation: building a big model is instant
-                return _models.load_model(name, **options)
+                return _models.build_architecture(name, **options)
         except Exception:  # noqa: BLE001 -- some constructors use their tensors (open_clip moves the model to the CPU)
             pass
-        return _models.load_model(name, **options)
+        return _models.build_architecture(name, **options)
 
 
 def layer_model(name: str, **model_options):
     """The LoadedModel of registry model `name` as LoadedModel.check_layers needs it (output layer, head module,
-    module names; `module` replaced by its names), or None when it cannot be built without weights that are missing.
+    module names; `module` replaced by its names).
 
-    Built with random weights where RANDOM_WEIGHTS knows how, else as named (model_options: as for load_model; never
-    downloads). Cached per architecture and options for the life of the process. Raises PreflightError when the
-    model cannot be built (a corrupt checkpoint, a missing library).
+    Built from the architecture alone, with random weights (models.build_architecture): module names do not depend
+    on the weights (a tag or checkpoint only fills the same modules), so no weights file is read, unpickled or
+    needed, and nothing is downloaded. model_options: as for load_model (those that only locate or trust weights
+    are unused). Cached per model and options for the life of the process. Raises PreflightError when the
+    architecture cannot be built (a missing library, a bad option).
     """
-    source, rest = _models.split_name(name)
-    options = {k: v for k, v in model_options.items() if k != "allow_download"}
-    if source in RANDOM_WEIGHTS:
-        rest, options = RANDOM_WEIGHTS[source](rest, options)
-    built_name = f"{source}:{rest}"
-    key = (built_name, repr(sorted(options.items())))
+    key = (name, repr(sorted(model_options.items())))
     if key not in _LAYER_MODELS:
-        if not all(r.present for r in _models.weights_requirements(built_name, **options)):
-            return None  # the weights report names what is missing
         try:
-            loaded = _build(built_name, options)
+            loaded = _build(name, model_options)
         except Exception as e:  # noqa: BLE001 -- whatever the adapter raised, one line naming the model
             raise PreflightError(f"cannot build model {name!r} to check its layers: {type(e).__name__}: "
                                  f"{' '.join(str(e).split())[:300]}") from None
@@ -181,12 +162,9 @@ def layer_model(name: str, **model_options):
 def check_model_layers(name: str, layers: Sequence[str], **model_options) -> bool:
     """Raise PreflightError, with the closest valid names, when model `name` has no layer called one of `layers`.
 
-    Returns False when the check could not be made because the model's weights are missing (and its architecture
-    cannot be built without them), True when it was made.
+    Made from the architecture alone, whether or not the weights are in place; returns True.
     """
     loaded = layer_model(name, **model_options)
-    if loaded is None:
-        return False
     try:
         loaded.check_layers(layers)
     except ValueError as e:
@@ -202,7 +180,7 @@ def plan_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
             "datasets": _as_list(params.get("datasets", params.get("dataset"))),
             "split": params.get("split", "test"), "data_root": params.get("data_root")}
     options = params.get("extract_options") or {}
-    for key in ("model_dir", "cache_dir", "weights_path"):
+    for key in ("model_dir", "cache_dir", "weights_path", "weights_dir"):
         if options.get(key) is not None:
             plan[key] = options[key]
     return plan
