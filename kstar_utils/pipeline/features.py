@@ -280,6 +280,7 @@ OPTION_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "cache_dir": ("a folder path", _path_text),
     "pretrained": ("true or false", _boolean),
     "normalize": ("true or false", _boolean),
+    "trust_checkpoint": ("true or false (true only for checkpoints you trust: they may run code)", _boolean),
     "n_per_class": ("a whole number >= 1, or null for every image", lambda v: v is None or _integer(v, 1)),
     "seed": ("a whole number >= 0", lambda v: _integer(v, 0)),
     "subset": ("null or 'robustbench'", lambda v: v is None or v == "robustbench"),
