@@ -314,18 +314,34 @@ def prepare_lab(*, refresh: bool = False, source: Path | None = None) -> tuple[P
 
 
 def quiet_jupyterlab() -> Path:
-    """JupyterLab settings of this environment (sys.prefix): no news pop-up, no update check. Returns the file."""
+    """JupyterLab settings of this environment (sys.prefix): no news pop-up, no update check. Returns the file.
+
+    Written only when it lacks those settings; an environment that cannot be written (installed read-only), or a
+    settings file that is not JSON, keeps what it has rather than stopping the lab."""
     import json
     import sys
 
     from kstar_utils.io.cache import atomic_path
 
     path = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
-    settings = json.loads(path.read_text()) if path.is_file() else {}
-    settings.setdefault("@jupyterlab/apputils-extension:notification", {}).update(
-        {"fetchNews": "false", "checkForUpdates": False})
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    try:
+        settings = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return path  # someone's own settings file, unreadable to us: left as it is
+    if not isinstance(settings, dict):
+        return path
+    wanted = {"fetchNews": "false", "checkForUpdates": False}
+    section = settings.setdefault("@jupyterlab/apputils-extension:notification", {})
+    if not isinstance(section, dict):
+        return path
+    if all(section.get(k) == v for k, v in wanted.items()):
+        return path
+    section.update(wanted)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    except OSError:
+        pass
     return path
 
 
