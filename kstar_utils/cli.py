@@ -209,8 +209,12 @@ def _run(study_file: str, *, scheduler: str | None, workers: int | None, threads
         what = status["error"] if status["status"] == "failed" else f"{job.model} on {job.dataset}"
         print(f"[{time.perf_counter() - t0:7.1f} s] {status['status']:7s} {what}", flush=True)
 
+    def starting(job, attempt):
+        again = f" (attempt {attempt})" if attempt > 1 else ""
+        print(f"[{time.perf_counter() - t0:7.1f} s] started {job.model} on {job.dataset}{again}", flush=True)
+
     result = run_study(study, cluster=ClusterOptions(scheduler, workers, processes=not threads), retries=retries,
-                       force=force, on_done=report)
+                       force=force, on_done=report, on_start=starting)
     counts = {s: sum(v["status"] == s for v in result.statuses.values()) for s in ("ok", "skipped", "failed")}
     print(f"{counts['ok']} executed, {counts['skipped']} skipped (finished before), {counts['failed']} failed "
           f"in {time.perf_counter() - t0:.1f} s")

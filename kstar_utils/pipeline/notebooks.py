@@ -125,20 +125,24 @@ def collect_parameters(*, files: Sequence[str | os.PathLike] = (), yaml_strings:
 
 
 def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: Mapping[str, Any], *,
-                 cwd: str | os.PathLike | None = None, kernel: str | None = None, progress_bar: bool = True,
+                 cwd: str | os.PathLike | None = None, kernel: str | None = None, progress_bar: bool | dict = True,
                  log_output: bool = False) -> Path:
     """Check the names of `parameters` against `notebook`, then execute it with papermill into `output`.
 
     cwd: the kernel's working directory (default: the notebook's folder, where the workbook's relative defaults such
     as ``../outputs`` point). kernel: a Jupyter kernel name (default: the notebook's own kernelspec). Raises
     UnknownParameterError before any kernel starts; papermill's PapermillExecutionError when a cell fails (the
-    output notebook is written up to the failing cell).
+    output notebook is written up to the failing cell). progress_bar: papermill's bar, named after the notebook
+    (one bar per notebook of `make demo` or a study would otherwise all read "Executing"); a dict of tqdm options
+    is passed on as it is.
     """
     import papermill as pm
 
     notebook, output = Path(notebook), Path(output)
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if progress_bar is True:
+        progress_bar = {"desc": notebook.stem}
     pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=kernel,
                         cwd=str(cwd if cwd is not None else notebook.resolve().parent), progress_bar=progress_bar,
                         log_output=log_output, kernel_manager_class=local_kernel_manager(),
