@@ -33,8 +33,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 	$(BIN)/python -m pytest notebooks $(PYTEST_NB) -q
 
-# JupyterLab on working copies in lab/ (git-ignored): exploring never rewrites the tracked notebooks;
-# add options with LAB_ARGS="--no-browser --port 8899"
+# JupyterLab of .venv (with the kstar kernel) on working copies in lab/ (git-ignored): exploring never rewrites the
+# tracked notebooks. JupyterLab's options go in LAB_ARGS, e.g. LAB_ARGS="--no-browser --port 8899"; without a token,
+# on a trusted single-user machine only: LAB_ARGS="--no-browser --IdentityProvider.token=''"
 lab: $(STAMP)
 	$(BIN)/kstar lab $(LAB_ARGS)
 

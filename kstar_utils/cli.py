@@ -4,7 +4,8 @@
     kstar plan study.yaml          # the jobs a run would execute or skip, and the weights/data they need
     kstar preflight [--model M ...] [--dataset D ...] [--params FILE]   # weights and data a run needs, and where
     kstar zoo train [--zoo digits|cifar] [--models NAME ...] [--force]  # rebuild the workbook's own trained models
-    kstar lab [--refresh] [JUPYTER ARGS]   # JupyterLab on working copies of the notebooks (lab/), never the tracked ones
+    kstar lab [--refresh] [JUPYTER ARGS]   # JupyterLab on working copies of the notebooks (lab/), never the tracked
+                                           # ones; any other option is JupyterLab's: kstar lab --no-browser --port 8899
     kstar store-notebooks [--from DIR] [--to DIR]   # lean copies of executed notebooks become the regression baseline
     kstar notebook NOTEBOOK OUTPUT [-p NAME VALUE ...] [-r NAME VALUE ...] [-y YAML] [-f params.yaml] [--cwd DIR]
                    [-k KERNEL]     # one notebook through papermill, refusing parameter names it does not declare
@@ -75,10 +76,16 @@ def _parser() -> argparse.ArgumentParser:
                           "measurements of the pretrained ResNets (data/cifar_resnets); default: both")
     zoo.add_argument("--models", nargs="*", default=None, help="only these models (cifar zoo)")
     zoo.add_argument("--force", action="store_true", help="rebuild models already built (cifar zoo; resumes otherwise)")
-    lab = sub.add_parser("lab", help="open JupyterLab on working copies of the notebooks in lab/ (the tracked notebooks "
-                                     "stay the regression baseline; exploration never rewrites them)")
+    # every option kstar does not know is JupyterLab's (main() hands them on); no abbreviations, so that a Jupyter
+    # option is never taken for a prefix of --refresh
+    lab = sub.add_parser("lab", allow_abbrev=False,
+                         help="open JupyterLab on working copies of the notebooks in lab/ (the tracked notebooks "
+                              "stay the regression baseline; exploration never rewrites them)",
+                         description="JupyterLab of this environment on working copies of the notebooks in lab/. "
+                                     "Any other option is passed to JupyterLab, e.g. `kstar lab --no-browser --port "
+                                     "8899`; after `--` everything is JupyterLab's (`kstar lab -- --help`). Without a "
+                                     "token, on a trusted single-user machine only: --IdentityProvider.token=''")
     lab.add_argument("--refresh", action="store_true", help="replace the working copies by the tracked notebooks")
-    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`, e.g. --no-browser")
     st = sub.add_parser("store-notebooks", help="write lean copies of executed notebooks over the tracked ones "
                                                 "(after a reviewed change to results)")
     st.add_argument("--from", dest="source", default="outputs/executed", help="executed notebooks (default "
@@ -87,19 +94,40 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def lab_command(jupyter_args: Sequence[str], root_dir: str | Path) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start JupyterLab on `root_dir`: the JupyterLab of the interpreter
+    running kstar (a virtual environment need not be activated, nor `jupyter` be on PATH), with that interpreter's
+    scripts first on PATH so terminals and `!pip` in the lab use the same environment. `jupyter_args` follow
+    unchanged (a leading `--` separator is dropped)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise FileNotFoundError(f"JupyterLab is not installed for {sys.executable}; `make venv` installs it")
+    args = list(jupyter_args)
+    if "--" in args:
+        args.remove("--")  # the first one only: the separator between kstar's options and Jupyter's
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root_dir}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    env = dict(os.environ)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([scripts, *(p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts)])
+    return cmd + args, env
+
+
 def _lab(args: argparse.Namespace) -> int:
     import os
-    import shutil
 
     from kstar_utils.pipeline.notebooks import prepare_lab, quiet_jupyterlab
 
     work, copied = prepare_lab(refresh=args.refresh)
-    print(f"working copies in {work} ({len(copied)} copied; `kstar lab --refresh` replaces them by the tracked ones)")
+    print(f"working copies in {work} ({len(copied)} copied; `kstar lab --refresh` replaces them by the tracked ones)",
+          flush=True)
     quiet_jupyterlab()
-    cmd = [shutil.which("jupyter") or "jupyter", "lab", f"--ServerApp.root_dir={work}"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    os.execvp(cmd[0], cmd + list(args.jupyter_args))
+    cmd, env = lab_command(args.jupyter_args, work)
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached: execve replaces this process
 
 
 def _store(args: argparse.Namespace) -> int:
@@ -181,8 +209,12 @@ def _run(study_file: str, *, scheduler: str | None, workers: int | None, threads
         what = status["error"] if status["status"] == "failed" else f"{job.model} on {job.dataset}"
         print(f"[{time.perf_counter() - t0:7.1f} s] {status['status']:7s} {what}", flush=True)
 
+    def starting(job, attempt):
+        again = f" (attempt {attempt})" if attempt > 1 else ""
+        print(f"[{time.perf_counter() - t0:7.1f} s] started {job.model} on {job.dataset}{again}", flush=True)
+
     result = run_study(study, cluster=ClusterOptions(scheduler, workers, processes=not threads), retries=retries,
-                       force=force, on_done=report)
+                       force=force, on_done=report, on_start=starting)
     counts = {s: sum(v["status"] == s for v in result.statuses.values()) for s in ("ok", "skipped", "failed")}
     print(f"{counts['ok']} executed, {counts['skipped']} skipped (finished before), {counts['failed']} failed "
           f"in {time.perf_counter() - t0:.1f} s")
@@ -226,7 +258,15 @@ def _notebook(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    from kstar_utils.compat import quiet_library_notices
+
+    quiet_library_notices()
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "lab":
+        args.jupyter_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "plan":
             return _plan(args.study)

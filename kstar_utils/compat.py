@@ -34,3 +34,14 @@ def import_robustbench():
             # robustbench imports pkg_resources (setuptools<81 is pinned for it); its deprecation notice is noise
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
             return importlib.import_module("robustbench")
+
+
+def quiet_library_notices() -> None:
+    """Hide, in this process, deprecation notices that libraries raise at import and that say nothing to a user of
+    the workbook. Meant for the `kstar` command; idempotent.
+
+    torch 2.14 deprecates ``torch.jit.interface`` and warns each time it is used; timm 1.0.9 uses it when
+    ``timm.models.hrnet`` is imported, which ``import timm``, ``import open_clip`` and ``import robustbench`` all do:
+    ``kstar plan`` and ``kstar preflight`` of any such model printed a FutureWarning about torch.compile.
+    """
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.interface` is deprecated", category=FutureWarning)

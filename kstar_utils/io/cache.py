@@ -5,10 +5,12 @@ readable slug plus a short hash of the canonical spec, so two runs that differ i
 run asked again with the same spec finds its file and skips the work. A derived artefact's spec holds the sha256 of
 its input files' bytes, so new input content is a new artefact.
 
-The sidecar (``<file>.json``, written after the file) records the file's own sha256 (``sha256``) and, under
-``inputs``, ``{role: {"path", "sha256"}}`` of every file it was computed from. :func:`verified_sidecar` checks both
-before a cached file is reused; a file that fails is renamed ``<name>.corrupt-<UTC time>`` beside itself
-(:func:`set_aside`, with a :class:`CorruptCacheWarning` naming it) and the caller rebuilds it.
+The sidecar (``<file>.json``) records the file's own sha256 (``sha256``) and, under ``inputs``,
+``{role: {"path", "sha256"}}`` of every file it was computed from. It is written before the file becomes visible
+(:func:`write_artifact`), so a file without its sidecar is never one being written. :func:`verified_sidecar` checks
+both before a cached file is reused; a file that fails, or whose sidecar is unreadable or malformed, is renamed
+``<name>.corrupt-<UTC time>`` beside itself (:func:`set_aside`, with a :class:`CorruptCacheWarning` naming it) and the
+caller rebuilds it.
 
 Written files honour the process umask (0644 under umask 022), atomic ones included.
 """
@@ -196,16 +198,19 @@ def load_npz(source: str | os.PathLike | bytes, required=(), *,
 # ---------------------------------------------------------------------------------------------- artefacts
 def write_artifact(path: str | os.PathLike, write: Callable[[Path], None],
                    sidecar: Mapping[str, Any]) -> dict[str, Any]:
-    """Write a file through `write(tmp_path)` and then its sidecar, each atomically; returns the sidecar.
+    """Write a file through `write(tmp_path)` and its sidecar, each atomically; returns the sidecar.
 
-    The sidecar gets `sha256`, the hash of the bytes just written, so a later reuse can prove the file is intact.
+    The sidecar gets `sha256`, the hash of the bytes just written, so a later reuse can prove the file is intact. It
+    is written first, naming the hash of the temporary file, and only then is the file renamed into place: a reader
+    never sees a new file without its sidecar (which it would have to set aside as damaged). While an existing file
+    is being replaced, a reader may briefly see the old file beside the new sidecar, older than it: verified_sidecar
+    takes that for a replacement in progress, not for damage.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
         write(tmp)
-        digest = sha256_file(tmp)
-    meta = {**dict(sidecar), "sha256": digest}
-    write_json_atomic(sidecar_path(path), meta)
+        meta = {**dict(sidecar), "sha256": sha256_file(tmp)}
+        write_json_atomic(sidecar_path(path), meta)
     return meta
 
 
@@ -250,8 +255,9 @@ def verified_sidecar(path: str | os.PathLike, inputs: Mapping[str, str] | None =
     Reuse needs: the file and its sidecar, a sidecar that parses, the file's sha256 equal to the sidecar's `sha256`
     (catches truncation, garbage and replacement) and, for each {role: sha256} of `inputs`, the same hash recorded
     under the sidecar's inputs[role] (the file was computed from that content). A damaged file, or a file whose
-    sidecar is missing or unreadable, is set aside with a CorruptCacheWarning. A file whose inputs differ is merely
-    stale: None, and the rebuild replaces it.
+    sidecar is missing, unreadable or malformed (check_sidecar), is set aside with a CorruptCacheWarning. A file whose
+    inputs differ is merely stale, and a file older than a sidecar it does not match is being replaced
+    (write_artifact): None, and the rebuild replaces it.
 
     Sidecars written before files carried their hash have no `sha256`: with `adopt` (a check that raises
     CorruptFileError for a damaged file) such a file is checked, its hash recorded and reused; without, it is rebuilt.
@@ -260,9 +266,11 @@ def verified_sidecar(path: str | os.PathLike, inputs: Mapping[str, str] | None =
     path = Path(path)
     side = sidecar_path(path)
     if not path.exists():
-        return None  # never built, or removed by hand: a stale sidecar is overwritten by the rebuild
+        return None  # never built, being written (its sidecar comes first) or removed: the rebuild writes both
     if not side.exists():
-        set_aside(path, f"has no provenance sidecar {side.name} (an interrupted write, or the sidecar was deleted)")
+        # never the case while a file is written (the sidecar comes first)
+        set_aside(path, f"has no provenance sidecar {side.name} (deleted, or a write by an older version was "
+                        f"interrupted)")
         return None
     try:
         meta = read_sidecar(path)
@@ -283,15 +291,28 @@ def verified_sidecar(path: str | os.PathLike, inputs: Mapping[str, str] | None =
     else:
         actual = sha256_file(path)
         if actual != recorded:
+            if _being_replaced(path, side):
+                return None
             set_aside(path, f"content (sha256 {actual[:12]}, {path.stat().st_size} bytes) differs from the sha256 "
                             f"{str(recorded)[:12]} its sidecar records: truncated, damaged or replaced",
                       with_sidecar=True)
             return None
     recorded_inputs = meta.get("inputs") or {}
     for role, sha in (inputs or {}).items():
-        if not isinstance(recorded_inputs.get(role), Mapping) or recorded_inputs[role].get("sha256") != sha:
+        if role not in recorded_inputs or recorded_inputs[role]["sha256"] != sha:
             return None
     return meta
+
+
+def _being_replaced(path: Path, side: Path) -> bool:
+    """Whether a file that does not match its sidecar is older than the sidecar: write_artifact writes the sidecar
+    before it renames the new file into place, so this is an old file about to be replaced (or whose replacement was
+    interrupted), not one damaged since its sidecar was written (damage by writing makes the file newer). Both times
+    come from the file system's own clock. Such a file is not reused but not set aside either: it is rebuilt."""
+    try:
+        return path.stat().st_mtime_ns < side.stat().st_mtime_ns
+    except OSError:
+        return True  # one of them went away meanwhile: someone else is rebuilding or setting it aside
 
 
 def changed_inputs(meta: Mapping[str, Any], digests: dict[str, str] | None = None, *,
@@ -301,14 +322,20 @@ def changed_inputs(meta: Mapping[str, Any], digests: dict[str, str] | None = Non
 
     digests: a path -> sha256 memo shared across calls, so a file used by several artefacts is hashed once.
     missing_ok: a recorded input that no longer exists counts as unchanged (weights moved out of a cache: the key
-    still identifies them); otherwise it counts as changed.
+    still identifies them); otherwise it counts as changed. A record that cannot be checked (`inputs` not a mapping,
+    an entry not {path: str, sha256: str}; see check_sidecar) counts as changed too, named by what is wrong with it,
+    so the caller rebuilds rather than trusting it.
     """
     digests = {} if digests is None else digests
     changed = []
-    for rec in (meta.get("inputs") or {}).values():
-        if not isinstance(rec, Mapping) or "path" not in rec:
+    inputs = meta.get("inputs") or {}
+    if not isinstance(inputs, Mapping):
+        return [f"inputs (malformed: {_shown(inputs)})"]
+    for role, rec in inputs.items():
+        if not _is_input_record(rec):
+            changed.append(f"inputs[{role!r}] (malformed: {_shown(rec)})")
             continue
-        src = str(rec["path"])
+        src = rec["path"]
         if src not in digests:
             if not Path(src).exists():
                 if not missing_ok:
@@ -358,6 +385,42 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+def check_sidecar(meta: Mapping[str, Any], where: str | os.PathLike = "sidecar") -> None:
+    """Raise CorruptFileError naming `where` unless `meta` has the shape the cache relies on: `sha256` (when present)
+    a hex sha256, `spec` (when present) a mapping, `inputs` (when present and not null) a mapping of role to
+    {"path": str, "sha256": str}. Other keys are the producers' own and are not checked."""
+    def bad(what: str) -> CorruptFileError:
+        return CorruptFileError(f"{where} is not a valid sidecar: {what}")
+
+    sha = meta.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+        raise bad(f"sha256 is {_shown(sha)}, not a hex sha256")
+    if "spec" in meta and not isinstance(meta["spec"], Mapping):
+        raise bad(f"spec is {_shown(meta['spec'])}, not a mapping")
+    inputs = meta.get("inputs")
+    if inputs is None:
+        return
+    if not isinstance(inputs, Mapping):
+        raise bad(f"inputs is {_shown(inputs)}, not a mapping of role to {{path, sha256}}")
+    for role, rec in inputs.items():
+        if not _is_input_record(rec):
+            raise bad(f"inputs[{role!r}] is {_shown(rec)}, not {{path: str, sha256: str}}")
+
+
+def _is_input_record(rec: Any) -> bool:
+    """Whether `rec` is an entry of a sidecar's `inputs` as input_record writes it: {"path": str, "sha256": str}."""
+    return isinstance(rec, Mapping) and isinstance(rec.get("path"), str) and isinstance(rec.get("sha256"), str)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"a {type(value).__name__} ({text[:60]}{'...' if len(text) > 60 else ''})"
+
+
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
-    """The sidecar of `path` (FileNotFoundError when there is none, CorruptFileError naming it when unreadable)."""
-    return read_json(sidecar_path(path))
+    """The sidecar of `path` (FileNotFoundError when there is none, CorruptFileError naming it when unreadable or
+    malformed: check_sidecar)."""
+    side = sidecar_path(path)
+    meta = read_json(side)
+    check_sidecar(meta, side)
+    return meta

@@ -119,20 +119,24 @@ def collect_parameters(*, files: Sequence[str | os.PathLike] = (), yaml_strings:
 
 
 def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: Mapping[str, Any], *,
-                 cwd: str | os.PathLike | None = None, kernel: str | None = None, progress_bar: bool = True,
+                 cwd: str | os.PathLike | None = None, kernel: str | None = None, progress_bar: bool | dict = True,
                  log_output: bool = False) -> Path:
     """Check the names of `parameters` against `notebook`, then execute it with papermill into `output`.
 
     cwd: the kernel's working directory (default: the notebook's folder, where the workbook's relative defaults such
     as ``../outputs`` point). kernel: a Jupyter kernel name (default: the notebook's own kernelspec). Raises
     UnknownParameterError before any kernel starts; papermill's PapermillExecutionError when a cell fails (the
-    output notebook is written up to the failing cell).
+    output notebook is written up to the failing cell). progress_bar: papermill's bar, named after the notebook
+    (one bar per notebook of `make demo` or a study would otherwise all read "Executing"); a dict of tqdm options
+    is passed on as it is.
     """
     import papermill as pm
 
     notebook, output = Path(notebook), Path(output)
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if progress_bar is True:
+        progress_bar = {"desc": notebook.stem}
     pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=kernel,
                         cwd=str(cwd if cwd is not None else notebook.resolve().parent), progress_bar=progress_bar,
                         log_output=log_output, kernel_manager_class=local_kernel_manager(),
@@ -224,7 +228,12 @@ def store_notebook(executed: str | os.PathLike, target: str | os.PathLike) -> Pa
 # ---------------------------------------------------------------------------------------------- offline HTML
 def effective_parameters_cell(nb):
     """Replace the default `parameters` cell and papermill's `injected-parameters` cell by one cell holding every
-    parameter's value in this run (the injected value, else the default), so a page shows them once."""
+    parameter's value in this run (the injected value, else the default), so a page shows them once.
+
+    The defaults are read as Python (ast): an assignment of an injected name, over however many lines it spans, is
+    replaced by the injected value; everything else (other defaults, comments) stays as written. A cell that does not
+    parse keeps its text, followed by the injected values (which is what papermill ran: they override the defaults).
+    """
     import nbformat
 
     cells = nb.cells
@@ -232,23 +241,71 @@ def effective_parameters_cell(nb):
            if tag in ("parameters", "injected-parameters")}
     if "injected-parameters" not in idx or "parameters" not in idx:
         return nb
-    injected = nb.metadata.get("papermill", {}).get("parameters", {})
-    lines = ["# parameters of this run (injected values replace the notebook's defaults)"]
-    defaults = cells[idx["parameters"]].source.splitlines()
-    seen = set()
-    for line in defaults:
-        name = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else None
-        if name and name.isidentifier() and name in injected:
-            lines.append(f"{name} = {injected[name]!r}")
-            seen.add(name)
-        elif line.strip():
-            lines.append(line)
-    lines += [f"{k} = {v!r}" for k, v in injected.items() if k not in seen]
+    injected = dict(nb.metadata.get("papermill", {}).get("parameters", {}))
+    lines = ["# parameters of this run (injected values replace the notebook's defaults)",
+             *_merged_parameters(cells[idx["parameters"]].source, injected)]
     merged = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["parameters"]})
     keep = [c for i, c in enumerate(cells) if i not in idx.values()]
     keep.insert(min(idx.values()), merged)
     nb.cells = keep
     return nb
+
+
+def _assigned_names(stmt) -> list[str] | None:
+    """The names a plain assignment (`a = ...`, `a = b = ...`, `a: T = ...`) binds; None for any other statement
+    (tuple targets, attributes, augmented assignments, expressions): such a statement is kept as written."""
+    import ast
+
+    if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+        return [t.id for t in stmt.targets]
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+        return [stmt.target.id]
+    return None
+
+
+def _merged_parameters(source: str, injected: Mapping[str, Any]) -> list[str]:
+    """The lines of a `parameters` cell with the injected values in place of the defaults they override."""
+    import ast
+
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return [*(line for line in source.splitlines() if line.strip()),
+                *(f"{k} = {v!r}" for k, v in injected.items())]
+    text = source.splitlines()
+    # where each injected name is assigned last: its value appears there (a name assigned twice keeps one line)
+    last = {name: i for i, stmt in enumerate(body) for name in (_assigned_names(stmt) or []) if name in injected}
+    out: list[str] = []
+    done = 0  # lines of `text` already handled
+    i = 0
+    while i < len(body):
+        # statements sharing lines (`a = 1; b = 2`) are handled together
+        group, end = [body[i]], body[i].end_lineno
+        while i + len(group) < len(body) and body[i + len(group)].lineno <= end:
+            group.append(body[i + len(group)])
+            end = max(end, group[-1].end_lineno)
+        first = group[0].lineno - 1
+        out += [line for line in text[done:first] if line.strip()]  # comments between statements
+        if not any(set(_assigned_names(s) or []) & set(injected) for s in group):
+            out += text[first:end]
+        else:
+            for k, stmt in enumerate(group, start=i):
+                names = _assigned_names(stmt)
+                if not names or not set(names) & set(injected):
+                    out.append(ast.get_source_segment(source, stmt) or ast.unparse(stmt))
+                    continue
+                for name in names:
+                    if name not in injected:
+                        # `a = b = default` with only `a` injected: b keeps its default
+                        out.append(f"{name} = {ast.get_source_segment(source, stmt.value) or ast.unparse(stmt.value)}")
+                    elif last[name] == k:
+                        out.append(f"{name} = {injected[name]!r}")
+        done = end
+        i += len(group)
+    out += [line for line in text[done:] if line.strip()]
+    assigned = {name for stmt in body for name in (_assigned_names(stmt) or [])}
+    out += [f"{k} = {v!r}" for k, v in injected.items() if k not in assigned]
+    return out
 
 
 def notebook_html(executed: str | os.PathLike, out: str | os.PathLike, *, title: str) -> Path:
@@ -308,18 +365,34 @@ def prepare_lab(*, refresh: bool = False, source: Path | None = None) -> tuple[P
 
 
 def quiet_jupyterlab() -> Path:
-    """JupyterLab settings of this environment (sys.prefix): no news pop-up, no update check. Returns the file."""
+    """JupyterLab settings of this environment (sys.prefix): no news pop-up, no update check. Returns the file.
+
+    Written only when it lacks those settings; an environment that cannot be written (installed read-only), or a
+    settings file that is not JSON, keeps what it has rather than stopping the lab."""
     import json
     import sys
 
     from kstar_utils.io.cache import atomic_path
 
     path = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
-    settings = json.loads(path.read_text()) if path.is_file() else {}
-    settings.setdefault("@jupyterlab/apputils-extension:notification", {}).update(
-        {"fetchNews": "false", "checkForUpdates": False})
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    try:
+        settings = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return path  # someone's own settings file, unreadable to us: left as it is
+    if not isinstance(settings, dict):
+        return path
+    wanted = {"fetchNews": "false", "checkForUpdates": False}
+    section = settings.setdefault("@jupyterlab/apputils-extension:notification", {})
+    if not isinstance(section, dict):
+        return path
+    if all(section.get(k) == v for k, v in wanted.items()):
+        return path
+    section.update(wanted)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    except OSError:
+        pass
     return path
 
 

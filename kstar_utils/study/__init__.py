@@ -35,20 +35,22 @@ class StudyResult:
 
 
 def run_study(study: Study, *, cluster: ClusterOptions = ClusterOptions(), retries: int = 1, force: bool = False,
-              on_done: Callable | None = None) -> StudyResult:
+              on_done: Callable | None = None, on_start: Callable | None = None) -> StudyResult:
     """Run (or resume) a study: unfinished jobs on Dask, then summary.csv / summary.parquet, correlations.csv, the
     figures and index.html under study.output_dir.
 
     Raises ValueError naming the problem, before any cluster starts, when check_jobs finds one (a folder that cannot
     be written, an undeclared notebook parameter, an unknown layer, missing weights or data of a job to run).
-    KeyboardInterrupt propagates once the cluster and the processes it started are shut down."""
+    KeyboardInterrupt propagates once the cluster and the processes it started are shut down. on_start(job, attempt)
+    and on_done(job, status) are told when a job starts and ends (run_jobs)."""
     from kstar_utils.pipeline.stages import write_table
     from kstar_utils.study.report import study_figures, write_index
     from kstar_utils.study.summary import build_summary, study_correlations, write_summary
 
     out = Path(study.output_dir)
     jobs = expand_jobs(study)
-    statuses = run_jobs(jobs, out, cluster=cluster, retries=retries, force=force, on_done=on_done)
+    statuses = run_jobs(jobs, out, cluster=cluster, retries=retries, force=force, on_done=on_done,
+                        on_start=on_start)
     summary = build_summary(jobs, statuses, published=study.accuracy.published)
     paths = write_summary(summary, out)
     stats = study_correlations(summary, n_boot=study.n_boot, seed=study.seed)

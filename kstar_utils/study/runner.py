@@ -137,6 +137,10 @@ def _local_cluster(options: ClusterOptions, gpu: bool):
     with _sigint_ignored() if options.processes else contextlib.nullcontext():
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=options.processes,
                             resources=resources, dashboard_address=None,
+                            # Without a dashboard the scheduler still serves its HTTP routes (health, metrics), on
+                            # Dask's dashboard port 8787 by default, and warns "Port 8787 is already in use" when
+                            # anything else has it: a free port on this machine only, which no one is told about.
+                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                             # failed jobs are reported once, by run_jobs; the workers' own error logs would repeat them
                             silence_logs=logging.CRITICAL)
 
@@ -255,26 +259,36 @@ def read_run_log(output_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _announced_job(job: Job, topic: str) -> dict:
+    """run_job on a worker, first telling the client that the job starts (an event on `topic`, which the client
+    subscribed to): Dask itself only reports when a task ends."""
+    from distributed import get_worker
+
+    with contextlib.suppress(ValueError):  # not on a Dask worker (called directly): no one to tell
+        get_worker().log_event(topic, {"job_id": job.job_id})
+    return run_job(job)
+
+
 def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOptions = ClusterOptions(),
              retries: int = 1, force: bool = False, on_done: Callable[[Job, dict], None] | None = None,
-             check: bool = True) -> dict[str, dict]:
+             on_start: Callable[[Job, int], None] | None = None, check: bool = True) -> dict[str, dict]:
     """Run every unfinished job (all with force=True) and return job_id -> status.
 
     status: {"status": "ok" | "skipped" | "failed", "attempts", "seconds", "error" (one line, failed only),
     "done" (the job's done.json content, finished jobs)}. A failed job does not stop the others; its traceback is
-    in its folder's error.txt. retries: extra attempts of a failed job (Dask's retries). check: run check_jobs
-    first (a failed check raises ValueError before a cluster starts). KeyboardInterrupt propagates after the
-    cluster and every process it started are shut down.
-    """
-    import psutil
-    from distributed import Client, as_completed
+    in its folder's error.txt. retries: extra attempts of a failed job (Dask's retries). on_start(job, attempt):
+    called when a worker starts a job (attempt 1, then 2, ... for retries; from the client's event thread);
+    on_done(job, status): when it ended. check: run check_jobs first (a failed check raises ValueError before a
+    cluster starts). KeyboardInterrupt propagates after the cluster and every process it started are shut down.
 
+    When every job is finished, no cluster starts and nothing is checked beyond the folders: nothing will run.
+    """
     run_id = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     statuses: dict[str, dict] = {}
     if check:
         check_folders(jobs, output_dir)
     todo = list(jobs) if force else [j for j in jobs if not is_finished(j)]
-    if check:  # before anything is changed: a failed check leaves every finished job finished
+    if check and todo:  # before anything is changed: a failed check leaves every finished job finished
         check_jobs(jobs, output_dir, pending=todo, require_present=True)
     pending = {j.job_id for j in todo}
     for job in jobs:
@@ -284,21 +298,41 @@ def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOpt
             statuses[job.job_id] = {"status": "skipped", "attempts": 0, "seconds": 0.0,
                                     "done": json.loads(job_paths(job)["done"].read_text())}
     if todo:
+        import uuid
+
+        import psutil
+        from distributed import Client, as_completed
+
         gpu = any(j.device == "cuda" for j in todo)
         spared = set(psutil.Process().children(recursive=True))
         local = client = None
         futures = {}
         completed = False
+        by_id = {j.job_id: j for j in todo}
+        starts: dict[str, int] = {}
+        ended: set[str] = set()
+
+        def started(event) -> None:
+            job = by_id.get(event[1].get("job_id")) if isinstance(event[1], dict) else None
+            if job is None or job.job_id in ended:  # an event that arrives after its job's result says nothing
+                return
+            starts[job.job_id] = starts.get(job.job_id, 0) + 1
+            if on_start is not None:
+                on_start(job, starts[job.job_id])
+
+        topic = f"kstar-job-started-{uuid.uuid4().hex}"  # this run's own: a shared scheduler may serve others
         try:
             local = None if cluster.scheduler else _local_cluster(cluster, gpu)
             client = Client(cluster.scheduler or local)
+            client.subscribe_topic(topic, started)
             t0 = time.perf_counter()
             for job in todo:
-                fut = client.submit(run_job, job, key=f"kstar-job-{job.job_id}", retries=retries, pure=False,
-                                    resources={"GPU": 1} if job.device == "cuda" else None)
+                fut = client.submit(_announced_job, job, topic, key=f"kstar-job-{job.job_id}", retries=retries,
+                                    pure=False, resources={"GPU": 1} if job.device == "cuda" else None)
                 futures[fut] = job
             for fut in as_completed(futures):
                 job = futures[fut]
+                ended.add(job.job_id)
                 seconds = round(time.perf_counter() - t0, 2)
                 if fut.status == "finished":
                     done = fut.result()
