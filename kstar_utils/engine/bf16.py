@@ -263,8 +263,11 @@ def _candidates(engine, M, cstarts: np.ndarray, sr: Bf16Side, sc: Bf16Side):
     rows, cols = engine.rows, engine.cols
     g_kmin, g_kmax = sc.kappa.min(), sc.kappa.max()
     g_rmax, g_gmax = sc.rho.max(), sc.gam.max()
-    if bool(((M & 0x7FFF) > 0x7F80).any()):  # NaN bit patterns (either sign)
-        raise RuntimeError("bfloat16 distance screen produced NaN")
+    from kstar_utils.engine.passes import table_rows
+
+    step = table_rows(M.shape[1])  # table scans in row blocks: no temporary the size of the table
+    if any(bool(((M[s0 : s0 + step] & 0x7FFF) > 0x7F80).any()) for s0 in range(0, M.shape[0], step)):
+        raise RuntimeError("bfloat16 distance screen produced NaN")  # NaN bit patterns (either sign)
     # each row's int16-largest entry is an attained foreign value (rows always have a foreign chunk)
     vrow = M.amax(1).view(torch.bfloat16).float().cpu().numpy().astype(np.float64)
     _, U = bf16_bounds(vrow, sr.kappa, sr.rho, sr.gam, g_kmin, g_kmax, g_rmax, g_gmax)
@@ -276,7 +279,10 @@ def _candidates(engine, M, cstarts: np.ndarray, sr: Bf16Side, sc: Bf16Side):
     k16 = t32.to(torch.bfloat16)
     key = k16.view(torch.int16) - (k16.float() > t32).to(torch.int16)  # one bfloat16 step down if rounded up
     key = torch.where(torch.from_numpy(thr > 0), key, torch.full_like(key, -32768)).to(engine.device)
-    rr, kk = torch.nonzero(M >= key[:, None], as_tuple=True)
+    hits = [torch.nonzero(M[s0 : s0 + step] >= key[s0 : s0 + step, None], as_tuple=True)
+            for s0 in range(0, M.shape[0], step)]
+    rr = torch.cat([h[0] + s0 for h, s0 in zip(hits, range(0, M.shape[0], step))])
+    kk = torch.cat([h[1] for h in hits])
     bits = M[rr, kk]
     v = bits.view(torch.bfloat16).float().cpu().numpy().astype(np.float64)
     neg = (bits < 0).cpu().numpy()

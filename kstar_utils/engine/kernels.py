@@ -51,8 +51,11 @@ class GemmKernel(Kernel):
 
     def __init__(self, rows, cols, distance, device, workers):
         super().__init__(rows, cols, distance, device, workers)
-        self.L, R = _augmented(rows, self.device, workers)
-        self.R = R if rows is cols else _augmented(cols, self.device, workers)[1]
+        if rows is cols:
+            self.L, self.R = _augmented(rows, self.device, workers)
+        else:  # only the sides the GEMMs read: the queries' left operand, the pool's right one
+            self.L = _augmented(rows, self.device, workers, right=False)[0]
+            self.R = _augmented(cols, self.device, workers, left=False)[1]
         self.gemm_threads = torch.get_num_threads()
 
     def tile(self, i0, i1, j0, j1):
@@ -68,28 +71,33 @@ class GemmKernel(Kernel):
         return torch.mm(self.L.index_select(0, ridx), self.R[j0:j1].T)
 
 
-def _augmented(S: SortedSet, device, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def _augmented(S: SortedSet, device, workers: int = 1, *, left: bool = True,
+               right: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Left [a, n, 1, 0...] and right [-2a, 1, n, 0...] (n, W) float32, so left_p . right_q = n_p + n_q - 2 a_p.a_q.
 
-    a = fl32(x); n = fl32(||a||^2) summed in float64. Built in row blocks (cache-sized, on `workers` threads).
+    a = fl32(x); n = fl32(||a||^2) summed in float64. Built in row blocks (cache-sized, on `workers` threads); a side
+    not asked for is None.
     """
     n, d = S.X.shape
     width = (d + 2 + _PAD - 1) // _PAD * _PAD
-    left = np.zeros((n, width), dtype=np.float32)
-    right = np.zeros((n, width), dtype=np.float32)
+    lt = np.zeros((n, width), dtype=np.float32) if left else None
+    rt = np.zeros((n, width), dtype=np.float32) if right else None
 
     def block(s):
         e = min(n, s + 1024)
-        a = left[s:e, :d]
-        a[...] = S.X[s:e]
+        a = S.X[s:e].astype(np.float32)
         b = a.astype(np.float64)  # float64 squares of float32 values are exact
         n32 = np.einsum("ij,ij->i", b, b).astype(np.float32)
-        np.multiply(a, -2.0, out=right[s:e, :d])  # exact scaling by a power of two
-        left[s:e, d], left[s:e, d + 1] = n32, 1.0
-        right[s:e, d], right[s:e, d + 1] = 1.0, n32
+        if lt is not None:
+            lt[s:e, :d] = a
+            lt[s:e, d], lt[s:e, d + 1] = n32, 1.0
+        if rt is not None:
+            np.multiply(a, -2.0, out=rt[s:e, :d])  # exact scaling by a power of two
+            rt[s:e, d], rt[s:e, d + 1] = 1.0, n32
 
     run_tiles(list(range(0, n, 1024)), block, workers)
-    return torch.from_numpy(left).to(device), torch.from_numpy(right).to(device)
+    return (None if lt is None else torch.from_numpy(lt).to(device),
+            None if rt is None else torch.from_numpy(rt).to(device))
 
 
 class DiffKernel(Kernel):

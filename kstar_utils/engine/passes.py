@@ -29,6 +29,11 @@ from kstar_utils.engine.reference import merge_nearest
 from kstar_utils.engine.threads import run_tiles, single_thread
 
 
+def table_rows(nch: int) -> int:
+    """Rows per block when a (rows, nch) pass-1 table is scanned: each temporary stays near 2^22 entries."""
+    return max(256, (1 << 22) // max(1, nch))
+
+
 def fast_bf16(device: torch.device) -> bool:
     """Whether bfloat16 GEMMs are much faster than float32 ones here (CUDA tensor cores; CPU AMX / AVX512-BF16)."""
     if device.type == "cuda":
@@ -177,9 +182,10 @@ class TwoPassEngine:
                 self.bar.update(1)
         nmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
         pairs = []
-        for s0 in range(0, rows.n, 1 << 16):  # row blocks keep the (rows, nch) temporaries small
-            Mb = M[s0 : s0 + (1 << 16)]
-            slack = k.eps * (k.nr[s0 : s0 + (1 << 16), None] + nmax[None, :])
+        step = table_rows(M.shape[1])
+        for s0 in range(0, rows.n, step):  # row blocks keep the (rows, nch) temporaries small
+            Mb = M[s0 : s0 + step]
+            slack = k.eps * (k.nr[s0 : s0 + step, None] + nmax[None, :])
             ub = (Mb + slack).amin(1, keepdim=True)  # >= m_p
             rr, kk = torch.nonzero(Mb <= ub + slack, as_tuple=True)  # chunks that may hold a minimiser
             pairs.append((rr + s0, kk, ub[rr, 0]))
@@ -216,29 +222,29 @@ class TwoPassEngine:
                 cstarts[kc]]).any()))
             kidx.append(kc)
             start += cnt
-        screened = [None] * len(groups)
         ncmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
+        U_pre = U.clone()  # >= the final U: every entry the final test keeps passes the test with it
+        kept = [None] * len(groups)
 
         def screen(grp):
+            # only the entries that can pass the final test are kept (g <= U_p + E with a U_p >= the final one):
+            # the screened chunks themselves are never all held at once
             i, r, j0, j1 = grp
             g = k.rows_vs(r, j0, j1)
             if mask_needed[i]:
                 g[rcodes[r][:, None] == ccodes[None, j0:j1]] = math.inf
             E = k.eps * (k.nr[r] + ncmax[kidx[i]])  # the chunk's largest norm: a larger, still valid E
-            screened[i] = (g, E, g.amin(1) + E)
+            umin = g.amin(1) + E
+            a, b = torch.nonzero(g <= (torch.minimum(U_pre[r], umin) + E)[:, None], as_tuple=True)
+            kept[i] = (r, umin, a, j0 + b, g[a, b], E[a])
 
         run_tiles(groups, screen, self.workers)
-        for (i, r, j0, j1), (g, E, umin) in zip(groups, screened):
+        for r, umin, *_ in kept:
             U.scatter_reduce_(0, r, umin.to(k.dtype), reduce="amin")
-        found = [None] * len(groups)
-
-        def select(grp):
-            i, r, j0, j1 = grp
-            g, E, _ = screened[i]
-            a, b = torch.nonzero(g <= (U[r] + E)[:, None], as_tuple=True)
-            found[i] = (r[a].cpu().numpy(), (j0 + b).cpu().numpy())
-
-        run_tiles(groups, select, self.workers)
+        found = []
+        for r, _, a, b, gv, Ea in kept:
+            sel = gv <= U[r[a]] + Ea
+            found.append((r[a][sel].cpu().numpy(), b[sel].cpu().numpy()))
         ia = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
         ib = np.concatenate([f[1] for f in found]) if found else np.zeros(0, dtype=np.int64)
         best = np.full(rows.n, math.inf)
@@ -264,7 +270,8 @@ class TwoPassEngine:
             if key not in acc:
                 with lock:
                     acc[key] = (torch.zeros(self.rows.n, dtype=torch.int64, device=self.device), [])
-            cnt, extra = acc[key]
+            cnt, _ = acc[key]
+            extra: list = []
             g = k.tile(i0, i1, j0, j1)
             if sym and i0 == j0:
                 g.fill_diagonal_(math.inf)  # the sample itself
@@ -273,27 +280,28 @@ class TwoPassEngine:
             if sym and j0 != i0:
                 Ec = k.eps * (k.nc[j0:j1] + k.nr[i0:i1].max())
                 self._count_side(g, mt[j0:j1], Ec, cnt[j0:j1], extra, i0, j0, axis=0)
+            del g
+            if extra:  # the tile's ambiguous pairs, decided now: memory stays bounded by one tile's band
+                q = np.concatenate([e[0] for e in extra])
+                o = np.concatenate([e[1] for e in extra])
+                closer = q[k.distance.pairs(self.rows.X, self.cols.X, q, o) < m[q]]
+                if closer.size:
+                    cnt.index_add_(0, torch.from_numpy(closer).to(self.device),
+                                   torch.ones(closer.shape[0], dtype=torch.int64, device=self.device))
             if self.bar is not None:
                 self.bar.update(1)
 
         run_tiles(self.pass2_tiles(), tile, self.workers)
         total = np.zeros(self.rows.n, dtype=np.int64)
-        pend = []
-        for cnt, extra in acc.values():
+        for cnt, _ in acc.values():
             total += cnt.cpu().numpy()
-            pend += extra
-        if pend:
-            q = np.concatenate([p[0] for p in pend])
-            o = np.concatenate([p[1] for p in pend])
-            s = self.decide_pairs(q, o)
-            total += np.bincount(q[s < m[q]], minlength=self.rows.n)
         return total
 
     def _count_side(self, g, mt, E, cnt_view, extra, i0, j0, *, axis: int) -> None:
         """Count along `axis` (1: tile rows are the queries; 0: tile columns are).
 
-        Ambiguous pairs (query, other) are appended to the list `extra` for the float64 decision. Axis 0 occurs only
-        in the one-set case, where rows and cols are the same set.
+        Ambiguous pairs (query, other) are appended to the list `extra` for the float64 decision (made per tile by the
+        caller). Axis 0 occurs only in the one-set case, where rows and cols are the same set.
         """
         shape = (-1, 1) if axis == 1 else (1, -1)
         lo = (mt - E).view(shape)

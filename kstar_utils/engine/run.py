@@ -40,6 +40,51 @@ def _tile_for(dev, tile_size):
     return auto_tile_size("cpu")
 
 
+def kernel_impl(backend: str, dev, distance: Distance) -> str:
+    """The difference kernels' library: faiss's L1 loop on the CPU for backend "auto" when faiss is installed (10x
+    torch.cdist in benchmarks/RESULTS.md), faiss for backend "faiss", else torch."""
+    if backend == "faiss" or (backend == "auto" and dev.type == "cpu" and faiss_available() and distance.kind == "l1"):
+        return "faiss"
+    return "torch"
+
+
+def uses_bf16(screen: str, dev, distance: Distance, dim: int, backend: str) -> bool:
+    """Whether pass 1 screens in bfloat16: squared Euclidean scores on the two-pass engine, screen "bf16", or "auto"
+    where bfloat16 GEMMs are fast (passes.fast_bf16); D < 10^6 (bf16_bounds' relative slack)."""
+    from kstar_utils.engine.passes import fast_bf16
+
+    if distance.kind != "sqeuclidean" or backend not in ("auto", "torch") or dim > 10**6:
+        return False
+    return screen == "bf16" or (screen == "auto" and fast_bf16(dev))
+
+
+def plan_run(features, labels, pool_features, pool_labels, *, distance: Distance, transformed: bool, backend: str,
+             device, screen: str, tile_size, memory_limit, metric: str = ""):
+    """The memory plan of a k* request (engine.memory.MemoryPlan: tile edge and estimated peak), from the arrays'
+    shapes and dtypes alone, before anything is converted or allocated; None when the shapes are invalid (the
+    validation that follows names the problem). Raises InsufficientMemoryError (a ValueError and a MemoryError) when
+    no tile fits `memory_limit` (bytes; None: the memory available)."""
+    import torch
+
+    from kstar_utils.engine.memory import choose, request_for
+    from kstar_utils.engine.threads import cpu_threads
+
+    dev = resolve_device(device) if backend != "numpy" else torch.device("cpu")
+    probe = request_for(features, labels, pool_features, pool_labels, distance=distance, transformed=transformed,
+                        backend=backend, impl="torch", bf16=False, workers=1, device=dev.type)
+    if probe is None:
+        return None
+    req = request_for(features, labels, pool_features, pool_labels, distance=distance, transformed=transformed,
+                      backend="torch" if backend == "auto" else backend, impl=kernel_impl(backend, dev, distance),
+                      bf16=uses_bf16(screen, dev, distance, probe.dim, backend),
+                      workers=_workers(dev) if dev.type == "cpu" else 1, device=dev.type)
+    free = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else None
+    n_txt = f"{req.n:,}" if req.m is None else f"{req.n:,} queries against {req.m:,}"
+    what = (f"{n_txt} x {req.dim:,} features ({metric or distance.kind}, backend {backend}, "
+            f"{'bfloat16' if req.bf16 else 'float32'} screen, {max(1, min(cpu_threads(), req.workers))} thread(s))")
+    return choose(req, tile_size=tile_size, memory_limit=memory_limit, device_free=free, what=what)
+
+
 def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_size, progress, scale: int = 0,
                screen: str = "auto", distance: Distance = SQEUCLIDEAN) -> tuple[np.ndarray, np.ndarray]:
     """Raw k* (int64, (n,)) of queries Xq (n, D) with codes yq against pool Xp/yp (None: one set), and each query's
@@ -74,8 +119,7 @@ def run_engine(Xq, yq, Xp, yp, *, n_classes: int, device, backend: str, tile_siz
         progress = rows.n * cols.n >= 50_000 * 50_000
     if backend == "faiss" and not faiss_available():
         raise ValueError("backend='faiss' needs the faiss package (faiss-cpu, or faiss-gpu for CUDA)")
-    impl = "faiss" if backend == "faiss" or (backend == "auto" and dev.type == "cpu" and faiss_available()
-                                              and distance.kind == "l1") else "torch"
+    impl = kernel_impl(backend, dev, distance)
 
     with exact_float32_matmul():
         if backend == "faiss" and distance.kind == "sqeuclidean":
@@ -129,3 +173,4 @@ def _faiss_knn(rows, cols, dev, T, n_classes, progress, screen):
         m, enemy = eng.nearest_foreign()
         counts = eng.count_closer(m)
     return m, enemy, counts
+

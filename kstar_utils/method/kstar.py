@@ -41,6 +41,7 @@ def compute_kstar(
     cov=None,
     shrinkage=None,
     return_enemy: bool = False,
+    memory_limit: int | None = None,
 ):
     """Raw k* per sample (and, with return_enemy=True, each sample's nearest sample of another class).
 
@@ -69,6 +70,9 @@ def compute_kstar(
     progress: tqdm bar (None: on when N x pool size >= 50k^2).
     screen: the torch engine's pass-1 screen: "auto" (bfloat16 where bfloat16 GEMMs are fast, else float32), "bf16"
         or "float32". Every screen ends in the same float64 decisions, so the result does not depend on it.
+    memory_limit: bytes the computation may use (None: 90 % of the memory available). The peak is estimated from the
+        sizes before anything is allocated (engine.memory); the tile is chosen to fit, or InsufficientMemoryError (a
+        ValueError and a MemoryError) is raised at once with the estimate and what to do.
     """
     metric = Metric.parse(metric, p=p, cov=cov, shrinkage=shrinkage)
     if backend not in BACKENDS:
@@ -79,6 +83,13 @@ def compute_kstar(
         raise ValueError(f"tile_size must be a positive integer or None; got {tile_size!r}")
     if (pool_features is None) != (pool_labels is None):
         raise ValueError("give both pool_features and pool_labels, or neither")
+    if memory_limit is not None and (not isinstance(memory_limit, (int, np.integer)) or memory_limit < 1):
+        raise ValueError(f"memory_limit must be a positive number of bytes or None; got {memory_limit!r}")
+    from kstar_utils.engine.run import plan_run
+
+    plan = plan_run(features, labels, pool_features, pool_labels, distance=distance_of(metric, p),
+                    transformed=transforms_rows(metric), backend=backend, device=device, screen=screen,
+                    tile_size=tile_size, memory_limit=memory_limit, metric=metric)
 
     if pool_features is None:
         Xq, yq, classes = check_features_labels(features, labels)
@@ -109,7 +120,7 @@ def compute_kstar(
         from kstar_utils.engine.run import run_engine
 
         k, enemy = run_engine(Xq, yq, Xp, yp, n_classes=classes.shape[0], device=device,
-                              backend=backend, tile_size=tile_size, progress=progress, scale=scale, screen=screen,
+                              backend=backend, tile_size=plan.tile if plan else tile_size, progress=progress, scale=scale, screen=screen,
                               distance=distance)
     return (k, enemy) if return_enemy else k
 

@@ -67,10 +67,17 @@ def check_features(features, *, name: str = "features") -> np.ndarray:
 
 
 def _check_finite(X: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(X)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(axis=1))
-        kind = "NaN" if np.isnan(X[bad]).any() else "inf"
+    # in row blocks of ~16M values: no (N, D) temporary, and a memory-mapped file is read once, block by block
+    step = max(1, (1 << 24) // max(1, X.shape[1]))
+    rows, kind = [], "inf"
+    for s in range(0, X.shape[0], step):
+        block = X[s : s + step]
+        bad = ~np.isfinite(block)
+        if bad.any():
+            rows.append(s + np.flatnonzero(bad.any(axis=1)))
+            kind = "NaN" if kind == "NaN" or np.isnan(block[bad]).any() else kind
+    if rows:
+        rows = np.concatenate(rows)
         raise ValueError(
             f"{name} contain {kind} values in {rows.size} of {X.shape[0]} rows (first bad rows: {rows[:5].tolist()}); "
             "k* needs finite features"
