@@ -87,8 +87,8 @@ def compute_kstar(
         raise ValueError(f"memory_limit must be a positive number of bytes or None; got {memory_limit!r}")
     from kstar_utils.engine.run import plan_run
 
-    plan = plan_run(features, labels, pool_features, pool_labels, distance=distance_of(metric, p),
-                    transformed=transforms_rows(metric), backend=backend, device=device, screen=screen,
+    plan = plan_run(features, labels, pool_features, pool_labels, distance=metric.distance,
+                    transformed=metric.transforms_rows, backend=backend, device=device, screen=screen,
                     tile_size=tile_size, memory_limit=memory_limit, metric=metric)
 
     if pool_features is None:
