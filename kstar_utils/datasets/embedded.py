@@ -146,8 +146,14 @@ def unpack_images(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.n
             names = tuple(str(c) for c in z["class_names"])
     except (OSError, KeyError, zipfile.BadZipFile) as e:
         raise ValueError(f"packed image file {path} is unreadable or incomplete ({e})") from None
-    images = np.stack([np.asarray(Image.open(_io.BytesIO(blob[a:b].tobytes())).convert("RGB"))
-                       for a, b in zip(offsets[:-1], offsets[1:])])
+    decoded = []
+    for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+        try:
+            decoded.append(np.asarray(Image.open(_io.BytesIO(blob[a:b].tobytes())).convert("RGB")))
+        except (OSError, ValueError) as e:  # PIL's errors for bytes that are no image: name the file instead
+            raise ValueError(f"packed image file {path}: {split!r} image {i} cannot be decoded ({e}); the file is "
+                             "damaged (restore it from the repository)") from None
+    images = np.stack(decoded)
     if hashlib.sha256(images.tobytes()).hexdigest() != digest:
         raise ValueError(f"packed image file {path}: the decoded {split!r} images do not match their stored sha256; "
                          "the file is damaged (restore it from the repository)")
