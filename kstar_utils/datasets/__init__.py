@@ -4,6 +4,8 @@ Names:
 - ``digits``                 scikit-learn's 8x8 digits, a seeded stratified half as "test" (embedded, always present)
 - ``cifar10-sample``         real CIFAR-10 images shipped in data/cifar10_sample/: split ``test`` (the first 846 of
                              the official test set) and ``train`` (the first 932 of each training batch, 4,660)
+- ``cifar10-jpeg``           all 10,000 CIFAR-10 test images decoded from a JPEG copy, shipped in data/cifar10_jpeg/:
+                             split ``test`` only; a JPEG-compression shift of the test set, never its clean accuracy
 - ``cifar10``, ``cifar100``  torchvision's format under ``<data_root>/cifar-10-batches-py`` / ``cifar-100-python``
 - ``imagenet``               ``<data_root>/imagenet/<split>/<wnid>/*.JPEG`` (split "val"/"test" -> the val folder);
                              option ``subset="robustbench"``: RobustBench's fixed 5,000-image subset of val
@@ -26,10 +28,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from kstar_utils.datasets.embedded import (CIFAR10_CLASSES, cifar10_sample_arrays, cifar10_sample_file,  # noqa: F401
-                                         load_digits, pack_images, unpack_images)
+from kstar_utils.datasets.embedded import (CIFAR10_CLASSES, cifar10_jpeg_arrays, cifar10_jpeg_file,  # noqa: F401
+                                         cifar10_sample_arrays, cifar10_sample_file, load_digits, pack_images,
+                                         unpack_images)
 
-DATASETS = ("digits", "cifar10-sample", "cifar10", "cifar100", "imagenet", "imagenet16")
+DATASETS = ("digits", "cifar10-sample", "cifar10-jpeg", "cifar10", "cifar100", "imagenet", "imagenet16")
 PREFIXES = ("folder:", "features:")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -113,6 +116,10 @@ def requirements(name: str, split: str = "test", data_root=None) -> list[DataReq
     if name == "cifar10-sample":
         path = cifar10_sample_file()
         return [DataRequirement(name, path, path.is_file(), "shipped with the project in data/cifar10_sample/; "
+                                "restore it from the repository")]
+    if name == "cifar10-jpeg":
+        path = cifar10_jpeg_file()
+        return [DataRequirement(name, path, path.is_file(), "shipped with the project in data/cifar10_jpeg/; "
                                 "restore it from the repository")]
     if name in ("cifar10", "cifar100"):
         path = _cifar_dir(name, root)
@@ -209,6 +216,8 @@ def load_dataset(name: str, split: str = "test", *, data_root=None, transform: C
         base, labels, class_names, src = _load_digits(split, transform)
     elif name == "cifar10-sample":
         base, labels, class_names, src = _load_cifar10_sample(split, transform)
+    elif name == "cifar10-jpeg":
+        base, labels, class_names, src = _load_cifar10_jpeg(split, transform)
     elif name in ("cifar10", "cifar100"):
         base, labels, class_names, src = _load_cifar(name, split, data_root, transform)
     elif name in ("imagenet", "imagenet16"):
@@ -240,6 +249,37 @@ def _load_cifar10_sample(split: str, transform):
     chw, labels, names = cifar10_sample_tensors(split)
     return (_TensorImages(chw, labels, transform), labels, list(names),
             {"path": str(cifar10_sample_file()), "split": split})
+
+
+def cifar10_jpeg_tensors(split: str = "test") -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The 10,000 JPEG-decoded CIFAR-10 test images as contiguous (N, 3, 32, 32) float32 in [0, 1], labels (N,) int64
+    and the class names (see :func:`cifar10_jpeg_arrays`)."""
+    images, labels, names = cifar10_jpeg_arrays(split)
+    return (np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0),
+            np.array(labels), names)
+
+
+def _load_cifar10_jpeg(split: str, transform):
+    images, labels, names = cifar10_jpeg_arrays(split)
+    # decode lazily per item: 10,000 float images would take 123 MB where the uint8 ones take 31 MB
+    return (_UInt8Images(images, labels, transform), np.array(labels), list(names),
+            {"path": str(cifar10_jpeg_file()), "split": split, "shift": "JPEG compression of the test images"})
+
+
+class _UInt8Images:
+    """(N, H, W, C) uint8 images + labels; items are (C, H, W) float32 tensors in [0, 1], then `transform`."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None):
+        self.images, self.labels, self.transform = images, np.asarray(labels, dtype=np.int64), transform
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i):
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(self.images[i].transpose(2, 0, 1))).float().div_(255.0)
+        return (self.transform(x) if self.transform is not None else x), int(self.labels[i])
 
 
 def _load_cifar(name: str, split: str, data_root, transform):

@@ -10,6 +10,9 @@ Sources (one adapter module each, imported lazily so that e.g. the digits zoo wo
 - ``robustbench:<dataset>/<threat>/<name>``        e.g. ``robustbench:cifar10/Linf/Carmon2019Unlabeled``
 - ``torchvision:<name>[@<weights tag>]``           e.g. ``torchvision:resnet50@IMAGENET1K_V2``
 - ``timm:<name>[@<pretrained tag>]``               e.g. ``timm:resnet18`` (random weights unless ``pretrained=True``)
+- ``abcrown:<name>``, ``convex:<name>``,           twenty published CIFAR-10 models (alpha-beta-CROWN's, Wong et al.
+  ``chenyaofo:<name>``                             2018, chenyaofo's), shipped in data/cifar_models_public/, e.g.
+                                                    ``abcrown:cnn-a-adv``, ``convex:small-8px``, ``chenyaofo:resnet56``
 
 Layer names understood by every model: ``logits`` (or ``embedding`` for OpenCLIP), ``penultimate`` (the input of the
 final linear layer, where the model has one) and any qualified module name of ``module.named_modules()``.
@@ -36,6 +39,9 @@ SOURCES = {
     "robustbench": "kstar_utils.models.robustbench_adapter",
     "torchvision": "kstar_utils.models.torchvision_adapter",
     "timm": "kstar_utils.models.timm_adapter",
+    "abcrown": "kstar_utils.models.abcrown",
+    "convex": "kstar_utils.models.convex_adversarial",
+    "chenyaofo": "kstar_utils.models.chenyaofo",
 }
 
 #: Layer names with a meaning across models; anything else must be a module name of the model.
