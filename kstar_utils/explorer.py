@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kstar_utils.analysis.findings import short_name
+from kstar_utils.models import short_name
 from kstar_utils.pipeline.stages import INDEX_KEYS, indexed_kstar, read_index
 
 

@@ -57,7 +57,7 @@ def test_tables_round_trip_and_accuracy_join(run, tmp_path):
     path = stages.write_table(models_table, tmp_path / "t.csv")
     study = stages.join_accuracy(path, "auto")
     assert study["robust_acc"].between(0, 1).all() and len(study) == 4
-    with pytest.raises(ValueError, match="no clean or robust accuracy"):
+    with pytest.raises(ValueError, match="no accuracy known for model"):
         stages.join_accuracy(path, pd.DataFrame({"model": ["zoo:standard"], "clean_acc": [0.9], "robust_acc": [0.5]}))
     with pytest.raises(ValueError, match="fractions"):
         stages.join_accuracy(path, pd.DataFrame({"model": ["m"], "clean_acc": [95.0], "robust_acc": [50.0]}))

@@ -9,8 +9,6 @@ from kstar_utils.io import tables
 
 LOADERS = {
     "openclip/openclip_results.csv": tables.load_openclip_results,
-    "openclip/dataset_columns.csv": tables.load_openclip_dataset_columns,
-    "openclip/model_profile.csv": tables.load_openclip_model_profile,
     "robustbench/leaderboard.csv": tables.load_robustbench_leaderboard,
     "paper/kdist_project_page_skews.csv": tables.load_published_skews,
 }
@@ -50,10 +48,6 @@ def test_openclip_scores_are_fractions_and_ids_unique_and_joinable():
     assert df["model_id"].is_unique
     expected = "openclip:" + raw("openclip/openclip_results.csv")["name"] + "/" + raw("openclip/openclip_results.csv")["pretrained"]
     assert df["model_id"].tolist() == expected.tolist()
-    profile = tables.load_openclip_model_profile()
-    assert set(df["name"]) <= set(profile["model"])
-    columns = tables.load_openclip_dataset_columns()
-    assert set(columns["column"]) == set(tables.OPENCLIP_DATASET_COLUMNS)
 
 
 def test_robustbench_percents_become_fractions():
@@ -76,8 +70,6 @@ def test_robustbench_percents_become_fractions():
     [
         ("openclip/openclip_results.csv", "ImageNet 1k"),
         ("openclip/openclip_results.csv", "pretrained"),
-        ("openclip/dataset_columns.csv", "main_metric"),
-        ("openclip/model_profile.csv", "embed_dim"),
         ("robustbench/leaderboard.csv", "clean_acc"),
         ("robustbench/leaderboard.csv", "threat_model"),
         ("paper/kdist_project_page_skews.csv", "adv_trained_resnet50_eps4"),
@@ -95,8 +87,6 @@ def test_missing_column_raises_naming_it(relative, column, tmp_path):
     [
         ("openclip/openclip_results.csv", "CIFAR-10", 98.8),  # a percent where a fraction belongs
         ("openclip/openclip_results.csv", "params (M)", -1.0),
-        ("openclip/dataset_columns.csv", "random_score", 1.5),
-        ("openclip/dataset_columns.csv", "n_test", 0),
         ("robustbench/leaderboard.csv", "robust_acc", 120.0),
         ("robustbench/leaderboard.csv", "clean_acc", -3.0),
         ("robustbench/leaderboard.csv", "dataset", "mnist"),
@@ -179,9 +169,11 @@ def test_measured_metrics_are_checked_and_named_by_the_registry(tmp_path):
 
 
 def test_model_accuracies_joins_every_source_on_its_own_dataset():
+    from kstar_utils import models
+
     rb = "robustbench:cifar10/Linf/Carmon2019Unlabeled"
     oc = "openclip:ViT-B-32/laion2b_s34b_b79k"
-    t = tables.model_accuracies(["zoo:standard", rb, oc], ["digits", "cifar10"]).set_index(["model", "dataset"])
+    t = models.accuracies(["zoo:standard", rb, oc], ["digits", "cifar10"]).set_index(["model", "dataset"])
     assert 0.9 < t.loc[("zoo:standard", "digits"), "clean_acc"] <= 1 and t.loc[("zoo:standard", "digits"), "eval_eps"] == 0.1
     assert np.isnan(t.loc[("zoo:standard", "cifar10"), "clean_acc"])  # measured on digits only
     lb = tables.load_robustbench_leaderboard().set_index("model_id")

@@ -7,16 +7,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from kstar_utils.models import short_name
+
 SYMBOLS = {"approx_skewness": "Γ'", "true_skewness": "Γ", "approx_skewness_weighted": "Γ' (class-size weighted)"}
 WORDS = {"clean_acc": "clean accuracy", "robust_acc": "robust accuracy", "zeroshot_acc": "zero-shot accuracy",
          "zeroshot_avg": "mean zero-shot accuracy", "accuracy": "accuracy"}
 METHOD_SYMBOLS = {"spearman": "Spearman ρ", "kendall": "Kendall τ", "pearson": "Pearson r"}
 MIN_MODELS = 6
-
-
-def short_name(model: str) -> str:
-    """The registry name without its source prefix ("cifar-resnet:resnet20-pgd8" -> "resnet20-pgd8")."""
-    return str(model).split(":", 1)[-1]
 
 
 def _interval(stat: float, lo: float, hi: float) -> str:

@@ -44,10 +44,6 @@ PUBLISHED_SKEW_COLUMNS: tuple[str, ...] = (
     "standard_resnet50", "standard_resnet50_pgd_experiment", "adv_trained_resnet50_eps4",
 )
 
-_SCORE_METRICS = (
-    "acc1", "mean_per_class_recall", "mean_recall@1", "jaccard_score_10-12", "F1-macro_all", "acc_worst_region",
-    "acc_top5_wg", "acc_wg",
-)
 
 
 def data_dir() -> Path:
@@ -55,14 +51,6 @@ def data_dir() -> Path:
     from kstar_utils.io.paths import shipped
 
     return shipped()
-
-
-def openclip_model_id(name: str, pretrained: str) -> str:
-    return f"openclip:{name}/{pretrained}"
-
-
-def robustbench_model_id(dataset: str, threat_model: str, model_name: str) -> str:
-    return f"robustbench:{dataset}/{threat_model}/{model_name}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -234,52 +222,6 @@ def load_openclip_results(path: str | os.PathLike | None = None) -> pd.DataFrame
     return _insert_model_id(df, "openclip:" + ids, str(p))
 
 
-OPENCLIP_DATASET_COLUMNS_SCHEMA: tuple[Column, ...] = (
-    Column("column", "str"),
-    Column("datacomp_task", "str"),
-    Column("clip_benchmark_dataset", "str", nullable=True),
-    Column("main_metric", "str", choices=_SCORE_METRICS),
-    Column("n_test", "int", low=1),
-    Column("num_classes", "int", nullable=True, low=1),
-    Column("random_score", "float", nullable=True, low=0.0, high=1.0),
-    Column("tags", "str", nullable=True),
-    Column("eval_data_source", "str"),
-)
-
-
-def load_openclip_dataset_columns(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """What each dataset column of the OpenCLIP results measures (data/openclip/dataset_columns.csv), 38 rows.
-
-    Columns: column, datacomp_task, clip_benchmark_dataset (may be missing), main_metric, n_test (int),
-    num_classes (nullable Int64), random_score (fraction, may be missing), tags, eval_data_source. `column` is unique.
-    With the default path, every row must name one of OPENCLIP_DATASET_COLUMNS.
-    """
-    p = _resolve(path, "openclip/dataset_columns.csv")
-    df = validate_table(_read_csv(p), OPENCLIP_DATASET_COLUMNS_SCHEMA, key=("column",), source=str(p))
-    unknown = sorted(set(df["column"]) - set(OPENCLIP_DATASET_COLUMNS))
-    if unknown:
-        raise ValueError(f"{p}: rows name columns that openclip_results.csv does not have: {unknown[:5]}")
-    return df
-
-
-OPENCLIP_MODEL_PROFILE_SCHEMA: tuple[Column, ...] = (
-    Column("model", "str"),
-    *(Column(c, "int", low=1) for c in ("image_size", "image_width", "text_width", "embed_dim")),
-    *(Column(c, "float", low=0.0) for c in ("mparams", "image_mparams", "text_mparams", "gflops", "image_gflops", "text_gflops")),
-)
-
-
-def load_openclip_model_profile(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Architecture sizes (data/openclip/model_profile.csv): one row per architecture `model` (unique), which joins
-    load_openclip_results() on `model == name`. Columns: image_size, image_width, text_width, embed_dim (ints),
-    mparams, image_mparams, text_mparams (millions), gflops, image_gflops, text_gflops (GFLOPs)."""
-    p = _resolve(path, "openclip/model_profile.csv")
-    return validate_table(_read_csv(p), OPENCLIP_MODEL_PROFILE_SCHEMA, key=("model",), source=str(p))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# RobustBench
-
 ROBUSTBENCH_DATASETS = ("cifar10", "cifar100", "imagenet")
 ROBUSTBENCH_THREAT_MODELS = ("Linf", "L2", "corruptions")
 
@@ -396,51 +338,48 @@ def load_measured_metrics(source: str, path: str | os.PathLike | None = None) ->
     return df.assign(model=source + ":" + df["model"])
 
 
-ACCURACY_COLUMNS = ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg")
+#: every accuracy column the workbook joins to Γ' (fractions in [0, 1]); the sources say where each comes from
+#: (kstar_utils.models.accuracies): clean accuracy; robust accuracy at the budget in `eval_eps` (RobustBench, the
+#: digits zoo); the CIFAR models' robust accuracy under AutoAttack at L-inf 2/255 and 8/255, CIFAR-10-C corruption
+#: accuracy and accuracy on the JPEG-compressed test set (data/cifar_accuracies/); OpenCLIP zero-shot accuracy
+ACCURACY_COLUMNS = ("clean_acc", "robust_acc", "robust_acc_linf_2_255", "robust_acc_linf_8_255", "corruption_acc",
+                    "jpeg_acc", "zeroshot_acc", "zeroshot_avg")
 #: the OpenCLIP results column holding the zero-shot score of each dataset of the registry
 OPENCLIP_COLUMN = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet 1k"}
 
 
-def model_accuracies(models: Sequence[str], datasets: Sequence[str]) -> pd.DataFrame:
-    """Every accuracy the workbook knows for (model, dataset) pairs: the one place accuracies are joined.
 
-    - zoo:<name> on digits, cifar-resnet:<name> on cifar10-sample: clean_acc, robust_acc measured by the workbook
-      (load_measured_metrics; eval_eps says the attack budget);
-    - robustbench:<dataset>/<threat>/<name> on its own dataset: clean_acc, robust_acc from the RobustBench leaderboard;
-    - openclip:<arch>/<tag>: zeroshot_avg (38-dataset mean) everywhere, zeroshot_acc on cifar10 / cifar100 / imagenet,
-      from the OpenCLIP results table.
-    Returns one row per pair: model, dataset, clean_acc, robust_acc, zeroshot_acc, zeroshot_avg (fractions; NaN where
-    nothing is known), eval_eps, accuracy_source. Tables are read only for the sources present.
-    """
-    rows = {(m, d): {"model": m, "dataset": d, "eval_eps": np.nan, "accuracy_source": ""}
-            for m in models for d in datasets}
-    sources = {m.split(":", 1)[0] for m in models}
-    for source, (rel, measured_on, _) in MEASURED.items():
-        if source not in sources:
-            continue
-        table = load_measured_metrics(source).set_index("model")
-        for (m, d), r in rows.items():
-            if m in table.index and d == measured_on:
-                r.update(clean_acc=float(table.at[m, "clean_acc"]), robust_acc=float(table.at[m, "robust_acc"]),
-                         eval_eps=float(table.at[m, "eval_eps"]), accuracy_source=f"data/{rel} (measured)")
-    if "robustbench" in sources:
-        lb = load_robustbench_leaderboard().set_index("model_id")
-        for (m, d), r in rows.items():
-            # the leaderboard measures each model on its own dataset, e.g. robustbench:cifar10/... on cifar10
-            if m in lb.index and m.split(":", 1)[1].split("/", 1)[0] == d:
-                r.update(clean_acc=float(lb.at[m, "clean_acc"]), robust_acc=float(lb.at[m, "robust_acc"]),
-                         eval_eps=float(lb.at[m, "eps_float"]) if pd.notna(lb.at[m, "eps_float"]) else np.nan,
-                         accuracy_source="RobustBench leaderboard")
-    if "openclip" in sources:
-        oc = load_openclip_results().set_index("model_id")
-        for (m, d), r in rows.items():
-            if m in oc.index:
-                r.update(zeroshot_avg=float(oc.at[m, OPENCLIP_AVERAGE_COLUMN]), accuracy_source="OpenCLIP results table")
-                col = OPENCLIP_COLUMN.get(d)
-                if col is not None:
-                    r["zeroshot_acc"] = float(oc.at[m, col])
-    out = pd.DataFrame(list(rows.values()))
-    for c in ACCURACY_COLUMNS:
-        if c not in out.columns:
-            out[c] = np.nan
-    return out[["model", "dataset", *ACCURACY_COLUMNS, "eval_eps", "accuracy_source"]]
+CIFAR_ACCURACY_SCHEMA: tuple[Column, ...] = (
+    Column("model", "str"),
+    Column("training", "str"),
+    Column("clean_acc", "float", low=0.0, high=1.0),
+    Column("clean_n", "int", low=1),
+    Column("jpeg_acc", "float", low=0.0, high=1.0),
+    Column("jpeg_n", "int", low=1),
+    Column("robust_n", "int", low=1),
+    Column("robust_acc_linf_2_255", "float", low=0.0, high=1.0),
+    Column("robust_acc_linf_8_255", "float", low=0.0, high=1.0),
+    Column("corruption_acc", "float", low=0.0, high=1.0),
+    Column("settings_key", "str"),
+)
+
+
+def load_cifar_accuracies(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The three accuracy axes the workbook measured for every CIFAR-10 model of its study
+    (data/cifar_accuracies/cifar_accuracies.csv, `kstar zoo measure`; its README says how): one row per registry
+    name `model` (unique): clean_acc on clean_n exact test images, jpeg_acc on jpeg_n JPEG-decoded ones, robust
+    accuracy under AutoAttack at L-inf 2/255 and 8/255 on robust_n images, corruption_acc (CIFAR-10-C style), as
+    fractions; other columns (per-corruption accuracies, seconds, settings, versions) pass through. Robust accuracy
+    above the clean accuracy of the attacked images is refused."""
+    p = _resolve(path, "cifar_accuracies/cifar_accuracies.csv")
+    if not p.is_file():
+        raise FileNotFoundError(f"measured accuracies not found: {p}; rebuild them with `kstar zoo measure`")
+    df = validate_table(_read_csv(p), CIFAR_ACCURACY_SCHEMA, key=("model",), source=str(p))
+    if "clean_acc_robust_subset" in df.columns:
+        for c in ("robust_acc_linf_2_255", "robust_acc_linf_8_255"):
+            bad = (df[c] > df["clean_acc_robust_subset"] + 1e-9).to_numpy()
+            if bad.any():
+                raise ValueError(f"{p}: {c} exceeds the clean accuracy of the attacked images in "
+                                 f"{_rows(df, bad, ('model',))}")
+    return df
+

@@ -21,8 +21,12 @@ as weights only: a checkpoint that needs a full unpickle (which can run code sto
 UntrustedCheckpointError unless the caller passes ``trust_checkpoint=True``. ``build_architecture`` gives a model's
 architecture with random weights and reads no file at all (the checks before a run use it).
 
-Each adapter module provides ``known_names``, ``is_valid``, ``pretrained_tag``, ``requirements``, ``load`` (with the
-weights) and ``architecture`` (random weights, no file read).
+Each adapter module is one source and owns everything the workbook knows about its models (``ModelSource``):
+``known_names``, ``is_valid``, ``pretrained_tag`` (the weights' identity, with their digest where there is a file),
+``requirements`` (what must be on disk), ``load`` (with the weights, preprocessing and layers), ``architecture``
+(random weights, no file read), ``describe`` (what a model is: family, training) and ``accuracies`` (where its
+accuracies come from); optionally ``feature_key`` (options that change its features, beyond the weights) and
+``ZERO_SHOT`` (it can classify by text prompts). Nothing outside models/ asks which source a name is from.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 SOURCES = {
     "zoo": "kstar_utils.models.zoo_adapter",
@@ -44,8 +48,49 @@ SOURCES = {
     "chenyaofo": "kstar_utils.models.chenyaofo",
 }
 
-#: Layer names with a meaning across models; anything else must be a module name of the model.
-SPECIAL_LAYERS = ("logits", "embedding", "penultimate")
+#: how a model was trained, as figures and tables group models: by its authors ("standard", "adversarial" (an attack
+#: in the training loop), "certified" (training through a provable bound), "language-image" (contrastive image-text
+#: pre-training)) or by the workbook ("own-fine-tune": the workbook's fine-tunings of a published model, whatever the
+#: recipe; "own-training": the workbook's models trained from scratch), or "random" (no training)
+TRAINING_KINDS = ("standard", "adversarial", "certified", "own-fine-tune", "own-training", "language-image", "random")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model is, as its source knows it.
+
+    name: the registry name; short: a display name, unique among the shipped models ("resnet20", "cnn-a-adv",
+    "chenyaofo-resnet20"); source: the registry source; family: the architecture family ("resnet", "cnn-a-wide", ...);
+    training: one of TRAINING_KINDS; train_norm, train_eps: the threat model trained against (None where there is
+    none or it is not stated); detail: one line on the recipe or origin.
+    """
+
+    name: str
+    short: str
+    source: str
+    family: str = ""
+    training: str = "standard"
+    train_norm: str | None = None
+    train_eps: float | None = None
+    detail: str = ""
+
+    def __post_init__(self):
+        if self.training not in TRAINING_KINDS:
+            raise ValueError(f"training must be one of {TRAINING_KINDS}; got {self.training!r} for {self.name}")
+
+
+class ModelSource(Protocol):
+    """The functions every adapter module defines (see the module docstring); `name` is the part after "<source>:".
+    Optional: feature_key(name, **options) -> dict (default {}) and ZERO_SHOT: bool (default False)."""
+
+    def known_names(self) -> list[str]: ...
+    def is_valid(self, name: str) -> bool: ...
+    def pretrained_tag(self, name: str, **options) -> str: ...
+    def requirements(self, name: str, **options) -> list["WeightsRequirement"]: ...
+    def load(self, name: str, **options) -> "LoadedModel": ...
+    def architecture(self, name: str, **options) -> "LoadedModel": ...
+    def describe(self, name: str) -> ModelInfo: ...
+    def accuracies(self, names: Sequence[str], dataset: str) -> list[dict]: ...
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -239,8 +284,66 @@ def model_pretrained_tag(name: str, **options) -> str:
     return _adapter(source).pretrained_tag(rest, **options)
 
 
+def describe(name: str) -> ModelInfo:
+    """What model `name` is (ModelInfo), from its source."""
+    check_model_name(name)
+    source, rest = split_name(name)
+    return _adapter(source).describe(rest)
+
+
+def short_name(name: str) -> str:
+    """The display name of a model: its source's short name, or the part after "<source>:" for a name no source
+    knows (e.g. the model label of imported features)."""
+    try:
+        return describe(name).short
+    except (ValueError, ImportError):
+        return str(name).split(":", 1)[-1]
+
+
+#: accuracy columns, fractions in [0, 1]: what the sources' `accuracies` fill (io.tables.ACCURACY_COLUMNS)
+def accuracies(models: Sequence[str], datasets: Sequence[str]) -> "pd.DataFrame":
+    """Every accuracy the workbook knows for each (model, dataset) pair, asked of each model's source: one row per
+    pair with model, dataset, the accuracy columns of io.tables.ACCURACY_COLUMNS (NaN where nothing is known),
+    eval_eps and accuracy_source (where the numbers come from)."""
+    import numpy as np
+    import pandas as pd
+
+    from kstar_utils.io.tables import ACCURACY_COLUMNS
+
+    rows = {(m, d): {"model": m, "dataset": d, "eval_eps": np.nan, "accuracy_source": ""}
+            for m in models for d in datasets}
+    by_source: dict[str, list[str]] = {}
+    for m in dict.fromkeys(models):
+        check_model_name(m)
+        by_source.setdefault(split_name(m)[0], []).append(m)
+    for source, names in by_source.items():
+        adapter = _adapter(source)
+        for d in datasets:
+            for found in adapter.accuracies([split_name(m)[1] for m in names], d):
+                rows[(f"{source}:{found['model']}", d)].update({k: v for k, v in found.items() if k != "model"})
+    out = pd.DataFrame(list(rows.values()))
+    for c in ACCURACY_COLUMNS:
+        if c not in out.columns:
+            out[c] = np.nan
+    return out[["model", "dataset", *ACCURACY_COLUMNS, "eval_eps", "accuracy_source"]]
+
+
+def feature_key(name: str, **options) -> dict[str, Any]:
+    """What, beyond the weights, changes the features of model `name` under these options (e.g. OpenCLIP's
+    embedding normalisation): part of every features cache key."""
+    source, rest = split_name(name)
+    fn = getattr(_adapter(source), "feature_key", None)
+    return dict(fn(rest, **options)) if fn is not None else {}
+
+
+def supports_zero_shot(name: str) -> bool:
+    """Whether model `name` can classify by text prompts (its source's ZERO_SHOT)."""
+    return bool(getattr(_adapter(split_name(name)[0]), "ZERO_SHOT", False))
+
+
 __all__ = [
-    "LoadedModel", "WeightsRequirement", "WeightsNotFoundError", "CorruptWeightsError", "UntrustedCheckpointError",
+    "ModelInfo", "ModelSource", "TRAINING_KINDS", "describe", "short_name", "accuracies", "feature_key",
+    "supports_zero_shot", "LoadedModel", "WeightsRequirement", "WeightsNotFoundError", "CorruptWeightsError", "UntrustedCheckpointError",
     "SOURCES", "load_model", "build_architecture", "check_model_name", "known_model_names", "weights_requirements",
     "split_name", "model_pretrained_tag",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models import LoadedModel, ModelInfo, WeightsNotFoundError, WeightsRequirement
 from kstar_utils.models.cifar_resnet import MEAN, PRETRAINED, STD, UPSTREAM_URL, build, load_weights, weights_file
 
 
@@ -109,3 +109,25 @@ def _loaded(name: str, module, pretrained: str, weights_file: Path | None) -> Lo
                                                   "normalisation": f"inside the model: mean {MEAN}, std {STD}"},
         extra={"penultimate_dim": 64, "base": base_of(name)},
     )
+
+
+def describe(name: str) -> ModelInfo:
+    """The pretrained ResNets are standard training (Y. Idelbayev's); every fine-tuning is the workbook's own, on
+    4,660 training images, whatever its recipe (plain, Gaussian noise, PGD)."""
+    if name in PRETRAINED:
+        return ModelInfo(f"cifar-resnet:{name}", name, "cifar-resnet", "resnet", "standard", None, 0.0,
+                         "pretrained CIFAR ResNet of Y. Idelbayev (akamaster/pytorch_resnet_cifar10)")
+    from kstar_utils.models import cifar_zoo
+
+    r = cifar_zoo.recipe(name)
+    norm = {"pgd": "Linf", "noise": "gaussian"}.get(r.kind)
+    return ModelInfo(f"cifar-resnet:{name}", name, "cifar-resnet", "resnet", "own-fine-tune", norm,
+                     r.eps if r.kind != "clean" else 0.0,
+                     f"{r.kind} fine-tuning of {r.base}, {r.epochs} epochs on 4,660 CIFAR-10 training images")
+
+
+def accuracies(names, dataset: str) -> list[dict]:
+    """The three accuracy axes the workbook measured (models.evaluation, data/cifar_accuracies/)."""
+    from kstar_utils.models.evaluation import accuracy_rows
+
+    return accuracy_rows("cifar-resnet", names, dataset)

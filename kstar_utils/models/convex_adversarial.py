@@ -41,3 +41,5 @@ pretrained_tag = _SOURCE.pretrained_tag
 requirements = _SOURCE.requirements
 load = _SOURCE.load
 architecture = _SOURCE.architecture
+describe = _SOURCE.describe
+accuracies = _SOURCE.accuracies

@@ -143,31 +143,38 @@ def corruption_accuracy(model, sets: Mapping[tuple[str, int], np.ndarray], label
 
 # ---------------------------------------------------------------------------------------------- what a model is
 def describe_model(name: str) -> dict[str, Any]:
-    """Source, architecture family and training of a registry name (for the table): from the published sources'
-    tables, the CIFAR ResNets' recipes, or empty for other sources."""
-    from kstar_utils.models import SOURCES, split_name
+    """Source, architecture family and training of a registry name, for the table (kstar_utils.models.describe)."""
+    from kstar_utils.models import describe
 
-    source, rest = split_name(name)
-    out = {"source": source, "family": None, "training": None, "train_method": None, "train_norm": None,
-           "train_eps": None}
-    table = getattr(importlib.import_module(SOURCES[source]), "MODELS", None)
-    if isinstance(table, Mapping) and rest in table:
-        e = table[rest]
-        out.update(family=e.family, training=e.training.kind, train_method=e.training.method,
-                   train_norm=e.training.norm, train_eps=e.training.eps)
-    elif source == "cifar-resnet":
-        from kstar_utils.models import cifar_zoo
+    info = describe(name)
+    return {"source": info.source, "family": info.family or None, "training": info.training,
+            "train_method": info.detail or None, "train_norm": info.train_norm, "train_eps": info.train_eps}
 
-        recipes = {r.name: r for r in cifar_zoo.RECIPES}
-        out["family"] = "resnet"
-        if rest in recipes:
-            r = recipes[rest]
-            out.update(training="own-fine-tune", train_method=f"{r.kind} fine-tuning of {r.base}, {r.epochs} epochs",
-                       train_norm="Linf" if r.kind == "pgd" else ("gaussian" if r.kind == "noise" else None),
-                       train_eps=r.eps if r.kind != "clean" else 0.0)
-        else:
-            out.update(training="standard", train_method="standard training (akamaster)", train_eps=0.0)
-    return out
+
+#: the datasets whose jobs the CIFAR models' measured accuracies belong to (they describe the model, measured on
+#: fixed image sets: the 846 exact test images, the 10,000 JPEG ones)
+CIFAR_DATASETS = ("cifar10-sample", "cifar10-jpeg", "cifar10")
+_ROW_COLUMNS = ("clean_acc", "jpeg_acc", "robust_acc_linf_2_255", "robust_acc_linf_8_255", "corruption_acc")
+
+
+def accuracy_rows(source: str, names: Sequence[str], dataset: str) -> list[dict]:
+    """The measured CIFAR table's accuracies of `names` (names within `source`) for a job on `dataset`, as the
+    registry's `accuracies` wants them: [] for other datasets or when the table does not exist yet."""
+    if dataset not in CIFAR_DATASETS:
+        return []
+    from kstar_utils.io.tables import load_cifar_accuracies
+
+    try:
+        table = load_cifar_accuracies().set_index("model")
+    except FileNotFoundError:
+        return []
+    rows = []
+    for name in names:
+        key = f"{source}:{name}"
+        if key in table.index:
+            rows.append({"model": name, **{c: float(table.at[key, c]) for c in _ROW_COLUMNS},
+                         "accuracy_source": f"data/{'/'.join(TABLE)} (measured)"})
+    return rows
 
 
 def default_models() -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models import LoadedModel, ModelInfo, WeightsNotFoundError, WeightsRequirement
 from kstar_utils.models._common import check_checkpoint_file, pil_transform, reading_checkpoint
 
 
@@ -168,3 +168,36 @@ def _loaded(name: str, model, preprocess, pretrained: str, file: Path | None, no
                "quick_gelu": bool(cfg.get("quick_gelu", False))},
         image_modules=("visual",),
     )
+
+
+#: OpenCLIP encoders classify by text prompts (pipeline.zeroshot)
+ZERO_SHOT = True
+
+
+def feature_key(name: str, normalize: bool = True, **options) -> dict:
+    """The embedding is L2-normalised unless normalize=False: part of the features' key."""
+    return {"normalize": bool(normalize)}
+
+
+def describe(name: str) -> ModelInfo:
+    arch, tag = _split(name)
+    return ModelInfo(f"openclip:{name}", name, "openclip", arch, "language-image" if tag else "random", None, None,
+                     f"OpenCLIP {arch} pre-trained on {tag}" if tag else f"OpenCLIP {arch}, random initialisation")
+
+
+def accuracies(names, dataset: str) -> list[dict]:
+    """Zero-shot accuracy published in OpenCLIP's results table (data/openclip/): the 38-dataset mean for every
+    dataset, and the dataset's own column where the table has one (CIFAR-10, CIFAR-100, ImageNet 1k)."""
+    from kstar_utils.io.tables import OPENCLIP_AVERAGE_COLUMN, OPENCLIP_COLUMN, load_openclip_results
+
+    table = load_openclip_results().set_index("model_id")
+    rows = []
+    for n in names:
+        key = f"openclip:{n}"
+        if key in table.index:
+            row = {"model": n, "zeroshot_avg": float(table.at[key, OPENCLIP_AVERAGE_COLUMN]),
+                   "accuracy_source": "OpenCLIP results table"}
+            if dataset in OPENCLIP_COLUMN:
+                row["zeroshot_acc"] = float(table.at[key, OPENCLIP_COLUMN[dataset]])
+            rows.append(row)
+    return rows

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from kstar_utils.models import CorruptWeightsError, LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models import CorruptWeightsError, LoadedModel, ModelInfo, WeightsNotFoundError, WeightsRequirement
 
 #: the folder of the shipped files, under the shipped data folder (data/ or $KSTAR_SHIPPED_DATA)
 FOLDER = "cifar_models_public"
@@ -230,3 +230,17 @@ class PublishedSource:
     def architecture(self, name: str, **options) -> LoadedModel:
         """The model `name` with random weights and its own normalisation; reads no file."""
         return self._loaded(name, build(self.entry(name)), "random", None)
+
+    def describe(self, name: str) -> ModelInfo:
+        """The table entry as a ModelInfo; the short name is the source's own name prefixed by the source, except
+        for alpha-beta-CROWN's, whose names are unique among the shipped models as they are."""
+        e = self.entry(name)
+        short = name if self.prefix == "abcrown" else f"{self.prefix}-{name}"
+        return ModelInfo(f"{self.prefix}:{name}", short, self.prefix, e.family, e.training.kind, e.training.norm,
+                         e.training.eps, e.training.method)
+
+    def accuracies(self, names, dataset: str) -> list[dict]:
+        """The three accuracy axes the workbook measured (models.evaluation, data/cifar_accuracies/)."""
+        from kstar_utils.models.evaluation import accuracy_rows
+
+        return accuracy_rows(self.prefix, names, dataset)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from kstar_utils.models import CorruptWeightsError, LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models import CorruptWeightsError, LoadedModel, ModelInfo, WeightsNotFoundError, WeightsRequirement
 from kstar_utils.models._common import check_checkpoint_file, load_checkpoint, reading_checkpoint
 
 N_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
@@ -279,3 +279,34 @@ def _preprocessing(name: str):
     tf = PREPROCESSINGS[key]
     return pil_transform(tf), {"robustbench_preprocessing": key, "transform": repr(tf),
                                "normalisation": "inside the model"}
+
+
+def describe(name: str) -> ModelInfo:
+    """The leaderboard's entries: "Standard*" models are standard training, the others are trained against their
+    threat model (L-inf, L2 or common corruptions) by their authors."""
+    dataset, threat, model_name = _parts(name)
+    row = _table()[name]
+    standard = model_name.startswith("Standard")
+    return ModelInfo(f"robustbench:{name}", f"{model_name} ({dataset}, {threat})", "robustbench",
+                     row.get("model_class") or "", "standard" if standard else "adversarial",
+                     None if standard or threat == "corruptions" else threat, None,
+                     f"RobustBench model zoo, {dataset} / {threat}")
+
+
+def accuracies(names, dataset: str) -> list[dict]:
+    """Clean and robust accuracy from the RobustBench leaderboard (data/robustbench/), on the model's own dataset."""
+    import math
+
+    from kstar_utils.io.tables import load_robustbench_leaderboard
+
+    lb = load_robustbench_leaderboard().set_index("model_id")
+    rows = []
+    for n in names:
+        key = f"robustbench:{n}"
+        if key in lb.index and _parts(n)[0] == dataset:
+            eps = lb.at[key, "eps_float"]
+            rows.append({"model": n, "clean_acc": float(lb.at[key, "clean_acc"]),
+                         "robust_acc": float(lb.at[key, "robust_acc"]),
+                         "eval_eps": float(eps) if eps is not None and not math.isnan(float(eps)) else math.nan,
+                         "accuracy_source": "RobustBench leaderboard"})
+    return rows

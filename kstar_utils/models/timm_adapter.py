@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models import LoadedModel, ModelInfo, WeightsNotFoundError, WeightsRequirement
 from kstar_utils.models._common import check_checkpoint_file, pil_transform, reading_checkpoint
 
 
@@ -140,3 +140,15 @@ def _loaded(name: str, model, pretrained: str, file: Path | None) -> LoadedModel
         head_module=head, pretrained=pretrained, weights_file=file,
         preprocessing={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()} | {"transform": repr(tf)},
     )
+
+
+def describe(name: str) -> ModelInfo:
+    """Standard (ImageNet) training where a weights tag is named, else random weights."""
+    tagged = '.' in name
+    return ModelInfo(f"timm:{name}", name, "timm", name.split('.', 1)[0], "standard" if tagged else "random", None, None,
+                     "timm weights" if tagged else "random initialisation")
+
+
+def accuracies(names, dataset: str) -> list[dict]:
+    """The workbook ships no accuracy table for timm models."""
+    return []

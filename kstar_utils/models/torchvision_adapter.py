@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kstar_utils.models import LoadedModel, WeightsNotFoundError, WeightsRequirement
+from kstar_utils.models import LoadedModel, ModelInfo, WeightsNotFoundError, WeightsRequirement
 from kstar_utils.models._common import load_checkpoint, pil_transform, reading_checkpoint
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -144,3 +144,15 @@ def _loaded(name: str, model, tf, pretrained: str, file: Path | None) -> LoadedM
         head_module=last_linear(model), pretrained=pretrained, weights_file=file,
         preprocessing={"transform": repr(tf)},
     )
+
+
+def describe(name: str) -> ModelInfo:
+    """Standard (ImageNet) training where a weights tag is named, else random weights."""
+    tagged = _split(name)[1] is not None
+    return ModelInfo(f"torchvision:{name}", name, "torchvision", _split(name)[0], "standard" if tagged else "random", None, None,
+                     "torchvision weights" if tagged else "random initialisation")
+
+
+def accuracies(names, dataset: str) -> list[dict]:
+    """The workbook ships no accuracy table for torchvision models."""
+    return []

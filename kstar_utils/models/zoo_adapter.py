@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kstar_utils.models import LoadedModel, WeightsRequirement
+from kstar_utils.models import LoadedModel, ModelInfo, WeightsRequirement
 from kstar_utils.models._common import sha256_file, to_tensor_if_needed
 
 
@@ -71,3 +71,26 @@ def _loaded(name: str, module, pretrained: str, weights_file: Path | None) -> Lo
         head_module="fc", pretrained=pretrained, weights_file=weights_file,
         preprocessing={"input": "(1, 8, 8) float32 in [0, 1]", "normalisation": "none"},
     )
+
+
+def describe(name: str) -> ModelInfo:
+    """Small CNNs the workbook trains from scratch on the digits (`untrained` keeps its random initialisation)."""
+    r = next(r for r in _zoo().RECIPES if r.name == name)
+    norm = {"pgd": "Linf", "noise": "gaussian"}.get(r.kind)
+    return ModelInfo(f"zoo:{name}", name, "zoo", "small-cnn", "random" if r.kind == "none" else "own-training", norm,
+                     r.eps if norm else (0.0 if r.kind == "clean" else None),
+                     f"{r.kind} training on scikit-learn's digits, {r.epochs} epochs" if r.kind != "none" else
+                     "random initialisation")
+
+
+def accuracies(names, dataset: str) -> list[dict]:
+    """Clean and robust accuracy measured when the zoo was trained (data/zoo/zoo_metrics.csv), on the digits."""
+    if dataset != "digits":
+        return []
+    from kstar_utils.io.tables import load_measured_metrics
+
+    table = load_measured_metrics("zoo").set_index("model")
+    return [{"model": n, "clean_acc": float(table.at[f"zoo:{n}", "clean_acc"]),
+             "robust_acc": float(table.at[f"zoo:{n}", "robust_acc"]),
+             "eval_eps": float(table.at[f"zoo:{n}", "eval_eps"]), "accuracy_source": "data/zoo/zoo_metrics.csv (measured)"}
+            for n in names if f"zoo:{n}" in table.index]

@@ -247,8 +247,7 @@ def feature_spec(model: str, dataset: str, split: str, layer: str, *, pretrained
     """Everything that changes a layer's features (the cache key). Paths and batch size are provenance, not key."""
     spec = {"kind": "features", "model": model, "pretrained": pretrained, "dataset": dataset, "split": split,
             "layer": layer, "pool": pool, "precision": precision}
-    if model.startswith("openclip:"):  # only OpenCLIP embeddings are normalised (default True)
-        spec["normalize"] = bool(model_opts.get("normalize", True))
+    spec.update(registry.feature_key(model, **model_opts))  # e.g. OpenCLIP's embedding normalisation
     if model_opts.get("weights_path"):
         spec["weights_path"] = str(Path(model_opts["weights_path"]).expanduser().resolve())
     for k in ("n_per_class", "seed", "subset"):

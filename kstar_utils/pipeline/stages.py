@@ -323,28 +323,31 @@ def select(df: pd.DataFrame, **equal) -> pd.DataFrame:
 def join_accuracy(skewness_table, accuracy_table: str | Path | pd.DataFrame = "auto") -> pd.DataFrame:
     """The per-model skewness table joined with accuracies on `model` (and `dataset`); every model must have one.
 
-    accuracy_table: "auto" (what the workbook knows for these models on these datasets: io.tables.model_accuracies,
-    i.e. its own measured tables, the RobustBench leaderboard and the OpenCLIP results), or a table / CSV path with
-    columns model, clean_acc, robust_acc (fractions; a dataset column is joined on when present).
+    accuracy_table: "auto" (what the workbook knows for these models on these datasets, asked of each model's
+    source: kstar_utils.models.accuracies, i.e. the workbook's measured tables, the RobustBench leaderboard and the
+    OpenCLIP results), or a table / CSV path with a model column and accuracy columns of io.tables.ACCURACY_COLUMNS
+    (fractions; a dataset column is joined on when present).
     """
-    from kstar_utils.io.tables import ACCURACY_COLUMNS, model_accuracies
+    from kstar_utils import models
+    from kstar_utils.io.tables import ACCURACY_COLUMNS
 
     sk = read_index(skewness_table, ["model", "dataset", "layer", "approx_skewness", "true_skewness"])
     if isinstance(accuracy_table, str) and accuracy_table == "auto":
-        acc = model_accuracies(sorted(set(sk["model"])), sorted(set(sk["dataset"])))
+        acc = models.accuracies(sorted(set(sk["model"])), sorted(set(sk["dataset"])))
     else:
         acc = accuracy_table if isinstance(accuracy_table, pd.DataFrame) else read_index(accuracy_table, ["model"])
-        missing = [c for c in ("model", "clean_acc", "robust_acc") if c not in acc.columns]
-        if missing:
-            raise ValueError(f"accuracy table lacks columns {missing}; has {list(acc.columns)}")
+        if "model" not in acc.columns or not any(c in acc.columns for c in ACCURACY_COLUMNS):
+            raise ValueError(f"accuracy table needs a model column and one of {list(ACCURACY_COLUMNS)}; has "
+                             f"{list(acc.columns)}")
     vals = acc[[c for c in ACCURACY_COLUMNS if c in acc.columns]].to_numpy(dtype=np.float64)
     if np.nanmax(vals, initial=0.0) > 1.0 or np.nanmin(vals, initial=0.0) < 0.0:
         raise ValueError("accuracies must be fractions in [0, 1] (percentages? divide by 100)")
     keys = ["model", "dataset"] if "dataset" in acc.columns else ["model"]
     out = sk.merge(acc, on=keys, how="left", validate="many_to_one")
-    missing = sorted(set(out.loc[out[["clean_acc", "robust_acc"]].isna().all(axis=1), "model"]))
+    present = [c for c in ACCURACY_COLUMNS if c in out.columns]
+    missing = sorted(set(out.loc[out[present].isna().all(axis=1), "model"]))
     if missing:
-        raise ValueError(f"no clean or robust accuracy for model(s) {missing}")
+        raise ValueError(f"no accuracy known for model(s) {missing}; give accuracy_table")
     return out
 
 

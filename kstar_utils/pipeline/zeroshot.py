@@ -79,10 +79,11 @@ def zero_shot_accuracy(model: str, dataset: str, *, split: str = "test", templat
     text embeddings of `class_names` (default: the dataset's names) under `templates`.
     """
     from kstar_utils.pipeline.features import MODEL_OPTIONS, extract_features, load_features
-    from kstar_utils.models import load_model
+    from kstar_utils.models import load_model, supports_zero_shot
 
-    if not model.startswith("openclip:"):
-        raise ValueError(f"zero-shot accuracy needs an OpenCLIP model ('openclip:<arch>/<tag>'); got {model!r}")
+    if not supports_zero_shot(model):
+        raise ValueError(f"zero-shot accuracy needs a model that classifies by text prompts (an OpenCLIP model, "
+                         f"'openclip:<arch>/<tag>'); got {model!r}")
     paths = extract_features(model, dataset, split=split, layers=("embedding",), root=root, data_root=data_root,
                              batch_size=batch_size, device=device, **options)
     fs = load_features(paths["embedding"])

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from kstar_utils.analysis.findings import short_name  # noqa: F401  (the figures' model names)
+from kstar_utils.models import short_name  # noqa: F401  (the figures' model names)
 from kstar_utils.io.cache import atomic_path
 from kstar_utils.method.skewness import CLUSTERED, FRACTURED, OVERLAPPED, UNDEFINED
 

@@ -421,6 +421,7 @@ def expand_jobs(study: Study) -> list[Job]:
     the layers), in the file's order."""
     code = notebooks_code_hash(study.notebooks_dir)
     from kstar_utils.engine.run import resolve_device
+    from kstar_utils.models import supports_zero_shot
 
     # "cuda" is kept as asked even where this machine has none: the jobs may run on a cluster's GPU workers
     device = study.device if study.device != "auto" else resolve_device("auto").type
@@ -434,7 +435,7 @@ def expand_jobs(study: Study) -> list[Job]:
     jobs = []
     for (model, dataset), layers in pairs.items():
         opts = options[(model, dataset)]
-        zs = study.accuracy.zeroshot_computed and model.startswith("openclip:")
+        zs = study.accuracy.zeroshot_computed and supports_zero_shot(model)
         spec = {"kind": "study-job", "model": model, "dataset": dataset, "split": study.split, "layers": list(layers),
                 "metric": study.metric.label,
                 "data_root": study.data_root, "cache_dir": str(study.cache_dir),

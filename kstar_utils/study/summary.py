@@ -1,7 +1,7 @@
 """The study's summary table: one row per (model, dataset, layer) with Γ, Γ', accuracies and provenance; and the
 study-level correlations.
 
-Accuracies come from io.tables.model_accuracies (the workbook's measured tables for zoo:<name> on digits and
+Accuracies come from kstar_utils.models.accuracies (the workbook's measured tables for zoo:<name> on digits and
 cifar-resnet:<name> on cifar10-sample, the RobustBench leaderboard, the OpenCLIP results) and, when the study asks for
 it, zeroshot_acc_computed (kstar_utils.pipeline.zeroshot, computed in the job).
 
@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 
 from kstar_utils.io import cache
+from kstar_utils.io.tables import ACCURACY_COLUMNS as _TABLE_ACCURACY_COLUMNS
 from kstar_utils.study.jobs import job_paths
 from kstar_utils.study.spec import Job
 
-ACCURACY_COLUMNS = ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg", "zeroshot_acc_computed")
+#: the summary's accuracy columns: every one the sources fill, and zero-shot accuracy computed in the jobs
+ACCURACY_COLUMNS = (*_TABLE_ACCURACY_COLUMNS, "zeroshot_acc_computed")
 SKEW_COLUMNS = ("true_skewness", "approx_skewness", "approx_skewness_weighted", "skew_spread", "n_classes",
                 "n_fractured", "n_overlapped", "n_clustered", "n_undefined")
 
@@ -117,12 +119,12 @@ def build_summary(jobs: Sequence[Job], statuses: Mapping[str, Mapping], *, publi
         if c not in table.columns:
             table[c] = np.nan
     if published:
-        from kstar_utils.io.tables import model_accuracies
+        from kstar_utils import models
 
-        acc = model_accuracies(sorted({j.model for j in jobs}), sorted({j.dataset for j in jobs}))
+        acc = models.accuracies(sorted({j.model for j in jobs}), sorted({j.dataset for j in jobs}))
         table = table.merge(acc, on=["model", "dataset"], how="left", validate="many_to_one")
     else:
-        for c in ("clean_acc", "robust_acc", "zeroshot_acc", "zeroshot_avg"):
+        for c in _TABLE_ACCURACY_COLUMNS:
             table[c] = np.nan
         table["accuracy_source"] = ""
     first = ["model", "dataset", "split", "layer", "metric", *SKEW_COLUMNS, *ACCURACY_COLUMNS, "accuracy_source",
