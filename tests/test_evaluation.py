@@ -276,7 +276,7 @@ def test_settings_and_labels():
     with pytest.raises(ValueError, match="clean_n"):
         E.EvaluationSettings(clean_n=0)
     record = E.EvaluationSettings().record()
-    assert json.loads(json.dumps(record)) == record and record["apgd_targets"] == 9
+    assert json.loads(json.dumps(record)) == record and record["apgd_targets"] == 3
 
 
 def test_the_default_models_are_the_thirty_of_the_study():
