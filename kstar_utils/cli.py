@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="digits: the 8x8-digits CNNs (data/zoo); cifar: the fine-tuned CIFAR ResNet-20s and the "
                           "measurements of the pretrained ResNets (data/cifar_resnets); default: both")
     zoo.add_argument("--models", nargs="*", default=None,
-                     help="only these models (train --zoo cifar: recipe names such as resnet20-pgd2; measure: registry "
+                     help="only these models (train: recipe names such as resnet20-pgd2 or pgd-0.1; measure: registry "
                           "names such as abcrown:cnn-a-adv; default: all)")
     zoo.add_argument("--force", action="store_true",
                      help="rebuild / re-measure models already done (both resume otherwise)")
@@ -180,9 +180,9 @@ def _zoo(args: argparse.Namespace) -> int:
         measure_cifar_models(args.models, args.out, force=args.force, threads=args.torch_threads)
         return 0
     if args.zoo in ("digits", "all"):
-        from kstar_utils.models.digits_zoo import build_zoo
+        from kstar_utils.models.digits_zoo import build_digits_zoo
 
-        print(build_zoo().to_string(index=False))
+        print(build_digits_zoo(models=args.models, force=args.force).to_string(index=False))
     if args.zoo in ("cifar", "all"):
         from kstar_utils.models.cifar_zoo import build_cifar_zoo
 

@@ -138,7 +138,7 @@ def test_pretrained_download_checks_the_upstream_hash(tmp_path, monkeypatch):
 
 def test_finetuning_is_seeded_and_augmentation_keeps_the_images():
     X, y = cifar_zoo.load_images("train")
-    r = cifar_zoo.Recipe("tiny", "clean", epochs=1, batch_size=32)
+    r = cifar_zoo.Recipe("tiny", "clean", base="resnet20", epochs=1, batch_size=32)
     a = cifar_zoo.finetune(r, X[:64], y[:64], progress=False)
     b = cifar_zoo.finetune(r, X[:64], y[:64], progress=False)
     for pa, pb in zip(a.parameters(), b.parameters()):

@@ -18,7 +18,7 @@ from kstar_utils.models.cifar_resnet import MEAN, PRETRAINED, STD, UPSTREAM_URL,
 def _finetuned_names() -> dict[str, str]:
     from kstar_utils.models import cifar_zoo
 
-    return {r.name: r.base for r in cifar_zoo.RECIPES}
+    return {r.name: r.base for r in cifar_zoo.FINETUNED}
 
 
 def known_names() -> list[str]:

@@ -16,12 +16,12 @@ data/cifar_resnets/finetuned/, the measurements to data/cifar_resnets/cifar_zoo_
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from kstar_utils.models.training import Recipe, build_zoo, find_recipe
 
 METRICS_FILE = "cifar_zoo_metrics.csv"
 EVAL_EPS = 1 / 255       # robust-accuracy budget: at 2/255 and above every standard model is at ~0 (no ranking)
@@ -33,40 +33,26 @@ APGD_TARGETS = 3         # APGD-T target classes (standard: 9); the top-3 wrong 
 PRETRAINED_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56")
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """One fine-tuning run. kind: "clean", "noise" (Gaussian, sigma = eps) or "pgd" (L-inf eps, `pgd_steps`)."""
-
-    name: str
-    kind: str
-    eps: float = 0.0
-    base: str = "resnet20"
-    epochs: int = 5
-    lr: float = 0.01
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    pgd_steps: int = 7
-    seed: int = 0
+def _finetune(name: str, kind: str, eps: float = 0.0) -> Recipe:
+    """A fine-tuning of the pretrained ResNet-20: 5 epochs, SGD lr 0.01 (cosine), batch 128, weight decay 5e-4."""
+    return Recipe(name, kind, eps, base="resnet20", epochs=5, lr=0.01, batch_size=128, weight_decay=5e-4)
 
 
+#: the pretrained models, measured as they are, then the fine-tunings
 RECIPES: tuple[Recipe, ...] = (
-    Recipe("resnet20-ft", "clean"),
-    Recipe("resnet20-noise", "noise", eps=0.1),
-    Recipe("resnet20-pgd1", "pgd", eps=1 / 255),
-    Recipe("resnet20-pgd2", "pgd", eps=2 / 255),
-    Recipe("resnet20-pgd4", "pgd", eps=4 / 255),
-    Recipe("resnet20-pgd8", "pgd", eps=8 / 255),
+    *(Recipe(name, "pretrained", base=name) for name in PRETRAINED_MODELS),
+    _finetune("resnet20-ft", "clean"),
+    _finetune("resnet20-noise", "noise", eps=0.1),
+    _finetune("resnet20-pgd1", "pgd", eps=1 / 255),
+    _finetune("resnet20-pgd2", "pgd", eps=2 / 255),
+    _finetune("resnet20-pgd4", "pgd", eps=4 / 255),
+    _finetune("resnet20-pgd8", "pgd", eps=8 / 255),
 )
+FINETUNED: tuple[Recipe, ...] = tuple(r for r in RECIPES if r.kind != "pretrained")
 
 
 def recipe(name: str) -> Recipe:
-    for r in RECIPES:
-        if r.name == name:
-            return r
-    import difflib
-
-    close = difflib.get_close_matches(name, [r.name for r in RECIPES], n=3, cutoff=0.3)
-    raise ValueError(f"unknown fine-tuning recipe {name!r}; closest: {close or [r.name for r in RECIPES]}")
+    return find_recipe(FINETUNED, name, "fine-tuning recipe")
 
 
 def load_images(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -144,50 +130,33 @@ def measure(model, X: np.ndarray, y: np.ndarray, subset: np.ndarray, *, eps: flo
 
 def build_cifar_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps: float = EVAL_EPS,
                     force: bool = False) -> pd.DataFrame:
-    """Fine-tune every recipe and measure every model; returns (and writes) the metrics table.
+    """Fine-tune every recipe and measure every model (models.training.build_zoo); returns (and writes) the table.
 
-    Resumable: a model whose weights and metrics row already exist (same recipe, same evaluation: budget, images,
-    attacks) is skipped unless force=True. models: names to (re)build (default: the four pretrained ones and every
-    recipe). out_dir receives the fine-tuned weights and the table; the pretrained models are always the shipped ones
-    (the bases of the fine-tuning too).
+    Resumable: a model whose weights and row already exist (same recipe, same evaluation: budget, images, attacks) is
+    kept unless force=True. models: names to (re)build (default: the four pretrained ones and every fine-tuning).
+    out_dir receives the fine-tuned weights and the table; the pretrained models are always the shipped ones (the
+    bases of the fine-tuning too).
     """
-    from kstar_utils.io import cache
     from kstar_utils.models.cifar_resnet import load_pretrained, save_state, weights_dir, weights_file
 
     out_dir = Path(out_dir) if out_dir is not None else weights_dir()
-    names = list(models) if models else list(PRETRAINED_MODELS) + [r.name for r in RECIPES]
-    table_path = out_dir / METRICS_FILE
-    table = pd.read_csv(table_path) if table_path.is_file() else pd.DataFrame()
-    rows = {r["model"]: r for r in table.to_dict("records")} if not table.empty else {}
-    Xtr, ytr = load_images("train")
-    Xte, yte = load_images("test")
-    subset = eval_subset(yte)
-    evaluation = {"eval_eps": float(eval_eps), "eval_n": int(subset.size), "attacks": "+".join(ATTACKS),
+    data: dict = {}
+
+    def images(split):
+        if split not in data:  # read once, and only when something is built
+            data[split] = load_images(split)
+        return data[split]
+
+    def make(r: Recipe):
+        return load_pretrained(r.name) if r.kind == "pretrained" else finetune(r, *images("train"))
+
+    def measured(model):
+        X, y = images("test")
+        return measure(model, X, y, eval_subset(y), eps=eval_eps)
+
+    evaluation = {"eval_eps": float(eval_eps), "eval_n": min(EVAL_N, 846), "attacks": "+".join(ATTACKS),
                   "apgd_targets": APGD_TARGETS}
-    for name in names:
-        r = None if name in PRETRAINED_MODELS else recipe(name)
-        key = repr(r) if r else "pretrained"
-        wfile = weights_file(name, out_dir)
-        old = rows.get(name, {})
-        if not force and old.get("recipe") == key and all(old.get(k) == v for k, v in evaluation.items()) \
-                and (r is None or wfile.is_file()):
-            continue
-        t0 = time.perf_counter()
-        if r is None:
-            model = load_pretrained(name)
-        else:
-            model = finetune(r, Xtr, ytr)
-            save_state(model, wfile, recipe=key)
-        train_seconds = time.perf_counter() - t0
-        m = measure(model, Xte, yte, subset, eps=eval_eps)
-        rows[name] = {"model": name, "kind": r.kind if r else "pretrained", "base": r.base if r else name,
-                      "train_eps": r.eps if r else 0.0, "epochs": r.epochs if r else 0, **m, **evaluation,
-                      "train_seconds": round(train_seconds, 1),
-                      "eval_seconds": round(time.perf_counter() - t0 - train_seconds, 1), "recipe": key}
-        print(rows[name], flush=True)
-        order = [n for n in list(PRETRAINED_MODELS) + [x.name for x in RECIPES] if n in rows]
-        out = pd.DataFrame([rows[n] for n in order])
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with cache.atomic_path(table_path) as tmp:
-            out.to_csv(tmp, index=False)
-    return pd.read_csv(table_path)
+    return build_zoo(RECIPES, out_dir / METRICS_FILE, make=make,
+                     save=lambda r, m: save_state(m, weights_file(r.name, out_dir), recipe=repr(r)),
+                     built=lambda r: r.kind == "pretrained" or weights_file(r.name, out_dir).is_file(),
+                     measure=measured, evaluation=evaluation, names=models, force=force)

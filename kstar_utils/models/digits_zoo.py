@@ -10,8 +10,6 @@ build can afford for eight models.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +19,14 @@ from torch import nn
 
 from kstar_utils.datasets.embedded import load_digits
 from kstar_utils.io import cache
-from kstar_utils.models.training import accuracy, robust_accuracy, train_step
+from kstar_utils.models.training import Recipe, accuracy, build_zoo, find_recipe, robust_accuracy, train_step
 
 METRICS_FILE = "zoo_metrics.csv"
 ATTACKS = ("apgd-ce", "apgd-t")
 EVAL_EPS = 0.1  # L-inf budget of the robust-accuracy evaluation, in [0, 1] pixel units (1.6 of 16 grey levels)
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one zoo model is trained. kind: "none" (random init), "clean", "noise" (Gaussian, sigma=eps) or "pgd"
-    (Madry L-inf adversarial training at eps with `pgd_steps` steps)."""
-
-    name: str
-    kind: str
-    eps: float = 0.0
-    epochs: int = 40
-    pgd_steps: int = 7
-    seed: int = 0
-
-
+#: trained from scratch: Adam lr 2e-3 (cosine), batch 64, 40 epochs (the defaults of models.training.Recipe)
 RECIPES: tuple[Recipe, ...] = (
     Recipe("untrained", "none"),
     Recipe("standard", "clean"),
@@ -79,13 +65,7 @@ def _data_dir() -> Path:
 
 
 def recipe(name: str) -> Recipe:
-    for r in RECIPES:
-        if r.name == name:
-            return r
-    import difflib
-
-    close = difflib.get_close_matches(name, ZOO_MODELS, n=3, cutoff=0.3)
-    raise ValueError(f"unknown zoo model {name!r}; closest: {close or list(ZOO_MODELS)}")
+    return find_recipe(RECIPES, name, "zoo model")
 
 
 def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
@@ -114,7 +94,7 @@ def load_zoo_model(name: str, weights_dir: str | Path | None = None, *, trust: b
     return model.eval()
 
 
-def train(r: Recipe, X: np.ndarray, y: np.ndarray, batch_size: int = 64, lr: float = 2e-3) -> nn.Module:
+def train(r: Recipe, X: np.ndarray, y: np.ndarray) -> nn.Module:
     """Train one zoo model on (N, 1, 8, 8) images and (N,) labels, deterministically from r.seed."""
     torch.manual_seed(r.seed)
     model = SmallCNN()
@@ -122,46 +102,34 @@ def train(r: Recipe, X: np.ndarray, y: np.ndarray, batch_size: int = 64, lr: flo
         return model.eval()
     gen = torch.Generator().manual_seed(r.seed)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r.epochs)
     for _ in range(r.epochs):
         perm = torch.randperm(len(Xt), generator=gen)
-        for i in range(0, len(Xt), batch_size):
-            idx = perm[i : i + batch_size]
+        for i in range(0, len(Xt), r.batch_size):
+            idx = perm[i : i + r.batch_size]
             train_step(model, opt, Xt[idx], yt[idx], kind=r.kind, eps=r.eps, pgd_steps=r.pgd_steps, gen=gen)
         sched.step()
     return model.eval()
 
 
-def build_zoo(out_dir: str | Path | None = None, eval_eps: float = EVAL_EPS) -> pd.DataFrame:
-    """Train every recipe, save weights and the metrics table to out_dir, return the table."""
-    from tqdm.auto import tqdm
-
+def build_digits_zoo(out_dir: str | Path | None = None, *, models=None, eval_eps: float = EVAL_EPS,
+                     force: bool = False) -> pd.DataFrame:
+    """Train every recipe, save weights and the metrics table to out_dir (models.training.build_zoo: resumable, a
+    model already built with the same recipe and evaluation is kept unless force); returns the table."""
     out_dir = Path(out_dir) if out_dir is not None else _data_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
     Xtr, ytr = load_digits("train")
     Xte, yte = load_digits("test")
-    rows = []
-    for r in tqdm(RECIPES, desc="zoo"):
-        t0 = time.perf_counter()
-        model = train(r, Xtr, ytr)
-        with cache.atomic_path(out_dir / f"{r.name}.pt") as tmp:
+
+    def save(r: Recipe, model) -> None:
+        with cache.atomic_path(weights_path(r.name, out_dir)) as tmp:
             torch.save(model.state_dict(), tmp)
-        rows.append(
-            {
-                "model": r.name,
-                "kind": r.kind,
-                "train_eps": r.eps,
-                "clean_acc": round(accuracy(model, Xte, yte), 4),
-                "robust_acc": round(robust_accuracy(model, Xte, yte, eps=eval_eps, attacks=ATTACKS), 4),
-                "eval_eps": eval_eps,
-                "attacks": "+".join(ATTACKS),
-                "epochs": r.epochs if r.kind != "none" else 0,
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-        )
-        tqdm.write(str(rows[-1]))
-    table = pd.DataFrame(rows)
-    with cache.atomic_path(out_dir / METRICS_FILE) as tmp:
-        table.to_csv(tmp, index=False)
-    return table
+
+    def measured(model):
+        return {"clean_acc": round(accuracy(model, Xte, yte), 4),
+                "robust_acc": round(robust_accuracy(model, Xte, yte, eps=eval_eps, attacks=ATTACKS), 4)}
+
+    evaluation = {"eval_eps": float(eval_eps), "attacks": "+".join(ATTACKS)}
+    return build_zoo(RECIPES, out_dir / METRICS_FILE, make=lambda r: train(r, Xtr, ytr), save=save,
+                     built=lambda r: weights_path(r.name, out_dir).is_file(), measure=measured,
+                     evaluation=evaluation, names=models, force=force)
