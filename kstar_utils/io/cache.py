@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from kstar_utils.io.paths import outputs_root
+
 SIDECAR_SUFFIX = ".json"
 CORRUPT_INFIX = ".corrupt-"
 
@@ -87,15 +89,17 @@ def slugify(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-")[:80] or "x"
 
 
-def artifact_path(root: str | os.PathLike, kind: str, spec: Mapping[str, Any], suffix: str, *, slug_keys=None) -> Path:
+def artifact_path(root: str | os.PathLike | None, kind: str, spec: Mapping[str, Any], suffix: str, *,
+                  slug_keys=None) -> Path:
     """The one place that names cached files: root/kind/<slug>__<hash><suffix>.
 
-    kind: a folder such as "features", "kstar", "tables"; slug_keys: spec keys whose values make the readable part
+    root: the results folder (None: io.paths.outputs_root(), the same whatever the working directory); kind: a
+    folder such as "features", "kstar", "tables"; slug_keys: spec keys whose values make the readable part
     (default: model, layer, dataset, split where present).
     """
     keys = slug_keys or [k for k in ("model", "layer", "dataset", "split", "metric") if k in spec]
     slug = "_".join(slugify(spec[k]) for k in keys) or kind
-    return Path(root) / kind / f"{slug}__{spec_hash(spec)}{suffix}"
+    return outputs_root(root) / kind / f"{slug}__{spec_hash(spec)}{suffix}"
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

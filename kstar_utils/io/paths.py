@@ -5,9 +5,10 @@
 | shipped data | published tables, embedded weights and images (`data/`) | KSTAR_SHIPPED_DATA | the repository's data/ |
 | datasets | image datasets the user provides (CIFAR, ImageNet, ...) | KSTAR_DATASETS | ~/.cache/kstar/data |
 | RobustBench | RobustBench checkpoints, in RobustBench's own layout | KSTAR_ROBUSTBENCH_DIR | ~/.cache/kstar/robustbench |
+| outputs | features, k*, tables, figures, studies | KSTAR_OUTPUTS | the repository's outputs/ |
 
-Outputs (features, k*, tables, figures, studies) go wherever a notebook's or a study's parameters say; the notebooks'
-defaults are the repository's outputs/.
+Outputs go wherever a call's, a notebook's or a study's parameters say; where they say nothing, to `outputs_root()`,
+the same folder whatever the current directory (the notebooks' `../outputs` is that folder seen from notebooks/).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED_ENV = "KSTAR_SHIPPED_DATA"
 DATASETS_ENV = "KSTAR_DATASETS"
 ROBUSTBENCH_ENV = "KSTAR_ROBUSTBENCH_DIR"
+OUTPUTS_ENV = "KSTAR_OUTPUTS"
 DEFAULT_DATASETS = "~/.cache/kstar/data"
 DEFAULT_ROBUSTBENCH = "~/.cache/kstar/robustbench"
 
@@ -42,6 +44,13 @@ def robustbench_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Where RobustBench checkpoints live: `explicit` (a model_dir option), else $KSTAR_ROBUSTBENCH_DIR, else
     ~/.cache/kstar/robustbench."""
     return Path(explicit or _env(ROBUSTBENCH_ENV) or DEFAULT_ROBUSTBENCH).expanduser()
+
+
+def outputs_root(explicit: str | os.PathLike | None = None) -> Path:
+    """Where results go (the caches of features and k*, tables, figures, studies): `explicit` (a root / cache_dir
+    parameter), else $KSTAR_OUTPUTS, else the repository's outputs/. Absolute: a call from another working
+    directory finds the same caches instead of silently starting new ones."""
+    return Path(explicit or _env(OUTPUTS_ENV) or REPO / "outputs").expanduser().absolute()
 
 
 def notebooks_dir() -> Path:

@@ -323,7 +323,7 @@ def _split_options(options: Mapping[str, Any]):
 
 # ---------------------------------------------------------------------------------------------- extraction
 def extract_features(model: str, dataset: str, *, split: str = "test", layers=("penultimate", "logits"),
-                     root: str | Path = "outputs", data_root=None, batch_size: int = 256, device=None,
+                     root: str | Path | None = None, data_root=None, batch_size: int = 256, device=None,
                      force: bool = False, **options) -> dict[str, Path]:
     """Extract features of `dataset` from `model` at each of `layers`; returns {layer: path of its .npz}.
 

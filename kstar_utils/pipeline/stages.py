@@ -69,7 +69,7 @@ def read_index(index: str | Path | pd.DataFrame, required: Sequence[str], *, lay
 
 # ------------------------------------------------------------------------------------------------ 01 features
 def extract_stage(models: Iterable[str], dataset: str, *, split: str = "test", layers=("penultimate", "logits"),
-                  root: str | Path = "outputs", data_root=None, progress: bool = True, **options) -> pd.DataFrame:
+                  root: str | Path | None = None, data_root=None, progress: bool = True, **options) -> pd.DataFrame:
     """Extract (or reuse) features of every model; one index row per (model, layer) with N, D and the file path."""
     rows = []
     models = list(models)
@@ -203,7 +203,7 @@ def indexed_kstar(row) -> KstarResult:
     return load_kstar(row.kstar_path, sha256=recorded if isinstance(recorded, str) else None)
 
 
-def kstar_stage(features_index, *, root: str | Path = "outputs", metric: Metric | str = "euclidean",
+def kstar_stage(features_index, *, root: str | Path | None = None, metric: Metric | str = "euclidean",
                 force: bool = False, progress: bool = True, p=None, cov=None, shrinkage=None,
                 **engine_options) -> pd.DataFrame:
     """k* for every row of the features index; returns the k* index (features index + metric, kstar_path and the

@@ -71,7 +71,7 @@ def zero_shot_predict(embeddings: np.ndarray, classifier) -> np.ndarray:
 
 
 def zero_shot_accuracy(model: str, dataset: str, *, split: str = "test", templates="simple",
-                       class_names: Sequence[str] | None = None, root: str | Path = "outputs", data_root=None,
+                       class_names: Sequence[str] | None = None, root: str | Path | None = None, data_root=None,
                        batch_size: int = 256, device=None, **options) -> float:
     """Top-1 zero-shot accuracy (a fraction in [0, 1]) of OpenCLIP `model` on `dataset`.
 

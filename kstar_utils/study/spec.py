@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from kstar_utils.io.paths import notebooks_dir
+from kstar_utils.io.paths import notebooks_dir, outputs_root
 
 from kstar_utils.io import cache
 from kstar_utils.method.metrics import METRICS, Metric
@@ -44,8 +44,9 @@ TOP_KEYS = {
     "metric": f"the k* distance, one of {', '.join(METRICS)}, with its options: e.g. minkowski(p=3), "
               "mahalanobis(cov=total, shrinkage=0.1), or a mapping {name: minkowski, p: 3} (default euclidean)",
     "data_root": "where real datasets live (default $KSTAR_DATASETS)",
-    "output_dir": "where the study writes jobs, summary, figures, index.html (default ../outputs/studies/<name>)",
-    "cache_dir": "root of the feature and k* caches shared with the notebooks (default ../outputs)",
+    "output_dir": "where the study writes jobs, summary, figures, index.html (default <outputs>/studies/<name>, "
+                  "<outputs> being $KSTAR_OUTPUTS or the workbook's outputs/)",
+    "cache_dir": "root of the feature and k* caches shared with the notebooks (default <outputs>)",
     "notebooks_dir": "folder of the workbook notebooks (default: the package's notebooks/)",
     "device": "auto | cpu | cuda: cuda jobs get one GPU each through Dask worker resources",
     "accuracy": "{published: true, zeroshot_computed: false, zeroshot_templates: simple}",
@@ -346,8 +347,8 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
     return Study(
         name=name,
         grids=tuple(grids),
-        output_dir=_path(raw.get("output_dir", f"../outputs/studies/{cache.slugify(name)}"), base),
-        cache_dir=_path(raw.get("cache_dir", "../outputs"), base),
+        output_dir=_path(raw["output_dir"], base) if raw.get("output_dir") else outputs_root() / "studies" / name,
+        cache_dir=_path(raw["cache_dir"], base) if raw.get("cache_dir") else outputs_root(),
         notebooks_dir=_path(raw["notebooks_dir"], base) if "notebooks_dir" in raw else DEFAULT_NOTEBOOKS_DIR,
         split=str(raw.get("split", "test")),
         metric=metric,
