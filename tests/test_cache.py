@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import kstar_utils.pipeline.features as features_module
+
 from kstar_utils.io import cache
 
 from kstar_utils import compute_kstar
@@ -174,8 +176,9 @@ def test_resumed_chunk_that_is_damaged_is_recomputed(zoo_root):
         if i == 2:
             raise Killed
 
-    with pytest.raises(Killed):
-        extract_features("zoo:standard", "digits", root=zoo_root / "run", on_chunk=kill, **opts)
+    with pytest.raises(Killed), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(features_module, "_chunk_saved", kill)
+        extract_features("zoo:standard", "digits", root=zoo_root / "run", **opts)
     chunk = sorted((zoo_root / "run" / "features_parts").glob("*/chunk_000001.npz"))[0]
     chunk.write_bytes(b"not a zip")
     with pytest.warns(cache.CorruptCacheWarning, match="chunk_000001.npz"):

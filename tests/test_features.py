@@ -10,6 +10,8 @@ import types
 
 import numpy as np
 import pytest
+
+import kstar_utils.pipeline.features as features_module
 import torch
 from torch import nn
 
@@ -134,15 +136,18 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(stand_in_zoo, tmp_pat
         if i == 2:
             raise Killed
 
-    with pytest.raises(Killed):
-        extract_features("zoo:tiny", "digits", root=tmp_path / "run", on_chunk=kill_after_three, **opts)
+    with pytest.raises(Killed), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(features_module, "_chunk_saved", kill_after_three)
+        extract_features("zoo:tiny", "digits", root=tmp_path / "run", **opts)
     assert not any(cache.sidecar_path(p).exists() for p in (tmp_path / "run" / "features").glob("*.npz"))
     parts = list((tmp_path / "run" / "features_parts").glob("*/chunk_*.npz"))
     assert len(parts) == 3
 
     seen = []
     stand_in_zoo.calls["forward"] = 0
-    out = extract_features("zoo:tiny", "digits", root=tmp_path / "run", on_chunk=lambda i, n: seen.append(i), **opts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(features_module, "_chunk_saved", lambda i, n: seen.append(i))
+        out = extract_features("zoo:tiny", "digits", root=tmp_path / "run", **opts)
     assert seen == list(range(3, 9))  # resumed at the first missing chunk
     assert stand_in_zoo.calls["forward"] == 6
     for layer in ref:

@@ -8,7 +8,7 @@ from scipy import stats
 
 from kstar_utils import compute_kstar, normalize_kstar, summarize_skewness
 from kstar_utils.method.skewness import (CLUSTERED, FRACTURED, OVERLAPPED, UNDEFINED,
-                                         bootstrap_approx_skewness, distribution_skew, pattern_of, reliability_flags)
+                                         bootstrap_approx_skewness, distribution_skew, pattern_of)
 
 
 def _labels(*sizes):
@@ -121,32 +121,6 @@ def test_no_warning_for_ordinary_input():
 
 
 # -- how far Γ' can be trusted ----------------------------------------------------------------------------------------
-def test_reliability_flags_rule():
-    tight = np.full(20, 1.0) + np.linspace(-0.05, 0.05, 20)  # Γ' ≈ 1, tiny spread
-    around_zero = np.linspace(-1.0, 1.2, 20)  # Γ' ≈ 0.1, SEM ≈ 0.15
-    wide = np.linspace(-4.0, 8.0, 30)  # Γ' = 2, spread > 2
-    out = reliability_flags({"tight": tight, "around_zero": around_zero, "wide": wide, "few": [1.0, 1.2, 0.9]}).set_index("model")
-    assert not out.loc["tight", "unreliable"]
-    assert out.loc["around_zero", "flag_sem"] and not out.loc["around_zero", "flag_spread"]
-    assert out.loc["wide", "flag_spread"]
-    assert out.loc["few", "flag_few_classes"] and out.loc["few", "unreliable"]
-    assert out.loc["around_zero", "sem"] == pytest.approx(np.std(around_zero, ddof=1) / np.sqrt(20))
-    assert out.loc["wide", "approx_skewness"] == pytest.approx(2.0)
-    assert "sem" in out.loc["around_zero", "reason"]
-
-
-def test_reliability_flags_accepts_a_summary_and_matches_its_gamma_prime():
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(90, 3))
-    y = np.repeat(np.arange(6), 15)
-    X += y[:, None] * 0.4
-    summary = summarize_skewness(compute_kstar(X, y), y)
-    out = reliability_flags(summary).iloc[0]
-    assert out["approx_skewness"] == pytest.approx(summary.approx_skewness)
-    assert out["spread"] == pytest.approx(summary.skew_spread)
-    assert out["n_classes"] == int(summary.per_class["included"].sum())
-
-
 def _slow_bootstrap_gamma_prime(khat, codes, counts, n_boot, seed):
     """One resample at a time, every class skew through distribution_skew."""
     rng = np.random.default_rng(seed)

@@ -24,9 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("sqeuclidean", "l1", "linf", "lp")
-
-
 @dataclass(frozen=True)
 class Distance:
     """A score kind ("sqeuclidean", "l1", "linf", "lp") and, for "lp", its exponent p (1 < p < inf, p != 2)."""

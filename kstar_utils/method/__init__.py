@@ -1,2 +1,2 @@
 """The method's pure functions: k* (kstar), the distances and their canonical rows (metrics), skewness, Γ and Γ' with
-their reliability (skewness), and the input checks every public function shares (validation)."""
+a bootstrap interval of Γ' (skewness), and the input checks every public function shares (validation)."""

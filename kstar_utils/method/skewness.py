@@ -1,10 +1,9 @@
 """Per-class skewness of the normalised k* distribution, the whole-space coefficients Γ and Γ' (docs/method.md
-sections 2-3), and how far Γ' can be trusted: reliability flags and a within-class bootstrap interval."""
+sections 2-3), and how far Γ' can be trusted: a within-class bootstrap interval."""
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -143,86 +142,6 @@ def summarize_skewness(kstar, labels) -> SkewnessSummary:
         approx_skewness_weighted=mean_of_class_skews(skews, per_class.loc[inc, "n"].to_numpy(dtype=np.float64)),
         skew_spread=spread,
     )
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# reliability of Γ'
-
-SEM_RATIO_THRESHOLD = 0.5
-SPREAD_THRESHOLD = 2.0
-MIN_CLASSES = 5
-
-
-def _class_skews(item) -> np.ndarray:
-    """Included class skews of one model: a SkewnessSummary, a per-class DataFrame (skew [, included]) or values."""
-    if isinstance(item, SkewnessSummary):
-        item = item.per_class
-    if isinstance(item, pd.DataFrame):
-        if "skew" not in item.columns:
-            raise ValueError(f"a per-class table needs a 'skew' column; it has {list(item.columns)}")
-        keep = item["included"].to_numpy(bool) if "included" in item.columns else np.ones(len(item), bool)
-        item = item.loc[keep, "skew"]
-    v = np.asarray(item, dtype=np.float64).reshape(-1)
-    return v[~np.isnan(v)]
-
-
-def reliability_flags(
-    per_class_skews,
-    *,
-    sem_ratio_threshold: float = SEM_RATIO_THRESHOLD,
-    spread_threshold: float = SPREAD_THRESHOLD,
-    min_classes: int = MIN_CLASSES,
-) -> pd.DataFrame:
-    """Flag models whose Γ' (mean of class skews) is a poor summary of their class skews.
-
-    per_class_skews: one model's class skews, or a mapping model -> class skews. Class skews may be given as a
-        SkewnessSummary, its per_class DataFrame (rows with included == False are left out), or a (C,) array.
-        NaN skews are left out; ±inf are replaced by the largest / smallest finite class skew first (the rule Γ'
-        uses).
-    Returns one row per model with columns model, n_classes, approx_skewness (Γ'), spread (population std of the
-    class skews, as SkewnessSummary.skew_spread), sem (std with ddof=1 / sqrt(C)), sem_ratio (sem / |Γ'|),
-    flag_sem, flag_spread, flag_few_classes, unreliable, reason.
-
-    The rule (each flag documented in `reason`):
-    - flag_sem: sem_ratio > sem_ratio_threshold (default 0.5), i.e. the sign of Γ' is within about two standard errors
-      of zero and cannot be trusted. Γ' = 0 gives sem_ratio = inf.
-    - flag_spread: spread > spread_threshold (default 2.0 skew units, four times the ±0.5 band that separates
-      the Overlapped pattern from the others): the classes are so different that their mean describes none of them.
-    - flag_few_classes: fewer than min_classes (default 5) class skews.
-    unreliable is any of the three.
-    """
-    if isinstance(per_class_skews, Mapping):
-        items = list(per_class_skews.items())
-    else:
-        items = [(None, per_class_skews)]
-    rows = []
-    for model, item in items:
-        skews = replace_infinite(_class_skews(item))
-        c = skews.size
-        if c == 0:
-            raise ValueError(f"model {model!r}: no class skews to summarise")
-        finite = np.isfinite(skews).all()
-        gp = float(skews.mean()) if finite else mean_of_class_skews(skews, np.ones_like(skews))
-        spread = float(np.std(skews)) if finite else float("nan")
-        sem = float(np.std(skews, ddof=1) / np.sqrt(c)) if (c > 1 and finite) else float("nan")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = float(sem / abs(gp)) if np.isfinite(sem) and gp != 0 else (float("inf") if np.isfinite(sem) else float("nan"))
-        f_sem = bool(np.isfinite(sem) and ratio > sem_ratio_threshold)
-        f_spread = bool(np.isfinite(spread) and spread > spread_threshold)
-        f_few = bool(c < min_classes)
-        reasons = []
-        if f_sem:
-            reasons.append(f"sem/|Γ'| = {ratio:.2f} > {sem_ratio_threshold}")
-        if f_spread:
-            reasons.append(f"class-skew spread {spread:.2f} > {spread_threshold}")
-        if f_few:
-            reasons.append(f"only {c} class skew(s) < {min_classes}")
-        rows.append(
-            {"model": model, "n_classes": c, "approx_skewness": gp, "spread": spread, "sem": sem, "sem_ratio": ratio,
-             "flag_sem": f_sem, "flag_spread": f_spread, "flag_few_classes": f_few,
-             "unreliable": f_sem or f_spread or f_few, "reason": "; ".join(reasons)}
-        )
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------------------------------

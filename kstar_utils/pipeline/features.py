@@ -41,7 +41,7 @@ MODEL_OPTIONS = ("allow_download", "weights_path", "weights_dir", "model_dir", "
 #: options of the dataset (they change which images are read)
 DATA_OPTIONS = ("n_per_class", "seed", "subset")
 #: options of the extraction itself; `pool` changes values, the rest only speed or bookkeeping
-RUN_OPTIONS = ("pool", "amp", "num_workers", "chunk_batches", "progress", "on_chunk")
+RUN_OPTIONS = ("pool", "amp", "num_workers", "chunk_batches", "progress")
 POOLS = ("avg", "flatten", "cls")
 MANIFEST = "manifest.json"
 #: the one layer of a features:<file> dataset
@@ -288,7 +288,6 @@ OPTION_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "num_workers": ("a whole number >= 0", lambda v: _integer(v, 0)),
     "chunk_batches": ("a whole number >= 1", lambda v: _integer(v, 1)),
     "progress": ("true or false", _boolean),
-    "on_chunk": ("a callable", callable),
     "batch_size": ("a whole number >= 1", lambda v: _integer(v, 1)),
 }
 #: the options that name files or folders (a study resolves them against its own folder)
@@ -343,8 +342,7 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     weights-only reading refuses: only for files whose origin you trust);
     data: n_per_class, seed (per-class subsampling), subset ("robustbench" ImageNet list);
     run: pool ("avg" | "flatten" | "cls" for conv / token outputs), amp (default True on CUDA), num_workers,
-    chunk_batches (batches per resumable chunk, default 8), progress (tqdm bar, default True),
-    on_chunk (callable(chunk_index, n_chunks) after each chunk is saved).
+    chunk_batches (batches per resumable chunk, default 8), progress (tqdm bar, default True).
     """
     model_opts, data_opts, run_opts = _split_options(options)
     check_options({"batch_size": batch_size})
@@ -379,7 +377,7 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     arrays = _extract_chunks(loaded, data, todo, parts_dir, run_spec, batch_size=batch_size, device=dev, amp=amp,
                              pool=pool, num_workers=int(run_opts.get("num_workers", 0)),
                              chunk_batches=int(run_opts.get("chunk_batches", 8)),
-                             progress=bool(run_opts.get("progress", True)), on_chunk=run_opts.get("on_chunk"))
+                             progress=bool(run_opts.get("progress", True)))
     weights_sha = _weights_sha256(loaded, digests)
     inputs = {"weights": cache.input_record(loaded.weights_file, weights_sha)} if weights_sha else {}
     inputs.update(data_input)
@@ -426,8 +424,12 @@ def _manifest_state(parts_dir: Path, expected: Mapping) -> str:
     return "same" if found == json.loads(json.dumps(expected, default=str)) else "other"
 
 
+def _chunk_saved(index: int, n_chunks: int) -> None:
+    """Called after each chunk is on disk: nothing to do; the point where the tests interrupt a run."""
+
+
 def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Path, run_spec, *, batch_size, device,
-                    amp, pool, num_workers, chunk_batches, progress, on_chunk: Callable | None):
+                    amp, pool, num_workers, chunk_batches, progress):
     """Run the model over `data` chunk by chunk; each chunk (chunk_batches batches) is saved under parts_dir.
 
     Chunks already on disk with a matching manifest are skipped, so a killed run resumes where it stopped. Chunk
@@ -482,8 +484,7 @@ def _extract_chunks(loaded, data: datasets.LabelledImages, layers, parts_dir: Pa
             with cache.atomic_path(part(i)) as tmp:
                 cache.write_npz(tmp, arrays)
             parts.append(arrays)
-            if on_chunk is not None:
-                on_chunk(i, n_chunks)
+            _chunk_saved(i, n_chunks)
     finally:
         bar.close()
 

@@ -29,10 +29,6 @@ class StudyResult:
     statuses: dict
     paths: dict
 
-    @property
-    def n_failed(self) -> int:
-        return sum(s["status"] == "failed" for s in self.statuses.values())
-
 
 def run_study(study: Study, *, cluster: ClusterOptions = ClusterOptions(), retries: int = 1, force: bool = False,
               on_done: Callable | None = None, on_start: Callable | None = None) -> StudyResult:

@@ -175,8 +175,6 @@ def _options(value, key: str, base: Path) -> tuple[tuple[str, Any], ...]:
     if "device" in value:
         raise ValueError(f"study file: {key}.device: the device is the study's own key 'device' (auto, cpu or cuda), "
                          "used by every notebook of every job")
-    if "on_chunk" in value:
-        raise ValueError(f"study file: {key}.on_chunk is not an option a study can set")
     options = check_options(value, where=f"study file: {key}")
     for k in PATH_OPTIONS:
         if k in options:
