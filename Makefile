@@ -8,7 +8,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := outputs/executed
 PYTEST_NB := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-kernel-name $(KERNEL)
 
-.PHONY: venv demo test test-slow test-all lab notebooks bench zoo study clean
+.PHONY: venv demo test test-slow test-all lab notebooks sensitivity bench zoo study clean
 
 venv: $(STAMP)
 
@@ -49,14 +49,20 @@ lab: $(STAMP)
 
 # re-store the regression baseline from a fresh run of the defaults (on purpose, after a reviewed change): the lean
 # notebooks and the reference tables in tests/baseline/tables, together; refused (nothing written) if any notebook
-# failed. When results change in kind (new tables, columns or models), re-measure the tolerances as well:
-# $(BIN)/python benchmarks/regression_sensitivity.py --write
+# failed. When results change in kind (new tables, columns or models), re-measure the tolerances as well (make
+# sensitivity)
 notebooks: demo
 	$(BIN)/kstar store-notebooks --from $(EXECUTED) --to notebooks --tables outputs/tables --reference tests/baseline/tables
 
 # the real CIFAR study as a batch on a local Dask cluster: summary, correlations, figures, index.html
 study: $(STAMP)
 	$(BIN)/kstar run studies/cifar.yaml
+
+# re-measure how far every compared number moves when the features move at float32-rounding level (every notebook
+# run nine times: other CPU instruction sets, convolution algorithms, float64, last-place noise) and write the
+# regression tolerances: tests/baseline/tolerances.csv and tests/baseline/SENSITIVITY.md
+sensitivity: $(STAMP)
+	$(BIN)/python benchmarks/regression_sensitivity.py --write
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kstar.py
