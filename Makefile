@@ -8,7 +8,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := outputs/executed
 PYTEST_NB := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-kernel-name $(KERNEL)
 
-.PHONY: venv demo test lab notebooks bench zoo study clean
+.PHONY: venv demo test test-slow test-all lab notebooks sensitivity bench zoo study clean
 
 venv: $(STAMP)
 
@@ -28,10 +28,19 @@ demo: $(STAMP)
 	done
 	@echo "done: executed notebooks in $(EXECUTED), tables in outputs/tables, figures in outputs/figures"
 
-# unit tests, then the notebooks as regression tests against their stored outputs
+# the fast tier: the unit tests not marked slow, then the notebooks (nbval: they run top to bottom and show the same
+# text and tables, numbers masked) and, in the same session, the tables they wrote against the reference tables
+# within measured tolerances (tests/regression; tests/baseline/SENSITIVITY.md)
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -q
-	$(BIN)/python -m pytest notebooks $(PYTEST_NB) -q
+	$(BIN)/python -m pytest tests -q -m "not slow"
+	$(BIN)/python -m pytest notebooks tests/regression $(PYTEST_NB) -q
+
+# the slow tier alone: Dask studies, Ctrl-C, AutoAttack at full strength, real-weights sweeps, large N
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest tests -q -m slow
+
+# everything (CI): both tiers, each test once
+test-all: test test-slow
 
 # JupyterLab of .venv (with the kstar kernel) on working copies in lab/ (git-ignored): exploring never rewrites the
 # tracked notebooks. JupyterLab's options go in LAB_ARGS, e.g. LAB_ARGS="--no-browser --port 8899"; without a token,
@@ -39,13 +48,22 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/kstar lab $(LAB_ARGS)
 
-# re-store the notebooks' outputs from a fresh run of the defaults (on purpose, after a reviewed change)
+# re-store the regression baseline from a fresh run of the defaults (on purpose, after a reviewed change): the lean
+# notebooks and the reference tables in tests/baseline/tables, together; refused (nothing written) if any notebook
+# failed. When results change in kind (new tables, columns or models), re-measure the tolerances as well (make
+# sensitivity)
 notebooks: demo
-	$(BIN)/kstar store-notebooks --from $(EXECUTED) --to notebooks
+	$(BIN)/kstar store-notebooks --from $(EXECUTED) --to notebooks --tables outputs/tables --reference tests/baseline/tables
 
 # the real CIFAR study as a batch on a local Dask cluster: summary, correlations, figures, index.html
 study: $(STAMP)
 	$(BIN)/kstar run studies/cifar.yaml
+
+# re-measure how far every compared number moves when the features move at float32-rounding level (every notebook
+# run nine times: other CPU instruction sets, convolution algorithms, float64, last-place noise) and write the
+# regression tolerances: tests/baseline/tolerances.csv and tests/baseline/SENSITIVITY.md
+sensitivity: $(STAMP)
+	$(BIN)/python benchmarks/regression_sensitivity.py --write
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kstar.py

@@ -7,7 +7,8 @@
     kstar zoo measure [--models NAME ...] [--force] [--out CSV]     # clean, JPEG, AutoAttack and corruption accuracy
     kstar lab [--refresh] [JUPYTER ARGS]   # JupyterLab on working copies of the notebooks (lab/), never the tracked
                                            # ones; any other option is JupyterLab's: kstar lab --no-browser --port 8899
-    kstar store-notebooks [--from DIR] [--to DIR]   # lean copies of executed notebooks become the regression baseline
+    kstar store-notebooks [--from DIR] [--to DIR] [--tables DIR] [--reference DIR]
+                                   # a fresh full run becomes the regression baseline (notebooks + tables)
     kstar notebook NOTEBOOK OUTPUT [-p NAME VALUE ...] [-r NAME VALUE ...] [-y YAML] [-f params.yaml] [--cwd DIR]
                    [-k KERNEL]     # one notebook through papermill, refusing parameter names it does not declare
 
@@ -97,11 +98,16 @@ def _parser() -> argparse.ArgumentParser:
                                      "8899`; after `--` everything is JupyterLab's (`kstar lab -- --help`). Without a "
                                      "token, on a trusted single-user machine only: --IdentityProvider.token=''")
     lab.add_argument("--refresh", action="store_true", help="replace the working copies by the tracked notebooks")
-    st = sub.add_parser("store-notebooks", help="write lean copies of executed notebooks over the tracked ones "
-                                                "(after a reviewed change to results)")
+    st = sub.add_parser("store-notebooks", help="store a fresh run of every notebook as the regression baseline: "
+                                                "lean copies over the tracked notebooks and the tables it wrote as "
+                                                "reference tables (after a reviewed change to results); refuses a "
+                                                "failed or partial run and writes nothing then")
     st.add_argument("--from", dest="source", default="outputs/executed", help="executed notebooks (default "
                                                                               "outputs/executed)")
     st.add_argument("--to", dest="target", default="notebooks", help="tracked notebooks (default notebooks)")
+    st.add_argument("--tables", default="outputs/tables", help="the tables the run wrote (default outputs/tables)")
+    st.add_argument("--reference", default="tests/baseline/tables",
+                    help="reference tables (default tests/baseline/tables)")
     return p
 
 
@@ -142,13 +148,12 @@ def _lab(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> int:
-    from kstar_utils.pipeline.notebooks import store_notebook
+    from kstar_utils.pipeline.baseline import store_baseline
 
-    source, target = Path(args.source), Path(args.target)
-    done = [store_notebook(nb, target / nb.name) for nb in sorted(source.glob("*.ipynb")) if (target / nb.name).exists()]
-    if not done:
-        raise FileNotFoundError(f"no executed notebook in {source} matches a notebook in {target}")
-    print(f"stored {len(done)} notebook(s) in {target}")
+    done = store_baseline(args.source, args.target, args.tables, args.reference)
+    gone = f"; removed {len(done.removed)} reference table(s) no notebook writes" if done.removed else ""
+    print(f"stored {len(done.notebooks)} notebook(s) in {args.target} and {len(done.tables)} reference table(s) in "
+          f"{args.reference}{gone}")
     return 0
 
 

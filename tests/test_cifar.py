@@ -50,13 +50,16 @@ def test_a_damaged_image_file_is_named(tmp_path, monkeypatch):
         datasets.cifar10_sample_arrays("test")
 
 
-@pytest.mark.parametrize("name", ["resnet20", "resnet32", "resnet44", "resnet56"])
+# resnet20 in the fast tier, the sweep over the deeper ones with the slow tests
+@pytest.mark.parametrize("name", ["resnet20", *(pytest.param(n, marks=pytest.mark.slow)
+                                                for n in ("resnet32", "resnet44", "resnet56"))])
 def test_pretrained_weights_classify_the_real_test_images(name, test_images):
     X, y = test_images
     model = registry.load_model(f"cifar-resnet:{name}").module
     assert accuracy(model, X, y) > 0.90  # loaded wrong (architecture or preprocessing), these score ~0.10
 
 
+@pytest.mark.slow
 def test_finetuned_weights_reproduce_their_measured_clean_accuracy(test_images):
     X, y = test_images
     table = load_measured_metrics("cifar-resnet").set_index("model")

@@ -85,6 +85,7 @@ def study_run(tmp_path_factory):
             "broken": _broken_images(folder), "summary": pd.read_csv(folder / "out" / "summary.csv")}
 
 
+@pytest.mark.slow
 def test_run_writes_summary_and_records_the_failure(study_run):
     assert study_run["code"] == 1  # one job failed
     s = study_run["summary"]
@@ -104,6 +105,7 @@ def test_run_writes_summary_and_records_the_failure(study_run):
     assert ok["clean_acc"].between(0, 1).all() and ok["robust_acc"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_summary_matches_the_stages(study_run):
     """The notebooks run by the study give the same numbers as calling the stages directly."""
     features = stages.extract_stage(MODELS, "digits", layers=["penultimate"], root=study_run["cache"], progress=False)
@@ -117,6 +119,7 @@ def test_summary_matches_the_stages(study_run):
                                    rtol=1e-9, atol=1e-12, err_msg=col)
 
 
+@pytest.mark.slow
 def test_correlations_figures_and_index(study_run):
     out = study_run["out"]
     corr = pd.read_csv(out / "correlations.csv")
@@ -142,6 +145,7 @@ def test_correlations_figures_and_index(study_run):
     assert "digits &lt;b&gt;&amp;&lt;/b&gt; a broken folder" in index and "<b>" not in index  # text is escaped
 
 
+@pytest.mark.slow
 def test_rerun_executes_only_what_is_missing(study_run, tmp_path):
     """A job interrupted before it finished (no done.json) runs again; finished jobs are not executed again.
 
@@ -174,6 +178,7 @@ def test_rerun_executes_only_what_is_missing(study_run, tmp_path):
         study_run["summary"].set_index("model").loc[MODELS, ["approx_skewness", "true_skewness"]])
 
 
+@pytest.mark.slow
 def test_a_job_whose_weights_changed_is_not_skipped(study_run, tmp_path):
     """Features record the weights they came from; a finished job whose weights have new content runs again.
 
@@ -254,6 +259,7 @@ def test_plan_lists_jobs(tmp_path, capsys):
     assert "4 job(s)" in out and "zoo:pgd-0.1" in out and "to run" in out
 
 
+@pytest.mark.slow
 def test_dask_worker_processes(study_run, tmp_path):
     """The default cluster: a LocalCluster whose workers are separate processes (feature cache already warm)."""
     import os
@@ -433,6 +439,7 @@ def _kernel_started(proc, psutil) -> list:
     return []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target,workers", [("process", "processes"), ("process group", "processes"),
                                             ("process", "threads")])
 def test_ctrl_c_stops_the_run_cleanly(tmp_path, target, workers):

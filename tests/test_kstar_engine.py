@@ -1,4 +1,6 @@
-"""The k* engine against the slow float64 oracle: exactness on hard data, invariances, backends, bad input."""
+"""The k* engine's own machinery: the reference arithmetic, the float32 and bfloat16 screen bounds and their checks, data
+that stresses the screen offset and the tiling, faiss search depths, bad options. Exactness of every metric on every
+engine against the oracle (ties, near-ties, scales, invariances, pools) is test_kstar_properties.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -58,17 +60,6 @@ def near_tie_set(seed, groups=12, d=16, offset=1e3, scale=1e-9):
             X.append(centre + r * (1 + delta) * u / np.linalg.norm(u))
             y.append(cls_p)
     return np.array(X), np.array(y)
-
-
-def float32_bruteforce(X, y):
-    """k* from plain float32 distances (what the engine must NOT reproduce on near-ties)."""
-    a = torch.from_numpy(np.asarray(X, dtype=np.float32))
-    d = torch.cdist(a, a).double().numpy() ** 2
-    same = y[:, None] == y[None, :]
-    enemy = np.where(same, np.inf, d).min(1)
-    closer = same & (d < enemy[:, None])
-    np.fill_diagonal(closer, False)
-    return 1 + closer.sum(1)
 
 
 def check(X, y, engine, **kw):
@@ -177,62 +168,7 @@ def test_engine_raises_when_the_bf16_screen_is_wrong(monkeypatch):
         kstar(X, y, dict(device="cpu", screen="bf16"))
 
 
-# -- exactness against the oracle ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("seed,n,d,c", [(0, 10, 3, 2), (1, 120, 8, 4), (2, 300, 32, 5), (3, 200, 2, 3)])
-def test_random_gaussian(engine, seed, n, d, c):
-    X, y = gaussian_classes(seed, n, d, c)
-    check(X, y, engine)
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_cosine(engine):
-    X, y = gaussian_classes(4, 250, 24, 4, spread=0.3)
-    got = check(X, y, engine, metric="cosine")
-    # cosine ignores the scale of each row
-    scaled = X * np.random.default_rng(5).uniform(0.1, 10, size=(len(y), 1))
-    assert np.array_equal(kstar(scaled, y, engine, metric="cosine"), got)
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_exact_duplicates_within_and_across_classes(engine):
-    X, y = gaussian_classes(6, 80, 6, 3)
-    X = np.concatenate([X, X[:10], X[10:20]])  # copies of 0..9 in the same class, of 10..19 in another class
-    y = np.concatenate([y, y[:10], (y[10:20] + 1) % 3])
-    got = check(X, y, engine)
-    assert (got[10:20] == 1).all() and (got[-10:] == 1).all()  # a duplicate in another class: d_enemy = 0
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_integer_lattice_with_many_equal_distances(engine):
-    g = np.stack(np.meshgrid(np.arange(6), np.arange(6), np.arange(3), indexing="ij"), -1).reshape(-1, 3)
-    X = g.astype(np.float64)
-    y = (g[:, 0] + 2 * g[:, 1] + g[:, 2]) % 3  # classes interleaved on the lattice: ties everywhere
-    check(X, y, engine)
-    y2 = (g[:, 0] >= 3).astype(int)  # two half-lattices: many classmates tied with the nearest enemy
-    check(X, y2, engine)
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_near_ties_below_float32_resolution(engine):
-    X, y = near_tie_set(7)
-    ref = check(X, y, engine)
-    # the data really is beyond float32: a plain float32 evaluation gets some samples wrong
-    assert (float32_bruteforce(X, y) != ref).any()
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_near_ties_below_bfloat16_resolution(engine):
-    X, y = near_tie_set(34, offset=10.0, scale=1e-4)
-    ref = check(X, y, engine)
-    a = torch.from_numpy(X).bfloat16().double().numpy()  # a plain bfloat16 evaluation gets some samples wrong
-    d = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
-    same = y[:, None] == y[None, :]
-    closer = same & (d < np.where(same, np.inf, d).min(1)[:, None])
-    np.fill_diagonal(closer, False)
-    assert (1 + closer.sum(1) != ref).any()
-
-
+# -- data that stresses the screen and the tiles ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("engine", ENGINES)
 def test_far_outliers_and_mixed_scales(engine):
     """Rows whose nearest foreign sample is far beyond the screen's offset c (all their chunk maxima negative)."""
@@ -269,17 +205,6 @@ def test_tile_sizes_smaller_than_a_class(tile, screen):
     check(X, y, dict(backend="torch", device="cpu", tile_size=tile, screen=screen))
 
 
-def test_permutation_and_relabelling_invariance():
-    X, y = gaussian_classes(11, 200, 12, 4)
-    X[50:60] = X[0:10]  # ties make order-dependence visible if it existed
-    base = compute_kstar(X, y, device="cpu", tile_size=16)
-    perm = np.random.default_rng(12).permutation(len(y))
-    assert np.array_equal(compute_kstar(X[perm], y[perm], device="cpu", tile_size=16), base[perm])
-    names = np.array(["zebra", "ant", "moth", "cat"])[y]  # strings, different sort order of the classes
-    assert np.array_equal(compute_kstar(X, names, device="cpu", tile_size=16), base)
-    assert np.array_equal(compute_kstar(torch.from_numpy(X).float().double(), torch.from_numpy(y), device="cpu"), base)
-
-
 def test_translation_invariance_on_integer_data():
     rng = np.random.default_rng(13)
     X = rng.integers(-4, 5, size=(180, 5)).astype(np.float64)
@@ -295,60 +220,7 @@ def test_numpy_backend_is_the_definition():
     assert np.array_equal(compute_kstar(X, y, backend="numpy"), kstar_oracle(X, y))
 
 
-# -- any finite input: scale, dtype, subnormals ------------------------------------------------------------------------
-ALL_BACKENDS = ENGINES + [pytest.param(dict(backend="numpy"), id="numpy")]
-
-
-@pytest.mark.parametrize("engine", ALL_BACKENDS)
-def test_float64_at_every_scale_gives_the_scale_one_answer(engine):
-    """k* does not depend on the scale: 2^-1000 ... 2^1000 (powers of two change no digit) must all give oracle(X)."""
-    X, y = near_tie_set(40, groups=6)
-    ref = kstar_oracle(X, y)
-    for e in (-1000, -600, -300, -126, -60, -20, 0, 20, 60, 127, 300, 600, 1000):
-        got = kstar(np.ldexp(X, e), y, engine)
-        assert np.array_equal(got, ref), f"scale 2^{e}: {np.sum(got != ref)} samples differ"
-
-
-@pytest.mark.parametrize("engine", ALL_BACKENDS)
-def test_float32_over_its_whole_range_subnormals_included(engine):
-    """float32 input from the subnormals to near float32's largest value: equal to the oracle on the same values."""
-    X, y = gaussian_classes(41, 90, 6, 3)
-    X32 = X.astype(np.float32)
-    for e in (-146, -140, -130, -126, -100, -60, 0, 60, 100, 124):
-        Xe = np.ldexp(X32, e).astype(np.float32)
-        assert np.isfinite(Xe).all()
-        ref = kstar_oracle(Xe.astype(np.float64), y)
-        assert np.array_equal(kstar(Xe, y, engine), ref), f"float32 scale 2^{e}"
-    X16 = X.astype(np.float16)  # float16 converts exactly as well
-    assert np.array_equal(kstar(X16, y, engine), kstar_oracle(X16.astype(np.float64), y))
-
-
-@pytest.mark.parametrize("engine", ALL_BACKENDS)
-def test_reported_scale_failures(engine):
-    """Decimal scales that used to give silently wrong k* (1e-25, 1e-22) or an internal error (1e19)."""
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(60, 5)), np.repeat([0, 1, 2], 20)
-    ref = kstar_oracle(X, y)
-    for s in (1e-25, 1e19, 1e-300, 1e300):
-        assert np.array_equal(kstar(X * s, y, engine), ref), f"scale {s}"
-    X2, y2 = rng.normal(size=(2000, 32)), rng.integers(0, 5, 2000)
-    if engine.get("backend") != "numpy":  # the plain definition is too slow here; its scale-1 answer is enough
-        ref2 = compute_kstar(X2, y2, backend="numpy")
-        assert np.array_equal(kstar(X2 * 1e-22, y2, engine), ref2)
-
-
-@pytest.mark.parametrize("engine", ALL_BACKENDS)
-def test_cosine_at_extreme_row_norms(engine):
-    """Rows with norms near 1e-170 are not zero, and rows above 1e155 keep their direction."""
-    rng = np.random.default_rng(1)
-    X, y = rng.normal(size=(60, 5)), np.repeat([0, 1, 2], 20)
-    ref = kstar_oracle(X, y, metric="cosine")
-    Xs = X.copy()
-    Xs[::3] *= 1e-170
-    Xs[1::3] *= 1e160
-    assert np.array_equal(kstar(Xs, y, engine, metric="cosine"), ref)
-
-
+# -- the canonical scale ---------------------------------------------------------------------------------------------
 def test_rescale_is_exact_and_canonical():
     from kstar_utils.method.metrics import prepare_metric, scale_exponent
 
@@ -363,19 +235,6 @@ def test_rescale_is_exact_and_canonical():
 
 
 # -- separate neighbour pool -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_pool_against_oracle(engine, metric):
-    Xp, yp = gaussian_classes(15, 220, 9, 4)
-    Xq, yq = gaussian_classes(16, 90, 9, 5)  # class 4 is absent from the pool: no classmates, k* = 1
-    Xq[:6] = Xp[:6]  # queries identical to pool samples (no self exclusion across sets)
-    yq[:6] = yp[:6]
-    ref = kstar_oracle(Xq, yq, metric=metric, pool_X=Xp, pool_y=yp)
-    got = kstar(Xq, yq, engine, metric=metric, pool_features=Xp, pool_labels=yp)
-    assert np.array_equal(got, ref)
-    assert (got[yq == 4] == 1).all()
-
-
 def test_pool_equal_to_queries_counts_self():
     X, y = gaussian_classes(17, 100, 4, 3)
     one_set = compute_kstar(X, y, device="cpu")

@@ -104,6 +104,7 @@ def test_openclip_html_file_in_hf_cache_is_reported(tmp_path, offline):
         load_model("openclip:ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_zero_shot_on_random_weights_is_a_valid_fraction(tmp_path):
     from kstar_utils.pipeline.zeroshot import zero_shot_accuracy
 

@@ -135,6 +135,7 @@ def test_kstar_notebook_reports_a_failing_cell_in_one_line(tmp_path, capsys):
     assert (tmp_path / "o.ipynb").exists()  # executed up to the failing cell, as papermill leaves it
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_kstar_notebook_ends_its_kernel(tmp_path):
     import os
     import signal

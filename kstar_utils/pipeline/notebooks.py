@@ -203,14 +203,53 @@ def _progress_text(output) -> bool:
             and bool(re.search(r"\d+%\|", "".join(output.get("text", "")))))
 
 
-def store_notebook(executed: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Write a cleaned copy of an executed notebook over a tracked one (the regression baseline nbval compares
-    against), with execution counts renumbered from 1 so that a rerun that changes nothing changes no byte."""
-    import nbformat
+#: papermill's marks of a failed run: the tag of the cells it inserts above the failing cell and at the top
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
 
-    from kstar_utils.io.cache import atomic_path
 
-    nb = clean_notebook(nbformat.read(str(executed), as_version=4))
+def run_problems(nb, tracked=None) -> list[str]:
+    """Why an executed notebook cannot become the regression baseline, one line each ([] when it can): an error
+    output, papermill's failure marker (a failed cell, the notebook's `exception` flag, its inserted error cells), a
+    code cell that never ran, parameters injected into it (the baseline is the default run), or, given the tracked
+    notebook `tracked`, cells that differ from it (the run is of another version of the notebook)."""
+    problems = []
+    pm = nb.metadata.get("papermill", {})
+    if pm.get("exception"):
+        problems.append("papermill marks the run as failed (exception)")
+    code_no = 0
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if PAPERMILL_ERROR_TAG in tags:
+            if not pm.get("exception"):
+                problems.append("it holds papermill's error marker cell")
+            continue
+        if "injected-parameters" in tags:
+            problems.append("it ran with injected parameters, not on its defaults")
+            continue
+        if cell.cell_type != "code":
+            continue
+        code_no += 1
+        errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+        if errors:
+            problems.append(f"code cell {code_no} raised {errors[0].get('ename')}: "
+                            f"{' '.join(str(errors[0].get('evalue', '')).split())[:200]}")
+        status = cell.metadata.get("papermill", {}).get("status")
+        if cell.metadata.get("papermill", {}).get("exception") and not errors:
+            problems.append(f"code cell {code_no} failed (papermill exception marker)")
+        elif cell.execution_count is None or status in ("pending", "running"):
+            problems.append(f"code cell {code_no} did not run")
+    if tracked is not None:
+        ran = [(c.cell_type, c.source) for c in nb.cells
+               if not {PAPERMILL_ERROR_TAG, "injected-parameters"} & set(c.metadata.get("tags", []))]
+        if ran != [(c.cell_type, c.source) for c in tracked.cells]:
+            problems.append("its cells differ from the tracked notebook's (run again after the last edit)")
+    return problems
+
+
+def lean_notebook(nb):
+    """A cleaned copy of an executed notebook (clean_notebook) with execution counts renumbered from 1, so that a
+    rerun that changes nothing changes no byte. Works in place and returns it."""
+    nb = clean_notebook(nb)
     count = 0
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -219,9 +258,26 @@ def store_notebook(executed: str | os.PathLike, target: str | os.PathLike) -> Pa
             for o in cell.outputs:
                 if "execution_count" in o:
                     o["execution_count"] = count
+    return nb
+
+
+def store_notebook(executed: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write a lean copy (lean_notebook) of an executed notebook over a tracked one, the regression baseline nbval
+    compares against. Raises ValueError naming the notebook, and writes nothing, when the run failed or is not of
+    the tracked notebook on its defaults (run_problems); `kstar store-notebooks` stores a whole run at once
+    (pipeline.baseline.store_baseline)."""
+    import nbformat
+
+    from kstar_utils.io.cache import atomic_path
+
     target = Path(target)
+    nb = nbformat.read(str(executed), as_version=4)
+    tracked = nbformat.read(str(target), as_version=4) if target.exists() else None
+    problems = run_problems(nb, tracked)
+    if problems:
+        raise ValueError(f"{executed} is not stored: " + "; ".join(problems))
     with atomic_path(target) as tmp:
-        nbformat.write(nb, str(tmp))
+        nbformat.write(lean_notebook(nb), str(tmp))
     return target
 
 

@@ -133,8 +133,9 @@ def job_context(job: Job) -> dict[str, Any]:
             "data_root": job.data_root, "cache_dir": job.cache_dir, "extract_options": dict(job.extract_options),
             "metric": job.metric.label, "device": job.device,
             "features_index": str(t / "features_index.csv"),
-            "kstar_index": str(t / "kstar_index.csv"), "skewness_table": str(t / "skewness_models.csv"),
-            "per_class_table": str(t / "skewness_per_class.csv"), "figures_dir": str(p["figures"]),
+            "kstar_index": str(t / "kstar_index.csv"), "overview_table": str(t / "kstar_overview.csv"),
+            "skewness_table": str(t / "skewness_models.csv"), "per_class_table": str(t / "skewness_per_class.csv"),
+            "intervals_table": str(t / "skewness_intervals.csv"), "figures_dir": str(p["figures"]),
             "plot_layer": first, "show_layer": first, "show_model": job.model, "depth_layers": list(job.layers),
             "compare_models": None}
 
