@@ -27,6 +27,7 @@ class Kernel:
     """Base: the rows and columns (SortedSet, the same object in the one-set case), device, bound norms."""
 
     dtype = torch.float32
+    parallel_tiles = True  # whole tiles may run on parallel threads (one intra-op thread each)
 
     def __init__(self, rows: SortedSet, cols: SortedSet, distance: Distance, device, workers: int):
         self.rows, self.cols, self.distance = rows, cols, distance
@@ -119,6 +120,7 @@ class DiffKernel(Kernel):
             import faiss
 
             self.faiss = faiss
+            self.parallel_tiles = False  # faiss spreads each call over its own OpenMP threads
             self.metric = {"l1": faiss.METRIC_L1, "linf": faiss.METRIC_Linf, "lp": faiss.METRIC_Lp}[distance.kind]
 
     def _scores(self, a_np: np.ndarray, a_t, j0: int, j1: int) -> torch.Tensor:

@@ -169,17 +169,23 @@ class TwoPassEngine:
         coff, cstarts = self.chunk_grid(self.cblocks)
         roff = coff if sym else None
         M = torch.full((rows.n, cstarts.shape[0]), math.inf, dtype=k.dtype, device=self.device)
-        for i0, i1, j0, j1, bi, bj in self.pass1_tiles():
+
+        def tile(t):  # tiles write disjoint parts of M (rows of one block x chunks of another): no lock needed
+            i0, i1, j0, j1, bi, bj = t
             g = k.tile(i0, i1, j0, j1)
             for r0, r1, c0, c1 in rows.same_class_rects(i0, i1, cols, j0, j1):
                 g[r0:r1, c0:c1] = math.inf
-            if not self._screen_checked:
+            if t is first:
                 self._check(g, i0, j0)
             M[i0:i1, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = chunk_reduce(g, ch, dim=1, op="amin")
             if sym and bi != bj:  # the same scores seen from the columns' side
                 M[j0:j1, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = chunk_reduce(g, ch, dim=0, op="amin").T
             if self.bar is not None:
                 self.bar.update(1)
+
+        tiles = self.pass1_tiles()
+        first = tiles[0] if tiles else None  # its values are checked (an error stops the run before any decision)
+        run_tiles(tiles, tile, self.workers if k.parallel_tiles else 1)
         nmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
         pairs = []
         step = table_rows(M.shape[1])
