@@ -211,23 +211,47 @@ def nearest_foreign_bf16(engine):
 
 
 def _setup(engine):
-    """bfloat16 operands (see Bf16Side): (row side, column side, left GEMM operand, right GEMM operand), or None."""
+    """bfloat16 operands (see Bf16Side): (row side, column side, left GEMM operand, right GEMM operand), or None.
+
+    An engine over a block of queries may carry `bf16_pool` (`pool_side`): the column side built once for every
+    block, with its centre and offset."""
     rows, cols = engine.rows, engine.cols
-    mu = cols.X.mean(0)  # centring shrinks the rounding errors (which scale with the centred norms)
-    c = _offset_estimate(engine)
-    sr = Bf16Side(rows.X, mu, c, workers=engine.workers)
-    sc = sr if engine.symmetric else Bf16Side(cols.X, mu, c, workers=engine.workers)
+    shared = getattr(engine, "bf16_pool", None)
+    if shared is not None:
+        mu, c, sc, R16 = shared
+        sr = Bf16Side(rows.X, mu, c, workers=engine.workers)
+    else:
+        mu = cols.X.mean(0)  # centring shrinks the rounding errors (which scale with the centred norms)
+        c = _offset_estimate(engine)
+        sr = Bf16Side(rows.X, mu, c, workers=engine.workers)
+        sc = sr if engine.symmetric else Bf16Side(cols.X, mu, c, workers=engine.workers)
     if not (np.isfinite(c) and max(sr.max_sqnorm, sc.max_sqnorm) < BF16_MAX_SQNORM):
         return None
     L16 = sr.left.to(engine.device)
-    R16 = sc.right.to(engine.device)
-    if engine.device.type != "cpu":
-        sc.right = None  # the host keeps `left` only (the runtime check reads yhat from it)
+    if shared is None:
+        R16 = sc.right.to(engine.device)
+        if engine.device.type != "cpu":
+            sc.right = None  # the host keeps `left` only (the runtime check reads yhat from it)
     return sr, sc, L16, R16
 
 
+def pool_side(cols, rows_vs, device, workers: int = 1):
+    """The column side of the bfloat16 screen for a set `cols` (SortedSet) whose rows are also the queries, built once
+    for every block of them: (mu, c, Bf16Side, right operand on `device`). rows_vs(idx, j0, j1): float32 screened
+    scores of the set's rows idx against its rows j0:j1 (the offset c is estimated from them, as in a whole run)."""
+    mu = cols.X.mean(0)
+    c = offset_estimate(cols, cols, rows_vs, device)
+    sc = Bf16Side(cols.X, mu, c, workers=workers)
+    return mu, c, sc, sc.right.to(device)
+
+
 def _offset_estimate(engine) -> float:
-    """Offset c: 1.25 x the largest nearest-foreign squared distance of up to 32 sample rows (float32 screen).
+    return offset_estimate(engine.rows, engine.cols, engine.kernel.rows_vs, engine.device)
+
+
+def offset_estimate(rows, cols, rows_vs, device) -> float:
+    """Offset c: 1.25 x the largest nearest-foreign squared distance of up to 32 sample rows (float32 screen,
+    rows_vs(idx tensor, j0, j1) -> (k, j1 - j0) scores of rows[idx] against cols[j0:j1]).
 
     With w ~ (c - s) / 2 the chunk maxima that matter are positive (see `nearest_foreign_bf16`) yet small.
     Returned as a bfloat16 number.
@@ -236,11 +260,10 @@ def _offset_estimate(engine) -> float:
 
     import torch
 
-    rows, cols = engine.rows, engine.cols
     idx = np.unique(np.linspace(0, rows.n - 1, min(32, rows.n)).round().astype(np.int64))
-    it = torch.from_numpy(idx).to(engine.device)
-    g = engine.kernel.rows_vs(it, 0, cols.n)
-    g[torch.from_numpy(rows.codes[idx][:, None] == cols.codes[None, :]).to(engine.device)] = math.inf
+    it = torch.from_numpy(idx).to(device)
+    g = rows_vs(it, 0, cols.n)
+    g[torch.from_numpy(rows.codes[idx][:, None] == cols.codes[None, :]).to(device)] = math.inf
     mins = g.amin(1)
     mins = mins[torch.isfinite(mins)]
     if not mins.numel():

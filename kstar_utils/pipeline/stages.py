@@ -149,7 +149,8 @@ def kstar_of_file(features_path: str | Path, root: str | Path, *, metric: str = 
                   p=None, cov=None, shrinkage=None, **engine_options) -> Path:
     """Compute (or reuse) k* of one feature file; returns the path of its .npz (kstar (N,) int64, enemy (N,) int64,
     labels (N,) int64, class_names (C,)), whose sidecar records its own sha256 and, under inputs["features"], the
-    features file's. p, cov, shrinkage: the metric's options (compute_kstar).
+    features file's. p, cov, shrinkage: the metric's options (compute_kstar). engine_options go to compute_kstar
+    (device, backend, screen, tile_size, memory_limit; client: a Dask client or scheduler address for one big k*).
 
     A cached k* is reused only when its bytes match its sidecar (else it is set aside with a CorruptCacheWarning and
     recomputed); its key holds the features' sha256, so changed features always give a new k*. A features file that
