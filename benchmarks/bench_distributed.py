@@ -11,9 +11,11 @@ Per size, two cases, each in its own process, on the same seeded data (C Gaussia
   every block, gathering) and each worker's peak resident memory during the call (the kernel's high-water mark,
   reset before it). With --memmap the features are a memory-mapped .npy that every worker opens itself.
 The cluster's k* and nearest enemies are compared with the local ones element for element (`equal`), and both
-with the float64 definition on --check-queries random queries (`exact`). ratio = cluster time / local time (the
-overhead of the cluster on the same cores: the blocks do not share the symmetric half of each distance tile, so
-about twice the local engine's arithmetic is expected). The CPU (lscpu flags) and the load average head the output.
+with the float64 definition on --check-queries random queries (`exact`). ratio = cluster time / local time: the
+overhead of the cluster on the same cores. With --mode shares (the default for one set) the workers compute the
+local engine's own tiles, so the arithmetic is the local one plus each worker preparing the set; with --mode blocks
+each block of queries meets every column, about twice the arithmetic. The CPU (lscpu flags) and the load average
+head the output.
 """
 from __future__ import annotations
 
@@ -75,6 +77,9 @@ def run_case(spec: dict) -> dict:
 
         from distributed import Client, LocalCluster
 
+        import kstar_utils.engine.distributed as dist
+
+        dist.MODE = spec.get("mode", "auto")
         cluster = LocalCluster(n_workers=spec["workers"], threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=logging.ERROR,
                                memory_limit=spec.get("worker_memory") or "auto")
@@ -125,6 +130,8 @@ def main(argv=None) -> int:
     ap.add_argument("--block-rows", type=int, default=None, help="rows per block (default: planned)")
     ap.add_argument("--screen", default="auto", choices=["auto", "bf16", "float32"])
     ap.add_argument("--memmap", action="store_true", help="features as a memory-mapped .npy the workers open")
+    ap.add_argument("--mode", default="auto", choices=["auto", "shares", "blocks"],
+                    help="how one set is shared out (engine.distributed.run_distributed); auto = shares")
     ap.add_argument("--check-queries", type=int, default=400)
     ap.add_argument("--timeout", type=float, default=7200)
     ap.add_argument("--json")
@@ -137,14 +144,15 @@ def main(argv=None) -> int:
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average {os.getloadavg()[0]:.2f} at the start")
     print(cpu_summary())
     print(f"D = {args.dim}, C = {args.classes}, spread {args.spread}; cluster: {args.workers} worker processes x 1 "
-          f"thread; local: {args.local_threads} threads; screen {args.screen}; memmap {args.memmap}\n")
+          f"thread; local: {args.local_threads} threads; screen {args.screen}; memmap {args.memmap}; mode "
+          f"{args.mode}\n")
     rows, out = [], []
     tmp = tempfile.mkdtemp(prefix="bench_dist_")
     ok = True
     for n in args.sizes:
         base = dict(n=n, d=args.dim, c=args.classes, spread=args.spread, screen=args.screen,
                     local_threads=args.local_threads, workers=args.workers, worker_memory=args.worker_memory,
-                    block_rows=args.block_rows,
+                    block_rows=args.block_rows, mode=args.mode,
                     memmap=os.path.join(tmp, f"X{n}.npy") if args.memmap else None)
         res = {}
         for case in ("local", "cluster"):

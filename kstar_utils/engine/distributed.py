@@ -5,8 +5,11 @@ broadcast (one copy per worker process), or, for a memory-mapped ``.npy`` whose 
 each worker from the same file. Each worker process prepares the set once (`engine.run.PreparedSet`: class-sorted
 float64 rows, the kernel's pool operands, the bfloat16 pool side) and computes blocks of class-sorted rows against
 it, self excluded (`PreparedSet.kstar_rows`), or, with a separate pool, blocks of queries against the pool
-(`PreparedSet.kstar_queries`). Every decision is the engine's float64 decision, so the result equals the local one
-element for element, the lowest-index nearest enemy included.
+(`PreparedSet.kstar_queries`). For one set (not the faiss k-NN backend) the blocks give way to shares of the local
+engine's own tiles (`run_distributed`, mode "shares"): the upper triangle of the class-sorted tile grid, shared out
+by pairs of block groups, so each distance tile serves its rows and its columns as on one machine, in two rounds
+(`PreparedSet.nearest_share`, then `count_share` with the merged minima). Every decision is the engine's float64
+decision, so the result equals the local one element for element, the lowest-index nearest enemy included.
 
 Blocks are sized from the workers' memory (the plan of engine.memory: the prepared set plus one block per worker
 thread must fit each worker's memory limit); a request that fits no block size is refused before anything is sent,
@@ -16,6 +19,8 @@ and every row to be covered exactly once, so nothing is silently missing.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import uuid
 
@@ -34,6 +39,51 @@ _LOCK = threading.Lock()
 
 
 # -- on the workers ---------------------------------------------------------------------------------------------------
+_HEAP = {"depth": 0}
+_HEAP_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def heap_reuse():
+    """Let glibc reuse freed memory while a share or block runs, then give it back.
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (so that freed memory shows in its reports); any
+    such setting also fixes glibc's mmap threshold at 128 kB, so every tile and temporary of the engine becomes a
+    fresh mapping, zero-filled page by page: measured, that made k* 35-65 % slower in CPU time (N = 20k, D = 768).
+    Inside the block the thresholds are raised (mallopt); afterwards they are set back from the environment and the
+    heap is trimmed, so the worker's memory reports stay right. A no-op where mallopt is unavailable."""
+    lib = _libc()
+    if lib is None:
+        yield
+        return
+    with _HEAP_LOCK:
+        if _HEAP["depth"] == 0:
+            lib.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD (capped by glibc at 32 MB on 64-bit)
+            lib.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        _HEAP["depth"] += 1
+    try:
+        yield
+    finally:
+        with _HEAP_LOCK:
+            _HEAP["depth"] -= 1
+            if _HEAP["depth"] == 0:
+                lib.mallopt(-3, int(os.environ.get("MALLOC_MMAP_THRESHOLD_", 128 * 1024)))
+                lib.mallopt(-1, int(os.environ.get("MALLOC_TRIM_THRESHOLD_", 128 * 1024)))
+                lib.malloc_trim(0)
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        lib.mallopt, lib.malloc_trim  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
 def _open(data):
     """The array a block reads: a scattered array as is, or a memory-mapped file opened read-only."""
     if isinstance(data, dict):
@@ -65,13 +115,36 @@ def _prepared(token: str, data, codes, spec: dict):
 def _block(token: str, data, codes, spec: dict, queries, query_codes, index: int, start: int, stop: int, rows=None):
     """One block: (index, original row indices (b,), k* (b,), nearest enemy (b,)). One set: the class-sorted rows
     start:stop, self excluded; a pool: the queries `rows` (class-sorted for locality)."""
-    p = _prepared(token, data, codes, spec)
-    if queries is None:
-        k, enemy = p.kstar_rows(start, stop)
-        return index, p.set.order[start:stop].copy(), k, enemy
-    Xq = np.asarray(_open(queries)[rows])
-    k, enemy = p.kstar_queries(Xq, np.asarray(query_codes)[rows])
-    return index, rows, k, enemy
+    with heap_reuse():
+        p = _prepared(token, data, codes, spec)
+        if queries is None:
+            k, enemy = p.kstar_rows(start, stop)
+            return index, p.set.order[start:stop].copy(), k, enemy
+        Xq = np.asarray(_open(queries)[rows])
+        k, enemy = p.kstar_queries(Xq, np.asarray(query_codes)[rows])
+        return index, rows, k, enemy
+
+
+def _share1(token: str, data, codes, spec: dict, index: int, tiles):
+    """Pass 1 over one share of the one-set tiles: (index, rows, m, enemy, original index of the rows)."""
+    with heap_reuse():
+        p = _prepared(token, data, codes, spec)
+        rows, m, enemy = p.nearest_share(tiles)
+        return index, rows, m, enemy, p.set.order[rows]
+
+
+def _share2(token: str, data, codes, spec: dict, index: int, tiles, m):
+    """Pass 2 over one share of the same-class tiles: (index, rows, counts)."""
+    with heap_reuse():
+        p = _prepared(token, data, codes, spec)
+        rows, counts = p.count_share(tiles, m)
+        return index, rows, counts
+
+
+def _auto_tile(device) -> int:
+    from kstar_utils.engine.run import _tile_for, resolve_device
+
+    return _tile_for(resolve_device(device), None)
 
 
 def _forget(token: str) -> None:
@@ -138,11 +211,12 @@ def memmap_source(X) -> dict | None:
 
 
 def plan_blocks(req: Request, workers: dict, *, memory_limit: int | None, block_rows: int | None,
-                input_copy: bool, rss: dict | None = None) -> int:
+                input_copy: bool, rss: dict | None = None, largest: bool = False) -> int:
     """Rows per block: the largest that lets every worker hold the prepared set and one block per thread within
     WORKER_SHARE of its memory limit (or `memory_limit` bytes per worker), then no larger than needed to give each
-    worker thread two blocks; InsufficientMemoryError naming the worker size the request needs when none fits.
-    workers: the scheduler's {address: info} (memory_limit, nthreads); rss: {address: {"rss", "available"}}."""
+    worker thread two blocks (largest=True: the largest that fits); InsufficientMemoryError naming the worker size
+    the request needs when none fits. workers: the scheduler's {address: info} (memory_limit, nthreads); rss:
+    {address: {"rss", "available"}}."""
     n = req.n
     threads = {a: max(1, int(w.get("nthreads", 1))) for a, w in workers.items()}
     total_threads = sum(threads.values())
@@ -179,17 +253,29 @@ def plan_blocks(req: Request, workers: dict, *, memory_limit: int | None, block_
             f"threads; any number of such workers will do (more workers divide the time)")
     if block_rows:
         return int(min(n, block_rows))
+    if largest:
+        return int(fits)
     # at least two blocks per worker thread, for balance and so that a lost worker costs little
     return int(max(min(n, MIN_BLOCK), min(fits, -(-n // (2 * total_threads)))))
 
 
+MODE = "auto"  # "shares" (one set, symmetric), "blocks" (queries against the whole set) or "auto"
+
+
 def run_distributed(Xq, yq, Xp, yp, *, n_classes: int, client, device=None, backend: str = "auto", tile_size=None,
                     progress=None, scale: int = 0, screen: str = "auto", distance: Distance = SQEUCLIDEAN,
-                    memory_limit: int | None = None, block_rows: int | None = None, retries: int = 2):
+                    memory_limit: int | None = None, block_rows: int | None = None, retries: int = 2,
+                    mode: str | None = None):
     """Raw k* (int64, (n,)) and nearest enemies (int64, (n,)) as `run_engine` returns them, computed on a Dask
-    cluster. Xq (n, D) rows with codes yq; Xp / yp: a separate pool, or None (one set: every block of the set's rows
-    against the whole set, self excluded). client: a dask.distributed Client or a scheduler address.
-    memory_limit: bytes per worker (None: each worker's own limit); block_rows: rows per block (None: planned)."""
+    cluster. Xq (n, D) rows with codes yq; Xp / yp: a separate pool, or None (one set). client: a
+    dask.distributed Client or a scheduler address. memory_limit: bytes per worker (None: each worker's own limit);
+    block_rows: rows per block (None: planned).
+
+    mode (None: MODE): "blocks": blocks of queries, each against the whole set (self excluded) or the pool: every
+    distance tile is computed for its rows only, about twice the arithmetic of the local one-set engine; "shares"
+    (one set, not the faiss k-NN backend): the local engine's own tiles (the upper triangle) shared out by pairs of
+    block groups, each tile serving its rows and its columns, in two rounds (nearest foreign samples, merged with the
+    lowest-index tie rule; then the counts, summed); "auto": shares where they apply, else blocks."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -223,14 +309,29 @@ def run_distributed(Xq, yq, Xp, yp, *, n_classes: int, client, device=None, back
                       distance.kind == "sqeuclidean" and screen != "float32",
                       workers=1, device=dev_type,
                       col_counts=tuple(np.bincount(Sc, minlength=n_classes).tolist()), n_classes=n_classes)
+        mode = mode or MODE
+        knn = backend == "faiss" and distance.kind == "sqeuclidean"
+        if mode not in ("auto", "blocks", "shares"):
+            raise ValueError(f"unknown mode {mode!r}; choose 'auto', 'blocks' or 'shares'")
+        if mode == "shares" and (not one_set or knn):
+            raise ValueError("mode='shares' needs one set and the two-pass engine (not the faiss k-NN backend)")
+        shares = mode == "shares" or (mode == "auto" and one_set and not knn)
         rss = cl.run(_worker_memory)
         b = plan_blocks(req, workers, memory_limit=memory_limit, block_rows=block_rows,
-                        input_copy=src is None, rss=rss)
+                        input_copy=src is None, rss=rss, largest=shares)
+        # one tile edge for the client and every worker: the shares are made of the engine's own tiles
+        tile = int(tile_size) if tile_size is not None else min(cl.run(_auto_tile, device).values())
         spec = dict(n_classes=n_classes, scale=scale, distance=distance, device=device, backend=backend,
-                    screen=screen, tile=tile_size, workers=None)
+                    screen=screen, tile=tile, workers=None)
         # the set reaches each worker once: broadcast now, or read by each worker from its file
         data = src if src is not None else cl.scatter(np.ascontiguousarray(S), broadcast=True, hash=False)
         codes = cl.scatter(np.asarray(Sc, dtype=np.int64), broadcast=True, hash=False)
+        show = progress if progress is not None else Xq.shape[0] * S.shape[0] >= 50_000 ** 2
+        if shares:
+            threads = sum(max(1, int(w.get("nthreads", 1))) for w in workers.values())
+            return _run_shares(cl, token, futures, data, codes, spec, np.asarray(Sc, dtype=np.int64), tile,
+                               threads=threads, rows_per_share=b, retries=retries, show=show,
+                               n_workers=len(workers))
         queries = qcodes = None
         n = Xq.shape[0]
         if not one_set:
@@ -246,7 +347,6 @@ def run_distributed(Xq, yq, Xp, yp, *, n_classes: int, client, device=None, back
         enemy = np.full(n, -1, dtype=np.int64)
         seen = np.zeros(len(bounds), dtype=np.int64)
         covered = np.zeros(n, dtype=np.int64)
-        show = progress if progress is not None else n * (Xp.shape[0] if Xp is not None else n) >= 50_000 ** 2
         with tqdm(total=len(bounds), desc=f"k* blocks ({len(workers)} workers)", unit="block",
                   disable=not show) as bar:
             for fut, (i, rows, kb, eb) in as_completed(futures, with_results=True):
@@ -267,11 +367,66 @@ def run_distributed(Xq, yq, Xp, yp, *, n_classes: int, client, device=None, back
         if futures:
             cl.cancel(futures)
         try:
-            cl.run(_forget, token, wait=False)  # each worker drops its prepared set
+            cl.run(_forget, token)  # each worker drops its prepared set
         except Exception:  # noqa: BLE001 - a cluster that is going down keeps nothing to forget
             pass
         if own:
             cl.close()
+
+
+def _run_shares(cl, token, futures, data, codes, spec, y, tile: int, *, threads: int, rows_per_share: int,
+                retries: int, show: bool, n_workers: int):
+    """The one-set engine's tiles in shares on the cluster (module docstring; TwoPassEngine.restrict)."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    from kstar_utils.engine.passes import one_set_shares
+
+    n = y.shape[0]
+    order = np.argsort(y, kind="stable")  # as SortedSet.build sorts: checked against the workers' below
+    # groups: enough pairs for every worker thread to take several, few enough rows for a share to fit a worker
+    balance = int(np.ceil((np.sqrt(1 + 24 * threads) - 1) / 2))
+    groups = max(1, balance, -(-2 * n // max(1, rows_per_share)))
+    p1, p2 = one_set_shares(y[order], spec["n_classes"], tile, groups, 2 * threads)
+    m = np.full(n, np.inf)
+    enemy = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    seen1 = np.zeros(len(p1), dtype=np.int64)
+    with tqdm(total=len(p1) + len(p2), desc=f"k* shares ({n_workers} workers)", unit="share", disable=not show) as bar:
+        for i, tiles in enumerate(p1):
+            futures.append(cl.submit(_share1, token, data, codes, spec, i, tiles, key=f"kstar-share1-{i}-{token}",
+                                     pure=False, retries=retries))
+        for _, (i, rows, mm, ee, orig) in as_completed(futures, with_results=True):
+            if not np.array_equal(orig, order[rows]):
+                raise RuntimeError("a worker sorted the set differently from the client")
+            seen1[i] += 1
+            # the exact minimum over all shares, and among the shares attaining it the lowest index
+            better = (mm < m[rows]) | ((mm == m[rows]) & (ee < enemy[rows]))
+            m[rows[better]] = mm[better]
+            enemy[rows[better]] = ee[better]
+            bar.update(1)
+        if (seen1 != 1).any() or not np.isfinite(m).all():
+            raise RuntimeError(f"k* pass-1 shares missing or repeated: {np.flatnonzero(seen1 != 1)[:10].tolist()} "
+                               f"(of {len(p1)}); rows without a nearest foreign sample: {int((~np.isfinite(m)).sum())}")
+        cl.cancel(futures)
+        futures.clear()
+        mf = cl.scatter(m, broadcast=True, hash=False)
+        counts = np.zeros(n, dtype=np.int64)
+        seen2 = np.zeros(len(p2), dtype=np.int64)
+        for i, tiles in enumerate(p2):
+            futures.append(cl.submit(_share2, token, data, codes, spec, i, tiles, mf, key=f"kstar-share2-{i}-{token}",
+                                     pure=False, retries=retries))
+        for _, (i, rows, c) in as_completed(futures, with_results=True):
+            seen2[i] += 1
+            counts[rows] += c
+            bar.update(1)
+        if (seen2 != 1).any():
+            raise RuntimeError(f"k* pass-2 shares missing or repeated: {np.flatnonzero(seen2 != 1)[:10].tolist()} "
+                               f"(of {len(p2)})")
+    k = np.empty(n, dtype=np.int64)
+    k[order] = 1 + counts
+    nearest = np.empty(n, dtype=np.int64)
+    nearest[order] = enemy
+    return k, nearest
 
 
 def _takes_n_workers(cl) -> bool:

@@ -64,18 +64,31 @@ class GemmKernel(Kernel):
             self.L = _augmented(rows, self.device, workers, right=False)[0]
             self.R = _augmented(cols, self.device, workers, left=False)[1]
         self.gemm_threads = torch.get_num_threads()
+        self.dim = rows.X.shape[1]
+
+    def _left(self, rows_of_right: torch.Tensor) -> torch.Tensor:
+        """Left rows [a, n, 1, 0...] from right rows [-2a, 1, n, 0...] (exact: -2a times -1/2 is a), for a kernel
+        built with the right operand alone."""
+        d = self.dim
+        out = torch.zeros_like(rows_of_right)
+        torch.mul(rows_of_right[:, :d], -0.5, out=out[:, :d])
+        out[:, d] = rows_of_right[:, d + 1]
+        out[:, d + 1] = 1.0
+        return out
 
     def tile(self, i0, i1, j0, j1):
-        if self.device.type == "cpu" and self.workers <= 1 and (i1 - i0) * (j1 - j0) * self.L.shape[1] >= 1 << 28:
+        left = self.L[i0:i1] if self.L is not None else self._left(self.R[i0:i1])
+        if self.device.type == "cpu" and self.workers <= 1 and (i1 - i0) * (j1 - j0) * left.shape[1] >= 1 << 28:
             torch.set_num_threads(self.gemm_threads)  # the GEMM scales; the cheap passes around it run on one thread
             try:
-                return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
+                return torch.mm(left, self.R[j0:j1].T)
             finally:
                 torch.set_num_threads(1)
-        return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
+        return torch.mm(left, self.R[j0:j1].T)
 
     def rows_vs(self, ridx, j0, j1):
-        return torch.mm(self.L.index_select(0, ridx), self.R[j0:j1].T)
+        left = self.L.index_select(0, ridx) if self.L is not None else self._left(self.R.index_select(0, ridx))
+        return torch.mm(left, self.R[j0:j1].T)
 
 
 def _augmented(S: SortedSet, device, workers: int = 1, *, left: bool = True,

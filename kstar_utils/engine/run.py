@@ -297,3 +297,36 @@ class PreparedSet:
         nearest = np.empty(rows.n, dtype=np.int64)
         nearest[rows.order] = enemy
         return out, nearest
+
+    # -- the one-set work in shares (a cluster's tasks; TwoPassEngine.restrict) -----------------------------------
+    def _share_engine(self):
+        from kstar_utils.engine.passes import TwoPassEngine
+
+        if self.knn:
+            raise ValueError("the faiss k-NN backend computes in blocks of queries (kstar_rows), not in shares")
+        eng = TwoPassEngine(self.set, self.set, self.pool, tile=self.T, screen=self.screen)
+        if eng.use_bf16:
+            eng.bf16_pool = self._bf16_pool()
+        return eng
+
+    def nearest_share(self, tiles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pass 1 over a share of the one-set tiles (passes.one_set_shares): (rows (k,) sorted positions, m (k,)
+        float64, enemy (k,) original index) for the rows with a foreign sample in those tiles: the exact nearest
+        among them, lowest index among ties. Minimum and tie rule over all shares give the whole set's."""
+        eng = self._share_engine()
+        eng.restrict(pass1=tiles)
+        with exact_float32_matmul():
+            m, enemy = eng.nearest_foreign()
+        rows = np.flatnonzero(np.isfinite(m))
+        return rows, m[rows], enemy[rows]
+
+    def count_share(self, tiles, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pass 2 over a share of the same-class tiles with the whole set's m (float64, (n,), sorted order):
+        (rows (k,), counts (k,)) of the rows with classmates closer than m_p in those tiles (self excluded). The
+        sum over all shares is the whole set's count."""
+        eng = self._share_engine()
+        eng.restrict(pass2=tiles)
+        with exact_float32_matmul():
+            counts = eng.count_closer(np.asarray(m, dtype=np.float64))
+        rows = np.flatnonzero(counts)
+        return rows, counts[rows]
