@@ -76,11 +76,11 @@ def compute_kstar(
         sizes before anything is allocated (engine.memory); the tile is chosen to fit, or InsufficientMemoryError (a
         ValueError and a MemoryError) is raised at once with the estimate and what to do. With a client: bytes per
         worker (None: each worker's own memory limit).
-    client: a dask.distributed Client or a scheduler address: the queries are split into blocks of `block_rows`
-        (None: sized from the workers' memory), each computed on a worker against all samples (engine.distributed).
-        The set reaches each worker once (scattered; a memory-mapped .npy whose rows need no transform is read by
-        each worker from its file); the result equals the local one element for element. A lost worker's blocks are
-        recomputed.
+    client: a dask.distributed Client or a scheduler address: the work is split over the workers
+        (engine.distributed): one set's distance tiles in shares (of at most about `block_rows` rows each; None:
+        sized from the workers' memory), or blocks of queries against a separate pool. The set reaches each worker
+        once (scattered; a memory-mapped .npy whose rows need no transform is read by each worker from its file);
+        the result equals the local one element for element. A lost worker's shares are recomputed.
     """
     check_metric(metric, p, cov, shrinkage)
     if backend not in BACKENDS:
