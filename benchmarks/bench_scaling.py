@@ -6,8 +6,9 @@ the projected time of N = 1,281,167 (ImageNet's training set) on this machine an
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scaling.py --distributed dist.json  # + bench_distributed's JSON
 
 Each size runs in its own process (C Gaussian classes, float32, D = --dim): compute_kstar's wall time after a small
-warm-up, its peak resident memory (ru_maxrss) and, from `base` (the data, the libraries and a warm-up call), what the call added, beside the
-memory plan's estimate (engine.memory) for the same request.
+warm-up, its peak resident memory (ru_maxrss) and, from `base` (the data, the libraries and a warm-up call), what the
+call added, beside the memory plan's estimate (engine.memory) for the same request. (ru_maxrss also counts heap that
+glibc keeps after frees; benchmarks/memory_check.py measures the call's own peak.)
 
 Growth exponent: the least-squares slope of log(time) against log(N) over the sizes run (pairwise slopes shown too).
 Projection to N_target on this machine: time(N_max) x (N_target / N_max)^slope, and the memory plan's estimate at
