@@ -49,7 +49,7 @@ def run_case(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     from kstar_utils import compute_kstar
     from kstar_utils.engine.run import plan_run
-    from kstar_utils.method.metrics import distance_of, transforms_rows
+    from kstar_utils.method.metrics import Metric
 
     opts = dict(metric=spec["metric"], backend=spec["backend"], screen=spec["screen"])
     if spec["metric"] == "minkowski":
@@ -62,7 +62,8 @@ def run_case(spec: dict) -> dict:
     xs, ys = make_data(600, spec["d"], spec["c"], seed=2, dtype=spec["dtype"])
     compute_kstar(xs, ys, **opts)  # warm-up: library buffers and thread pools are not the call's own memory
     plan = plan_run(X, y, pool.get("pool_features"), pool.get("pool_labels"),
-                    distance=distance_of(spec["metric"], opts.get("p")), transformed=transforms_rows(spec["metric"]),
+                    distance=Metric.parse(spec["metric"], p=opts.get("p")).distance,
+                    transformed=Metric.parse(spec["metric"], p=opts.get("p")).transforms_rows,
                     backend=spec["backend"], device="cpu", screen=spec["screen"], tile_size=spec.get("tile"),
                     memory_limit=1 << 62, metric=spec["metric"])
     import ctypes

@@ -11,6 +11,8 @@
                                    # a fresh full run becomes the regression baseline (notebooks + tables)
     kstar notebook NOTEBOOK OUTPUT [-p NAME VALUE ...] [-r NAME VALUE ...] [-y YAML] [-f params.yaml] [--cwd DIR]
                    [-k KERNEL]     # one notebook through papermill, refusing parameter names it does not declare
+    kstar kstar FEATURES [--labels LABELS.npy] [--metric M] [--scheduler ADDRESS | --workers N] [--out PATH]
+                   # the k* of one features file (.npz, or a memory-mapped .npy), locally or on a Dask cluster
 
 `plan` and `run` check the study before any job starts: output and cache folders can be created and written, the
 notebooks declare the files through which they hand results on, the metric and its options and the layer names are
@@ -108,6 +110,23 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--tables", default="outputs/tables", help="the tables the run wrote (default outputs/tables)")
     st.add_argument("--reference", default="tests/baseline/tables",
                     help="reference tables (default tests/baseline/tables)")
+    ks = sub.add_parser("kstar", help="the k* of one features file, on this machine or on a Dask cluster")
+    ks.add_argument("features", help="a features .npz (features, labels, class_names) or an (N, D) .npy, read "
+                                     "memory-mapped (then --labels)")
+    ks.add_argument("--labels", default=None, help="(N,) labels .npy for a features .npy")
+    ks.add_argument("--metric", default="euclidean", help="the distance with its options: euclidean (default), "
+                                                          "cosine, mahalanobis, manhattan, chebyshev, minkowski(p=3) "
+                                                          "(options may also be given as --p, --cov, --shrinkage)")
+    ks.add_argument("--p", type=float, default=None, help="Minkowski order")
+    ks.add_argument("--cov", choices=["pooled", "total"], default=None, help="Mahalanobis covariance")
+    ks.add_argument("--shrinkage", default=None, help="Mahalanobis shrinkage: auto or a number in [0, 1]")
+    ks.add_argument("--scheduler", default=None, help="address of a running Dask scheduler to compute on")
+    ks.add_argument("--workers", type=int, default=None,
+                    help="start a local Dask cluster of N worker processes (one thread each) to compute on")
+    ks.add_argument("--memory-limit", type=float, default=None, metavar="GB",
+                    help="memory the computation may use (per worker on a cluster), in GB")
+    ks.add_argument("--out", default=None, help="output .npz (kstar, enemy, labels, class_names); default "
+                                                "<features name>.kstar-<metric>.npz in the current folder")
     return p
 
 
@@ -131,6 +150,79 @@ def lab_command(jupyter_args: Sequence[str], root_dir: str | Path) -> tuple[list
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([scripts, *(p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts)])
     return cmd + args, env
+
+
+def _kstar(args: argparse.Namespace) -> int:
+    """`kstar kstar`: compute_kstar on one features file, written atomically with a provenance sidecar."""
+    import numpy as np
+
+    from kstar_utils import compute_kstar
+    from kstar_utils.io import cache
+    from kstar_utils.method.metrics import Metric
+    from kstar_utils.method.skewness import summarize_skewness
+
+    shrinkage = args.shrinkage
+    if shrinkage not in (None, "auto"):
+        try:
+            shrinkage = float(shrinkage)
+        except ValueError:
+            raise ValueError(f"--shrinkage must be 'auto' or a number in [0, 1]; got {shrinkage!r}") from None
+    metric = Metric.parse(args.metric, p=args.p, cov=args.cov, shrinkage=shrinkage)
+    if args.scheduler and args.workers:
+        raise ValueError("give --scheduler or --workers, not both")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    if args.memory_limit is not None and args.memory_limit <= 0:
+        raise ValueError("--memory-limit must be a positive number of GB")
+    path = Path(args.features)
+    if not path.is_file():
+        raise FileNotFoundError(f"features file not found: {path}")
+    if path.suffix == ".npy":
+        if args.labels is None:
+            raise ValueError(f"{path} holds features only: give their labels with --labels LABELS.npy")
+        try:
+            X = np.load(path, mmap_mode="r", allow_pickle=False)  # read in row blocks, never loaded whole
+            y = np.load(args.labels, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read {path} / {args.labels} as .npy arrays: {e}") from None
+        names = ()
+    else:
+        if args.labels is not None:
+            raise ValueError("--labels is for a features .npy; a features .npz carries its labels")
+        from kstar_utils.pipeline.features import load_features
+
+        fs = load_features(path)
+        X, y, names = fs.features, fs.labels, fs.class_names
+    out = Path(args.out) if args.out else Path(f"{path.stem}.kstar-{cache.slugify(metric.label)}.npz")
+    client, cluster, where = None, None, "this machine"
+    t0 = time.perf_counter()
+    try:
+        if args.workers:
+            from kstar_utils.study.runner import ClusterOptions, _local_cluster
+            from distributed import Client
+
+            cluster = _local_cluster(ClusterOptions(None, args.workers, processes=True), gpu=False)
+            client = Client(cluster)
+            where = f"a local cluster of {args.workers} worker(s)"
+        elif args.scheduler:
+            client, where = args.scheduler, f"the cluster at {args.scheduler}"
+        limit = None if args.memory_limit is None else int(args.memory_limit * 1e9)
+        k, enemy = compute_kstar(X, y, metric=metric, return_enemy=True, client=client, memory_limit=limit)
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    labels = np.asarray(y)
+    arrays = {"kstar": k, "enemy": enemy, "labels": labels,
+              "class_names": np.asarray(names or [str(c) for c in np.unique(labels)], dtype=str)}
+    spec = {"kind": "kstar", **metric.spec}
+    cache.write_artifact(out, lambda tmp: cache.write_npz(tmp, arrays),
+                         cache.provenance(spec, features_path=str(path), n=int(k.size), inputs={
+                             "features": cache.input_record(path, cache.sha256_file(path))}))
+    s = summarize_skewness(k, labels)
+    print(f"k* of {k.size:,} samples x {X.shape[1]:,} dims ({len(np.unique(labels))} classes, {metric.label}) in "
+          f"{time.perf_counter() - t0:.1f} s on {where}: Γ' = {s.approx_skewness:.4f}\nwritten: {out}")
+    return 0
 
 
 def _lab(args: argparse.Namespace) -> int:
@@ -301,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _lab(args)
         if args.command == "store-notebooks":
             return _store(args)
+        if args.command == "kstar":
+            return _kstar(args)
         return _run(args.study, scheduler=args.scheduler, workers=args.workers, threads=args.threads,
                     retries=args.retries, force=args.force)
     except (ValueError, FileNotFoundError) as e:

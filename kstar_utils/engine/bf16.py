@@ -187,7 +187,8 @@ def nearest_foreign_bf16(engine):
     rows, cols, sym, ch = engine.rows, engine.cols, engine.symmetric, engine.ch
     coff, cstarts = engine.chunk_grid(engine.cblocks)
     roff = coff if sym else None
-    M = torch.full((rows.n, cstarts.shape[0]), -32768, dtype=torch.int16, device=engine.device)
+    M = torch.full((engine.table_rows_count(), cstarts.shape[0]), -32768, dtype=torch.int16, device=engine.device)
+    toff = engine._toff  # first table row of each block
 
     def tile(t):  # tiles write disjoint parts of M (rows of one block x chunks of another)
         i0, i1, j0, j1, bi, bj = t
@@ -198,9 +199,11 @@ def nearest_foreign_bf16(engine):
         g = g.view(torch.int16)
         for r0, r1, c0, c1 in rows.same_class_rects(i0, i1, cols, j0, j1):
             g[r0:r1, c0:c1] = -32768
-        M[i0:i1, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = chunk_reduce(g, ch, dim=1, op="amax")
+        a = toff[bi]
+        M[a : a + i1 - i0, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = chunk_reduce(g, ch, dim=1, op="amax")
         if sym and bi != bj:
-            M[j0:j1, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = chunk_reduce(g, ch, dim=0, op="amax").T
+            a = toff[bj]
+            M[a : a + j1 - j0, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = chunk_reduce(g, ch, dim=0, op="amax").T
         if engine.bar is not None:
             engine.bar.update(1)
 
@@ -211,23 +214,48 @@ def nearest_foreign_bf16(engine):
 
 
 def _setup(engine):
-    """bfloat16 operands (see Bf16Side): (row side, column side, left GEMM operand, right GEMM operand), or None."""
+    """bfloat16 operands (see Bf16Side): (row side, column side, left GEMM operand, right GEMM operand), or None.
+
+    An engine over a block of queries may carry `bf16_pool` (`pool_side`): the column side built once for every
+    block, with its centre and offset."""
     rows, cols = engine.rows, engine.cols
-    mu = cols.X.mean(0)  # centring shrinks the rounding errors (which scale with the centred norms)
-    c = _offset_estimate(engine)
-    sr = Bf16Side(rows.X, mu, c, workers=engine.workers)
-    sc = sr if engine.symmetric else Bf16Side(cols.X, mu, c, workers=engine.workers)
+    shared = getattr(engine, "bf16_pool", None)
+    if shared is not None:
+        mu, c, sc, R16 = shared
+        # the set itself (a share of a one-set run): its own side; a block of queries: their side
+        sr = sc if engine.symmetric else Bf16Side(rows.X, mu, c, workers=engine.workers)
+    else:
+        mu = cols.X.mean(0)  # centring shrinks the rounding errors (which scale with the centred norms)
+        c = _offset_estimate(engine)
+        sr = Bf16Side(rows.X, mu, c, workers=engine.workers)
+        sc = sr if engine.symmetric else Bf16Side(cols.X, mu, c, workers=engine.workers)
     if not (np.isfinite(c) and max(sr.max_sqnorm, sc.max_sqnorm) < BF16_MAX_SQNORM):
         return None
     L16 = sr.left.to(engine.device)
-    R16 = sc.right.to(engine.device)
-    if engine.device.type != "cpu":
-        sc.right = None  # the host keeps `left` only (the runtime check reads yhat from it)
+    if shared is None:
+        R16 = sc.right.to(engine.device)
+        if engine.device.type != "cpu":
+            sc.right = None  # the host keeps `left` only (the runtime check reads yhat from it)
     return sr, sc, L16, R16
 
 
+def pool_side(cols, rows_vs, device, workers: int = 1):
+    """The column side of the bfloat16 screen for a set `cols` (SortedSet) whose rows are also the queries, built once
+    for every block of them: (mu, c, Bf16Side, right operand on `device`). rows_vs(idx, j0, j1): float32 screened
+    scores of the set's rows idx against its rows j0:j1 (the offset c is estimated from them, as in a whole run)."""
+    mu = cols.X.mean(0)
+    c = offset_estimate(cols, cols, rows_vs, device)
+    sc = Bf16Side(cols.X, mu, c, workers=workers)
+    return mu, c, sc, sc.right.to(device)
+
+
 def _offset_estimate(engine) -> float:
-    """Offset c: 1.25 x the largest nearest-foreign squared distance of up to 32 sample rows (float32 screen).
+    return offset_estimate(engine.rows, engine.cols, engine.kernel.rows_vs, engine.device)
+
+
+def offset_estimate(rows, cols, rows_vs, device) -> float:
+    """Offset c: 1.25 x the largest nearest-foreign squared distance of up to 32 sample rows (float32 screen,
+    rows_vs(idx tensor, j0, j1) -> (k, j1 - j0) scores of rows[idx] against cols[j0:j1]).
 
     With w ~ (c - s) / 2 the chunk maxima that matter are positive (see `nearest_foreign_bf16`) yet small.
     Returned as a bfloat16 number.
@@ -236,11 +264,10 @@ def _offset_estimate(engine) -> float:
 
     import torch
 
-    rows, cols = engine.rows, engine.cols
     idx = np.unique(np.linspace(0, rows.n - 1, min(32, rows.n)).round().astype(np.int64))
-    it = torch.from_numpy(idx).to(engine.device)
-    g = engine.kernel.rows_vs(it, 0, cols.n)
-    g[torch.from_numpy(rows.codes[idx][:, None] == cols.codes[None, :]).to(engine.device)] = math.inf
+    it = torch.from_numpy(idx).to(device)
+    g = rows_vs(it, 0, cols.n)
+    g[torch.from_numpy(rows.codes[idx][:, None] == cols.codes[None, :]).to(device)] = math.inf
     mins = g.amin(1)
     mins = mins[torch.isfinite(mins)]
     if not mins.numel():
@@ -265,20 +292,27 @@ def _candidates(engine, M, cstarts: np.ndarray, sr: Bf16Side, sc: Bf16Side):
     g_rmax, g_gmax = sc.rho.max(), sc.gam.max()
     from kstar_utils.engine.passes import table_rows
 
+    # the table's rows are the rows, or (a share of the work, TwoPassEngine.restrict) the rows of some blocks
+    gi = engine.table_index
+    kap, rho, gam = (sr.kappa, sr.rho, sr.gam) if gi is None else (sr.kappa[gi], sr.rho[gi], sr.gam[gi])
     step = table_rows(M.shape[1])  # table scans in row blocks: no temporary the size of the table
     if any(bool(((M[s0 : s0 + step] & 0x7FFF) > 0x7F80).any()) for s0 in range(0, M.shape[0], step)):
         raise RuntimeError("bfloat16 distance screen produced NaN")  # NaN bit patterns (either sign)
-    # each row's int16-largest entry is an attained foreign value (rows always have a foreign chunk)
+    # each row's int16-largest entry is an attained foreign value (every row has a foreign chunk; in a share of the
+    # work, every row of `has_foreign`: the others are left out below)
     vrow = M.amax(1).view(torch.bfloat16).float().cpu().numpy().astype(np.float64)
-    _, U = bf16_bounds(vrow, sr.kappa, sr.rho, sr.gam, g_kmin, g_kmax, g_rmax, g_gmax)
-    thr = bf16_threshold(U, sr.kappa, sr.rho, sr.gam, g_kmin, g_rmax, g_gmax)
+    _, U = bf16_bounds(vrow, kap, rho, gam, g_kmin, g_kmax, g_rmax, g_gmax)
+    thr = bf16_threshold(U, kap, rho, gam, g_kmin, g_rmax, g_gmax)
     # A chunk's largest possible maximum is v when v >= 0, else 0. Keep it when that is >= thr: for thr > 0 that
     # is v >= thr, i.e. bits >= the bits of a bfloat16 number <= thr (positive patterns order like the values,
     # negative patterns are below them); for thr <= 0 every chunk is kept.
     t32 = torch.from_numpy(round_down(np.maximum(thr, 0.0)))  # <= thr where thr > 0
     k16 = t32.to(torch.bfloat16)
     key = k16.view(torch.int16) - (k16.float() > t32).to(torch.int16)  # one bfloat16 step down if rounded up
-    key = torch.where(torch.from_numpy(thr > 0), key, torch.full_like(key, -32768)).to(engine.device)
+    key = torch.where(torch.from_numpy(thr > 0), key, torch.full_like(key, -32768))
+    if engine.has_foreign is not None:  # no foreign column computed for the row: no chunk (0x7FFF is NaN, never kept)
+        key = torch.where(torch.from_numpy(engine.has_foreign), key, torch.full_like(key, 0x7FFF))
+    key = key.to(engine.device)
     hits = [torch.nonzero(M[s0 : s0 + step] >= key[s0 : s0 + step, None], as_tuple=True)
             for s0 in range(0, M.shape[0], step)]
     rr = torch.cat([h[0] + s0 for h, s0 in zip(hits, range(0, M.shape[0], step))])
@@ -286,20 +320,24 @@ def _candidates(engine, M, cstarts: np.ndarray, sr: Bf16Side, sc: Bf16Side):
     bits = M[rr, kk]
     v = bits.view(torch.bfloat16).float().cpu().numpy().astype(np.float64)
     neg = (bits < 0).cpu().numpy()
-    r, k = rr.cpu().numpy(), kk.cpu().numpy()
+    r, k = rr.cpu().numpy(), kk.cpu().numpy()  # table rows, chunks
+    rg = r if gi is None else gi[r]  # the rows themselves
     cends = np.append(cstarts[1:], cols.n)
     one_class = np.where(cols.codes[cstarts] == cols.codes[cends - 1], cols.codes[cstarts], -1)
-    foreign = one_class[k] != rows.codes[r]  # False: the chunk is all the row's own class
+    foreign = one_class[k] != rows.codes[rg]  # False: the chunk is all the row's own class
+    if engine.computed is not None:  # a share of the work: chunks of blocks not computed with the row's hold nothing
+        foreign &= engine.computed[engine.table_block[r], engine.chunk_block[k]]
     kmin = np.minimum.reduceat(sc.kappa, cstarts)[k]
     kmax = np.maximum.reduceat(sc.kappa, cstarts)[k]
     rmax = np.maximum.reduceat(sc.rho, cstarts)[k]
     gmax = np.maximum.reduceat(sc.gam, cstarts)[k]
-    lb, _ = bf16_bounds(np.where(neg, 0.0, v), sr.kappa[r], sr.rho[r], sr.gam[r], kmin, kmax, rmax, gmax)
-    _, ub = bf16_bounds(v, sr.kappa[r], sr.rho[r], sr.gam[r], kmin, kmax, rmax, gmax)
+    lb, _ = bf16_bounds(np.where(neg, 0.0, v), sr.kappa[rg], sr.rho[rg], sr.gam[rg], kmin, kmax, rmax, gmax)
+    _, ub = bf16_bounds(v, sr.kappa[rg], sr.rho[rg], sr.gam[rg], kmin, kmax, rmax, gmax)
     lb[~foreign] = np.inf
     ub[~foreign] = np.inf
     np.minimum.at(U, r, ub)
     keep = lb <= U[r]
     kt = torch.from_numpy(keep).to(engine.device)
     ub32 = torch.from_numpy(round_up(U[r[keep]])).to(engine.device)
-    return engine.evaluate_chunks(rr[kt], kk[kt], ub32, cstarts)
+    rows_of = rr if gi is None else torch.from_numpy(gi).to(engine.device)[rr]
+    return engine.evaluate_chunks(rows_of[kt], kk[kt], ub32, cstarts)

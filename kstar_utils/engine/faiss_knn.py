@@ -38,10 +38,11 @@ def faiss_available() -> bool:
 
 
 class FaissEngine:
-    """rows, cols: SortedSet (the same object in the one-set case); use_gpu: faiss GPU resources."""
+    """rows, cols: SortedSet (the same object in the one-set case); use_gpu: faiss GPU resources; pool_f32: the
+    columns' rows as float32, when already made."""
 
     def __init__(self, rows: SortedSet, cols: SortedSet, *, eps: float, use_gpu: bool, fallback, bar=None,
-                 query_chunk: int = 16384):
+                 query_chunk: int = 16384, pool_f32: np.ndarray | None = None):
         import faiss
 
         self.faiss = faiss
@@ -53,7 +54,10 @@ class FaissEngine:
         self.chunk = query_chunk
         self.res = faiss.StandardGpuResources() if use_gpu else None
         self.qf = np.ascontiguousarray(rows.X, dtype=np.float32)
-        self.pf = self.qf if self.symmetric else np.ascontiguousarray(cols.X, dtype=np.float32)
+        if pool_f32 is not None:  # the pool's float32 rows, made once for many blocks of queries
+            self.pf = pool_f32
+        else:
+            self.pf = self.qf if self.symmetric else np.ascontiguousarray(cols.X, dtype=np.float32)
         self.C = rows.starts.shape[0] - 1
         self.nmax = np.array(
             [cols.sqnorm[slice(*cols.class_range(c))].max(initial=0.0) for c in range(self.C)], dtype=np.float64

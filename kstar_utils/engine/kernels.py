@@ -27,14 +27,19 @@ class Kernel:
     """Base: the rows and columns (SortedSet, the same object in the one-set case), device, bound norms."""
 
     dtype = torch.float32
+    parallel_tiles = True  # whole tiles may run on parallel threads (one intra-op thread each)
 
-    def __init__(self, rows: SortedSet, cols: SortedSet, distance: Distance, device, workers: int):
+    def __init__(self, rows: SortedSet, cols: SortedSet, distance: Distance, device, workers: int,
+                 pool: "Kernel | None" = None):
         self.rows, self.cols, self.distance = rows, cols, distance
         self.device = torch.device(device)
         self.workers = workers
         self.eps = screen_eps(rows.X.shape[1], distance)
         self.nr = torch.from_numpy(rows.sqnorm.astype(np.float32)).to(self.device)
-        self.nc = self.nr if rows is cols else torch.from_numpy(cols.sqnorm.astype(np.float32)).to(self.device)
+        if pool is not None:  # the columns' side built once, shared by every block of queries (see make_kernel)
+            self.nc = pool.nc
+        else:
+            self.nc = self.nr if rows is cols else torch.from_numpy(cols.sqnorm.astype(np.float32)).to(self.device)
 
     def tile(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
         """Screened scores of rows[i0:i1] against cols[j0:j1]: (i1 - i0, j1 - j0)."""
@@ -49,26 +54,41 @@ class GemmKernel(Kernel):
     """Squared Euclidean through one GEMM: left [a, n, 1, 0...] . right [-2a, 1, n, 0...] = n_p + n_q - 2 a_p.a_q,
     with a = fl32(x) and n = fl32(||a||^2) (summed in float64)."""
 
-    def __init__(self, rows, cols, distance, device, workers):
-        super().__init__(rows, cols, distance, device, workers)
-        if rows is cols:
-            self.L, self.R = _augmented(rows, self.device, workers)
+    def __init__(self, rows, cols, distance, device, workers, pool=None, *, left: bool = True):
+        super().__init__(rows, cols, distance, device, workers, pool)
+        if pool is not None:
+            self.L, self.R = _augmented(rows, self.device, workers, right=False)[0], pool.R
+        elif rows is cols:  # left=False: a pool's operands alone (queries come in blocks, with their own left)
+            self.L, self.R = _augmented(rows, self.device, workers, left=left)
         else:  # only the sides the GEMMs read: the queries' left operand, the pool's right one
             self.L = _augmented(rows, self.device, workers, right=False)[0]
             self.R = _augmented(cols, self.device, workers, left=False)[1]
         self.gemm_threads = torch.get_num_threads()
+        self.dim = rows.X.shape[1]
+
+    def _left(self, rows_of_right: torch.Tensor) -> torch.Tensor:
+        """Left rows [a, n, 1, 0...] from right rows [-2a, 1, n, 0...] (exact: -2a times -1/2 is a), for a kernel
+        built with the right operand alone."""
+        d = self.dim
+        out = torch.zeros_like(rows_of_right)
+        torch.mul(rows_of_right[:, :d], -0.5, out=out[:, :d])
+        out[:, d] = rows_of_right[:, d + 1]
+        out[:, d + 1] = 1.0
+        return out
 
     def tile(self, i0, i1, j0, j1):
-        if self.device.type == "cpu" and self.workers <= 1 and (i1 - i0) * (j1 - j0) * self.L.shape[1] >= 1 << 28:
+        left = self.L[i0:i1] if self.L is not None else self._left(self.R[i0:i1])
+        if self.device.type == "cpu" and self.workers <= 1 and (i1 - i0) * (j1 - j0) * left.shape[1] >= 1 << 28:
             torch.set_num_threads(self.gemm_threads)  # the GEMM scales; the cheap passes around it run on one thread
             try:
-                return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
+                return torch.mm(left, self.R[j0:j1].T)
             finally:
                 torch.set_num_threads(1)
-        return torch.mm(self.L[i0:i1], self.R[j0:j1].T)
+        return torch.mm(left, self.R[j0:j1].T)
 
     def rows_vs(self, ridx, j0, j1):
-        return torch.mm(self.L.index_select(0, ridx), self.R[j0:j1].T)
+        left = self.L.index_select(0, ridx) if self.L is not None else self._left(self.R.index_select(0, ridx))
+        return torch.mm(left, self.R[j0:j1].T)
 
 
 def _augmented(S: SortedSet, device, workers: int = 1, *, left: bool = True,
@@ -103,22 +123,29 @@ def _augmented(S: SortedSet, device, workers: int = 1, *, left: bool = True,
 class DiffKernel(Kernel):
     """l1 / linf / lp scores from float32 differences (faiss's or torch's loops)."""
 
-    def __init__(self, rows, cols, distance, device, workers, impl: str = "torch"):
-        super().__init__(rows, cols, distance, device, workers)
+    def __init__(self, rows, cols, distance, device, workers, impl: str = "torch", pool=None):
+        super().__init__(rows, cols, distance, device, workers, pool)
         if impl not in IMPLS:
             raise ValueError(f"unknown kernel implementation {impl!r}; choose one of {list(IMPLS)}")
         if impl == "faiss" and self.device.type != "cpu":
             impl = "torch"  # faiss's extra metrics run on the CPU only
         self.impl = impl
         self.A = np.ascontiguousarray(rows.X, dtype=np.float32)
-        self.B = self.A if rows is cols else np.ascontiguousarray(cols.X, dtype=np.float32)
+        if pool is not None:
+            self.B = pool.B
+        else:
+            self.B = self.A if rows is cols else np.ascontiguousarray(cols.X, dtype=np.float32)
         if impl == "torch":
             self.At = torch.from_numpy(self.A).to(self.device)
-            self.Bt = self.At if rows is cols else torch.from_numpy(self.B).to(self.device)
+            if pool is not None:
+                self.Bt = pool.Bt
+            else:
+                self.Bt = self.At if rows is cols else torch.from_numpy(self.B).to(self.device)
         else:
             import faiss
 
             self.faiss = faiss
+            self.parallel_tiles = False  # faiss spreads each call over its own OpenMP threads
             self.metric = {"l1": faiss.METRIC_L1, "linf": faiss.METRIC_Linf, "lp": faiss.METRIC_Lp}[distance.kind]
 
     def _scores(self, a_np: np.ndarray, a_t, j0: int, j1: int) -> torch.Tensor:
@@ -151,8 +178,8 @@ class ExactKernel(Kernel):
 
     dtype = torch.float64
 
-    def __init__(self, rows, cols, distance, device, workers):
-        super().__init__(rows, cols, distance, device, workers)
+    def __init__(self, rows, cols, distance, device, workers, pool=None):
+        super().__init__(rows, cols, distance, device, workers, pool)
         self.eps = 0.0
 
     def _block(self, ridx: np.ndarray, j0: int, j1: int) -> torch.Tensor:
@@ -169,10 +196,21 @@ class ExactKernel(Kernel):
         return self._block(ridx.cpu().numpy(), j0, j1)
 
 
-def make_kernel(rows: SortedSet, cols: SortedSet, distance: Distance, device, workers: int, impl: str) -> Kernel:
-    """The kernel for `distance`: GEMM for squared Euclidean, difference loops (faiss or torch) otherwise."""
+def make_kernel(rows: SortedSet, cols: SortedSet, distance: Distance, device, workers: int, impl: str,
+                pool: Kernel | None = None) -> Kernel:
+    """The kernel for `distance`: GEMM for squared Euclidean, difference loops (faiss or torch) otherwise.
+
+    pool: a kernel of `cols` against itself made by `pool_kernel`, whose column side (operands, norms) is reused:
+    a block of queries then builds only its own rows' operands."""
     if distance.kind == "sqeuclidean":
-        return GemmKernel(rows, cols, distance, device, workers)
+        return GemmKernel(rows, cols, distance, device, workers, pool)
     if distance.kind == "lp" and distance.p > P_MAX_SCREEN:
-        return ExactKernel(rows, cols, distance, device, workers)
-    return DiffKernel(rows, cols, distance, device, workers, impl=impl)
+        return ExactKernel(rows, cols, distance, device, workers, pool)
+    return DiffKernel(rows, cols, distance, device, workers, impl=impl, pool=pool)
+
+
+def pool_kernel(cols: SortedSet, distance: Distance, device, workers: int, impl: str) -> Kernel:
+    """The column side of `make_kernel` for the set `cols`, built once (the GEMM's right operand only)."""
+    if distance.kind == "sqeuclidean":
+        return GemmKernel(cols, cols, distance, device, workers, left=False)
+    return make_kernel(cols, cols, distance, device, workers, impl)

@@ -52,6 +52,12 @@ class SortedSet:
         starts = np.searchsorted(cs, np.arange(n_classes + 1)).astype(np.int64)
         return cls(Xs, cs, order, starts, sq)
 
+    def slice(self, s0: int, s1: int) -> "SortedSet":
+        """The sorted rows s0:s1 as a SortedSet of their own (views, no copy; `order` keeps the set's original
+        indices), e.g. a block of queries of the one set."""
+        starts = np.clip(self.starts - s0, 0, s1 - s0)
+        return SortedSet(self.X[s0:s1], self.codes[s0:s1], self.order[s0:s1], starts, self.sqnorm[s0:s1])
+
     @property
     def n(self) -> int:
         return self.X.shape[0]

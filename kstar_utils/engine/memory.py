@@ -117,14 +117,22 @@ def _width(d: int, mult: int, extra: int) -> int:
 
 def n_chunks(req: Request, tile: int) -> int:
     """Number of column chunks of the pass-1 table (exact when the class sizes are known, else a bound)."""
+    return _grid(req, tile)[0]
+
+
+def _grid(req: Request, tile: int) -> tuple[int, int]:
+    """(column chunks of the pass-1 table, largest column block): exact when the class sizes are known, else
+    bounds."""
     m = req.n if req.m is None else req.m
     ch = _chunk(m, tile)  # as TwoPassEngine.chunk_size
     if req.col_counts is not None:
         starts = np.concatenate([[0], np.cumsum(np.asarray(req.col_counts, dtype=np.int64))])
-        return int(sum(-(-(b1 - b0) // ch) for b0, b1 in class_blocks(starts, tile)))
+        blocks = class_blocks(starts, tile)
+        return (int(sum(-(-(b1 - b0) // ch) for b0, b1 in blocks)),
+                int(max((b1 - b0 for b0, b1 in blocks), default=1)))
     # class_blocks makes at most 7 m / T + 1 blocks (pieces of big classes, packed blocks closed by a big class or
     # by exceeding T / 2 rows), each adding at most one partial chunk
-    return int(-(-m // ch) + 7 * m // tile + 1 + req.n_classes)
+    return int(-(-m // ch) + 7 * m // tile + 1 + req.n_classes), min(tile, m)
 
 
 def estimate(req: Request, tile: int) -> MemoryPlan:
@@ -174,7 +182,7 @@ def estimate(req: Request, tile: int) -> MemoryPlan:
         if cuda:
             dev["faiss-gpu (data, search)"] = 4.0 * rows_all * d + 16384 * 2048 * 8.0 + 3 * 4.0 * T * T
         return _plan(T, prep, eng, dev, req)
-    nch = n_chunks(req, T)
+    nch, col_block = _grid(req, T)
     gemm = req.distance.kind == "sqeuclidean"
     exact = req.distance.kind == "lp" and req.distance.p > 3
     if gemm:  # one set: left and right of the rows; a pool: the queries' left and the pool's right
@@ -190,7 +198,8 @@ def estimate(req: Request, tile: int) -> MemoryPlan:
     # ambiguous rows; the kernels' own temporaries come on top
     maxc = max(req.col_counts) if req.col_counts else m
     t2 = min(T, max(512, -(-maxc // 8))) if one else T
-    tile1 = float(min(T, n) * min(T, m))
+    # a pass-1 tile spans one row block and one column block (class-aligned, at most T each; one set: the same)
+    tile1 = float((col_block if one else min(T, n)) * col_block)
     tile2 = float(min(t2, n) * min(t2, m))
     extra = 0.0
     if not gemm and req.impl == "torch" and req.distance.kind == "lp":
@@ -205,7 +214,7 @@ def estimate(req: Request, tile: int) -> MemoryPlan:
     cand = CANDIDATES_PER_ROW * n * CANDIDATE_BYTES + PAIRS_PER_ROW * n * 40.0
     ch = _chunk(m, T)
     # candidate re-screen: each thread screens one chunk's candidate rows at a time (a few hundred rows typically)
-    rescreen = threads * (min(n, 8192) * ch * val_b * 2 + extra)
+    rescreen = threads * (min(n, 2048) * ch * val_b * 2 + (0.0 if req.impl == "faiss" else extra))
     blk = min(n, max(256, (1 << 22) // max(1, nch))) * nch  # entries of one row block of the table scans
     # pass 1: the table, then either the tiles or (after them) the candidate stage
     phases = [{"pass-1 table": n * nch * val_b,

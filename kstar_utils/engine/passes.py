@@ -29,6 +29,59 @@ from kstar_utils.engine.reference import merge_nearest
 from kstar_utils.engine.threads import run_tiles, single_thread
 
 
+def pass1_tiles_of(rcodes, ccodes, rblocks, cblocks, symmetric: bool) -> list[tuple[int, int, int, int, int, int]]:
+    """Pass-1 tiles (i0, i1, j0, j1, bi, bj) of class-sorted codes over class-aligned blocks; the upper triangle in
+    the one-set case; tiles of one class on both sides are left out (nothing foreign)."""
+    tiles = []
+    for bi, (i0, i1) in enumerate(rblocks):
+        for bj in range(bi if symmetric else 0, len(cblocks)):
+            j0, j1 = cblocks[bj]
+            c = rcodes[i0]
+            if rcodes[i1 - 1] == c and ccodes[j0] == c and ccodes[j1 - 1] == c:
+                continue
+            tiles.append((i0, i1, j0, j1, bi, bj))
+    return tiles
+
+
+def pass2_tiles_of(rstarts, cstarts, T: int, symmetric: bool) -> list[tuple[int, int, int, int]]:
+    """Pass-2 (same-class) tiles (i0, i1, j0, j1) from the class offsets; one set: each class in sub-blocks of
+    max(512, n_c / 8) rows, upper triangle only."""
+    tiles = []
+    for c in range(rstarts.shape[0] - 1):
+        r0, r1 = int(rstarts[c]), int(rstarts[c + 1])
+        c0, c1 = int(cstarts[c]), int(cstarts[c + 1])
+        if r0 == r1 or c0 == c1:
+            continue
+        t = min(T, max(512, -(-(r1 - r0) // 8))) if symmetric else T
+        for i0 in range(r0, r1, t):
+            i1 = min(i0 + t, r1)
+            for j0 in range(i0 if symmetric else c0, c1, t):
+                tiles.append((i0, i1, j0, min(j0 + t, c1)))
+    return tiles
+
+
+def one_set_shares(codes_sorted: np.ndarray, n_classes: int, T: int, groups: int, pass2_parts: int):
+    """The one-set engine's work in shares whose results combine exactly (TwoPassEngine.restrict): pass-1 tiles by
+    pairs of block groups (g <= h; each share touches the rows of two groups only) and pass-2 tiles in parts of about
+    equal area. codes_sorted: (n,) class codes in sorted order. Returns (pass-1 shares, pass-2 shares), lists of
+    tile lists, none empty."""
+    starts = np.searchsorted(codes_sorted, np.arange(n_classes + 1)).astype(np.int64)
+    blocks = class_blocks(starts, T)
+    n = codes_sorted.shape[0]
+    # groups of consecutive blocks with about n / groups rows each
+    group_of = np.minimum(np.array([b0 for b0, _ in blocks], dtype=np.int64) * groups // max(1, n), groups - 1)
+    p1: dict = {}
+    for t in pass1_tiles_of(codes_sorted, codes_sorted, blocks, blocks, True):
+        p1.setdefault((int(group_of[t[4]]), int(group_of[t[5]])), []).append(t)
+    tiles2 = pass2_tiles_of(starts, starts, T, True)
+    area = np.cumsum([(i1 - i0) * (j1 - j0) for i0, i1, j0, j1 in tiles2]) if tiles2 else np.zeros(0)
+    part = np.minimum((area - 1) * pass2_parts // max(1, int(area[-1]) if area.size else 1), pass2_parts - 1)
+    p2: dict = {}
+    for t, k in zip(tiles2, part):
+        p2.setdefault(int(k), []).append(t)
+    return [p1[k] for k in sorted(p1)], [p2[k] for k in sorted(p2)]
+
+
 def table_rows(nch: int) -> int:
     """Rows per block when a (rows, nch) pass-1 table is scanned: each temporary stays near 2^22 entries."""
     return max(256, (1 << 22) // max(1, nch))
@@ -67,36 +120,68 @@ class TwoPassEngine:
         gemm = isinstance(kernel, GemmKernel)
         self.use_bf16 = gemm and (screen == "bf16" or (screen == "auto" and fast_bf16(self.device)))
         self.use_bf16 = self.use_bf16 and rows.X.shape[1] <= 10**6  # bf16_bounds' relative slack assumes D < 10^6
+        self._only1 = self._only2 = None
+        self.table_index = None  # global row of each pass-1 table row (None: the table's rows are the rows)
+        self.has_foreign = None  # per table row: some computed tile holds a foreign column (None: every row)
+        self.computed = None  # (blocks, blocks) pairs computed (None: all)
+        self._toff = np.array([b0 for b0, _ in self.rblocks], dtype=np.int64)
+
+    def restrict(self, pass1=None, pass2=None) -> None:
+        """Compute only these tiles (sublists of `pass1_tiles()` / `pass2_tiles()`) of a one-set engine: a share of
+        the work, as on a cluster, whose results combine exactly. `nearest_foreign` then gives each row the nearest
+        foreign sample among the columns of its computed tiles (m_p = inf, enemy -1 for rows with none) and
+        `count_closer(m)` the count over the computed same-class tiles: minima merged with the lowest-index tie rule
+        and counts summed over a partition of the tiles are the whole computation's. The pass-1 table holds only the
+        rows of the blocks the tiles touch."""
+        if not self.symmetric:
+            raise ValueError("restrict() shares the work of a one-set engine")
+        self._only1, self._only2 = pass1, pass2
+        if pass1 is None:
+            return
+        touched = sorted({t[4] for t in pass1} | {t[5] for t in pass1})
+        self._toff = np.full(len(self.rblocks), -1, dtype=np.int64)
+        index, at = [], 0
+        has = np.zeros(self.rows.n, dtype=bool)
+        codes = self.rows.codes
+        for b in touched:
+            b0, b1 = self.rblocks[b]
+            self._toff[b] = at
+            index.append(np.arange(b0, b1))
+            at += b1 - b0
+
+        def single(x0, x1):  # the block's one class, or -1 when it holds several
+            return int(codes[x0]) if codes[x0] == codes[x1 - 1] else -1
+
+        nb = len(self.rblocks)
+        self.computed = np.zeros((nb, nb), dtype=bool)  # block pairs whose tile is computed (either orientation)
+        for i0, i1, j0, j1, bi, bj in pass1:  # a row has a foreign column in a tile unless the other side is its class
+            has[i0:i1] |= codes[i0:i1] != single(j0, j1)
+            has[j0:j1] |= codes[j0:j1] != single(i0, i1)
+            self.computed[bi, bj] = self.computed[bj, bi] = True
+        self.table_index = np.concatenate(index) if index else np.zeros(0, dtype=np.int64)
+        self.has_foreign = has[self.table_index]
+        # the block of each table row and of each column chunk: a table entry is meaningful only where its pair of
+        # blocks was computed (the bfloat16 table cannot mark the others apart from masked same-class entries)
+        self.table_block = np.repeat(np.arange(nb), [(b1 - b0) if self._toff[b] >= 0 else 0
+                                                     for b, (b0, b1) in enumerate(self.rblocks)])
+        coff, cst = self.chunk_grid(self.cblocks)
+        self.chunk_block = np.searchsorted(coff, np.arange(cst.shape[0]), side="right") - 1
+
+    def table_rows_count(self) -> int:
+        return self.rows.n if self.table_index is None else int(self.table_index.shape[0])
 
     # -- tile bookkeeping -------------------------------------------------------------------------------------------
     def pass1_tiles(self) -> list[tuple[int, int, int, int, int, int]]:
         """(i0, i1, j0, j1, bi, bj) over class-aligned blocks; the upper triangle in the one-set case."""
-        rows, cols = self.rows, self.cols
-        tiles = []
-        for bi, (i0, i1) in enumerate(self.rblocks):
-            for bj in range(bi if self.symmetric else 0, len(self.cblocks)):
-                j0, j1 = self.cblocks[bj]
-                c = rows.codes[i0]
-                if rows.codes[i1 - 1] == c and cols.codes[j0] == c and cols.codes[j1 - 1] == c:
-                    continue  # one class on both sides: nothing foreign
-                tiles.append((i0, i1, j0, j1, bi, bj))
-        return tiles
+        if self._only1 is not None:
+            return list(self._only1)
+        return pass1_tiles_of(self.rows.codes, self.cols.codes, self.rblocks, self.cblocks, self.symmetric)
 
     def pass2_tiles(self) -> list[tuple[int, int, int, int]]:
         """Same-class tiles. One-set case: each class in sub-blocks of max(512, n_c / 8) rows, upper triangle only."""
-        rows, cols = self.rows, self.cols
-        tiles = []
-        for c in range(rows.starts.shape[0] - 1):
-            r0, r1 = rows.class_range(c)
-            c0, c1 = cols.class_range(c)
-            if r0 == r1 or c0 == c1:
-                continue
-            t = min(self.T, max(512, -(-(r1 - r0) // 8))) if self.symmetric else self.T
-            for i0 in range(r0, r1, t):
-                i1 = min(i0 + t, r1)
-                for j0 in range(i0 if self.symmetric else c0, c1, t):
-                    tiles.append((i0, i1, j0, min(j0 + t, c1)))
-        return tiles
+        if self._only2 is not None:
+            return list(self._only2)
+        return pass2_tiles_of(self.rows.starts, self.cols.starts, self.T, self.symmetric)
 
     def chunk_grid(self, blocks) -> tuple[np.ndarray, np.ndarray]:
         """Chunks of <= ch columns inside each block: (first chunk index per block (nb,), chunk starts (nch,))."""
@@ -168,27 +253,42 @@ class TwoPassEngine:
         rows, cols, sym, ch, k = self.rows, self.cols, self.symmetric, self.ch, self.kernel
         coff, cstarts = self.chunk_grid(self.cblocks)
         roff = coff if sym else None
-        M = torch.full((rows.n, cstarts.shape[0]), math.inf, dtype=k.dtype, device=self.device)
-        for i0, i1, j0, j1, bi, bj in self.pass1_tiles():
+        M = torch.full((self.table_rows_count(), cstarts.shape[0]), math.inf, dtype=k.dtype, device=self.device)
+        toff = self._toff  # first table row of each block
+
+        def tile(t):  # tiles write disjoint parts of M (rows of one block x chunks of another): no lock needed
+            i0, i1, j0, j1, bi, bj = t
             g = k.tile(i0, i1, j0, j1)
             for r0, r1, c0, c1 in rows.same_class_rects(i0, i1, cols, j0, j1):
                 g[r0:r1, c0:c1] = math.inf
-            if not self._screen_checked:
+            if t is first:
                 self._check(g, i0, j0)
-            M[i0:i1, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = chunk_reduce(g, ch, dim=1, op="amin")
+            a = toff[bi]
+            M[a : a + i1 - i0, coff[bj] : coff[bj] + -(-(j1 - j0) // ch)] = chunk_reduce(g, ch, dim=1, op="amin")
             if sym and bi != bj:  # the same scores seen from the columns' side
-                M[j0:j1, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = chunk_reduce(g, ch, dim=0, op="amin").T
+                a = toff[bj]
+                M[a : a + j1 - j0, roff[bi] : roff[bi] + -(-(i1 - i0) // ch)] = chunk_reduce(g, ch, dim=0,
+                                                                                          op="amin").T
             if self.bar is not None:
                 self.bar.update(1)
+
+        tiles = self.pass1_tiles()
+        first = tiles[0] if tiles else None  # its values are checked (an error stops the run before any decision)
+        run_tiles(tiles, tile, self.workers if k.parallel_tiles else 1)
         nmax = torch.from_numpy(np.maximum.reduceat(cols.sqnorm, cstarts).astype(np.float32)).to(self.device)
         pairs = []
         step = table_rows(M.shape[1])
-        for s0 in range(0, rows.n, step):  # row blocks keep the (rows, nch) temporaries small
+        gi = None if self.table_index is None else torch.from_numpy(self.table_index).to(self.device)
+        for s0 in range(0, M.shape[0], step):  # row blocks keep the (rows, nch) temporaries small
             Mb = M[s0 : s0 + step]
-            slack = k.eps * (k.nr[s0 : s0 + step, None] + nmax[None, :])
+            grow = torch.arange(s0, s0 + Mb.shape[0], device=self.device) if gi is None else gi[s0 : s0 + step]
+            slack = k.eps * (k.nr[grow, None] + nmax[None, :])
             ub = (Mb + slack).amin(1, keepdim=True)  # >= m_p
-            rr, kk = torch.nonzero(Mb <= ub + slack, as_tuple=True)  # chunks that may hold a minimiser
-            pairs.append((rr + s0, kk, ub[rr, 0]))
+            hit = Mb <= ub + slack  # chunks that may hold a minimiser
+            if gi is not None:
+                hit &= torch.isfinite(ub)  # a row without a foreign column in the computed tiles has none to find
+            rr, kk = torch.nonzero(hit, as_tuple=True)
+            pairs.append((grow[rr], kk, ub[rr, 0]))
         rr = torch.cat([p[0] for p in pairs])
         kk = torch.cat([p[1] for p in pairs])
         ub = torch.cat([p[2] for p in pairs])

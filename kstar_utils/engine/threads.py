@@ -7,6 +7,7 @@ well as its GEMM.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 
 
@@ -36,20 +37,33 @@ def run_tiles(tiles, fn, workers: int) -> None:
             f.result()
 
 
+_single = {"depth": 0, "saved": 1}
+_single_lock = threading.Lock()
+
+
 @contextmanager
 def single_thread(device):
-    """One CPU thread for bursts of tiny ops: OpenMP start-up per op costs more than the op (ms each on a busy box)."""
+    """One CPU thread for bursts of tiny ops: OpenMP start-up per op costs more than the op (ms each on a busy box).
+
+    torch's thread count is process-wide: engines running at once on several threads of one process (e.g. Dask
+    workers that are threads) share one count, set to 1 by the first to enter and restored by the last to leave."""
     import torch
 
     if device.type != "cpu":
         yield
         return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _single_lock:
+        if _single["depth"] == 0:
+            _single["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _single["depth"] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(n)
+        with _single_lock:
+            _single["depth"] -= 1
+            if _single["depth"] == 0:
+                torch.set_num_threads(_single["saved"])
 
 
 @contextmanager

@@ -42,6 +42,8 @@ def compute_kstar(
     shrinkage=None,
     return_enemy: bool = False,
     memory_limit: int | None = None,
+    client=None,
+    block_rows: int | None = None,
 ):
     """Raw k* per sample (and, with return_enemy=True, each sample's nearest sample of another class).
 
@@ -72,7 +74,13 @@ def compute_kstar(
         or "float32". Every screen ends in the same float64 decisions, so the result does not depend on it.
     memory_limit: bytes the computation may use (None: 90 % of the memory available). The peak is estimated from the
         sizes before anything is allocated (engine.memory); the tile is chosen to fit, or InsufficientMemoryError (a
-        ValueError and a MemoryError) is raised at once with the estimate and what to do.
+        ValueError and a MemoryError) is raised at once with the estimate and what to do. With a client: bytes per
+        worker (None: each worker's own memory limit).
+    client: a dask.distributed Client or a scheduler address: the work is split over the workers
+        (engine.distributed): one set's distance tiles in shares (of at most about `block_rows` rows each; None:
+        sized from the workers' memory), or blocks of queries against a separate pool. The set reaches each worker
+        once (scattered; a memory-mapped .npy whose rows need no transform is read by each worker from its file);
+        the result equals the local one element for element. A lost worker's shares are recomputed.
     """
     metric = Metric.parse(metric, p=p, cov=cov, shrinkage=shrinkage)
     if backend not in BACKENDS:
@@ -85,11 +93,14 @@ def compute_kstar(
         raise ValueError("give both pool_features and pool_labels, or neither")
     if memory_limit is not None and (not isinstance(memory_limit, (int, np.integer)) or memory_limit < 1):
         raise ValueError(f"memory_limit must be a positive number of bytes or None; got {memory_limit!r}")
+    if client is not None and backend == "numpy":
+        raise ValueError("backend='numpy' runs locally only; with client= use 'auto', 'torch' or 'faiss'")
     from kstar_utils.engine.run import plan_run
 
-    plan = plan_run(features, labels, pool_features, pool_labels, distance=metric.distance,
-                    transformed=metric.transforms_rows, backend=backend, device=device, screen=screen,
-                    tile_size=tile_size, memory_limit=memory_limit, metric=metric)
+    plan = None if client is not None else plan_run(
+        features, labels, pool_features, pool_labels, distance=metric.distance,
+        transformed=metric.transforms_rows, backend=backend, device=device, screen=screen, tile_size=tile_size,
+        memory_limit=memory_limit, metric=metric)
 
     if pool_features is None:
         Xq, yq, classes = check_features_labels(features, labels)
@@ -114,7 +125,14 @@ def compute_kstar(
     else:
         space = metric_space(Xq, metric, codes=yq, pool=Xp, pool_codes=yp)
         Xq, Xp, distance, scale = space.queries, space.pool, space.distance, 0
-    if backend == "numpy":
+    if client is not None:
+        from kstar_utils.engine.distributed import run_distributed
+
+        k, enemy = run_distributed(Xq, yq, Xp, yp, n_classes=classes.shape[0], client=client, device=device,
+                                   backend=backend, tile_size=tile_size, progress=progress, scale=scale,
+                                   screen=screen, distance=distance, memory_limit=memory_limit,
+                                   block_rows=block_rows)
+    elif backend == "numpy":
         k, enemy = _kstar_numpy(Xq, yq, Xp, yp, block_size, distance)
     else:
         from kstar_utils.engine.run import run_engine

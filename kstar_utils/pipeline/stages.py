@@ -139,7 +139,8 @@ def kstar_of_file(features_path: str | Path, root: str | Path, *, metric: Metric
     """Compute (or reuse) k* of one feature file; returns the path of its .npz (kstar (N,) int64, enemy (N,) int64,
     labels (N,) int64, class_names (C,)), whose sidecar records its own sha256 and, under inputs["features"], the
     features file's. metric: a Metric or what Metric.parse reads ("minkowski(p=3)"; p, cov, shrinkage as keywords
-    join it); engine_options: compute_kstar's engine options (backend, tile_size, ...), which never change a k*.
+    join it). engine_options go to compute_kstar and never change a k* (device, backend, screen, tile_size,
+    memory_limit; client: a Dask client or scheduler address for one big k*).
 
     A cached k* is reused only when its bytes match its sidecar (else it is set aside with a CorruptCacheWarning and
     recomputed); its key holds the features' sha256, so changed features always give a new k*. A features file that
