@@ -29,9 +29,9 @@ def blobs(seed=0, n_per_class=20, n_classes=3, dim=4, sep=1.2):
 
 def test_kstar_by_metric_uses_each_distance():
     X, y = blobs(seed=5)
-    out = kstar_by_metric(X, y, metrics=("euclidean", "manhattan", ("minkowski", {"p": 3}),
-                                         ("mahalanobis", {"shrinkage": 0.0})))
-    assert list(out) == ["euclidean", "manhattan", "minkowski(p=3)", "mahalanobis(shrinkage=0.0)"]
+    out = kstar_by_metric(X, y, metrics=("euclidean", "manhattan", {"name": "minkowski", "p": 3},
+                                         "mahalanobis(shrinkage=0.0)"))
+    assert list(out) == ["euclidean", "manhattan", "minkowski(p=3)", "mahalanobis(shrinkage=0)"]
     np.testing.assert_array_equal(out["manhattan"], compute_kstar(X, y, metric="manhattan"))
     np.testing.assert_array_equal(out["minkowski(p=3)"], compute_kstar(X, y, metric="minkowski", p=3))
     with pytest.raises(ValueError, match="unknown metric"):
