@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from kstar_utils.models import short_name
-from kstar_utils.pipeline.stages import INDEX_KEYS, indexed_kstar, read_index
+from kstar_utils.io.index import INDEX_KEYS, indexed_kstar, read_index
 
 
 def explorer_rows(source) -> pd.DataFrame:

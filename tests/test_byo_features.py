@@ -16,6 +16,7 @@ import yaml
 
 from kstar_utils.datasets import load_feature_file
 from kstar_utils.method.kstar import compute_kstar
+from kstar_utils.io import index
 from kstar_utils.pipeline import stages
 from kstar_utils.pipeline.features import extract_features, load_features, save_features
 
@@ -167,7 +168,7 @@ def test_float64_features_give_the_kstar_of_the_original_array(tmp_path, scale):
     path = extract_features("mine", f"features:{tmp_path / 'hard.npz'}", root=tmp_path / "out")["features"]
     fs = load_features(path)
     assert fs.features.dtype == np.float64 and fs.features.tobytes() == X.tobytes()
-    k = stages.load_kstar(stages.kstar_of_file(path, tmp_path / "out")).kstar
+    k = index.load_kstar(stages.kstar_of_file(path, tmp_path / "out")).kstar
     np.testing.assert_array_equal(k, expected)
 
 
@@ -289,7 +290,7 @@ def test_round_trip_keeps_values_names_and_dtype(tmp_path, kind):
     assert np.asarray(fs.class_names)[fs.labels].tolist() == labels.tolist()
     assert fs.class_names == ("ant", "moth", "zebra")  # without class_names: sorted
     assert fs.meta["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest() or kind == "npy"
-    k = stages.load_kstar(stages.kstar_of_file(path, tmp_path / "out")).kstar
+    k = index.load_kstar(stages.kstar_of_file(path, tmp_path / "out")).kstar
     np.testing.assert_array_equal(k, compute_kstar(X, labels))
 
 

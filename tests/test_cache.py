@@ -20,6 +20,7 @@ from kstar_utils.io import cache
 
 from kstar_utils import compute_kstar
 
+from kstar_utils.io import index
 from kstar_utils.pipeline import stages
 from kstar_utils.pipeline.features import extract_features, load_features, save_features
 
@@ -196,7 +197,7 @@ def test_kstar_follows_the_features_content(tmp_path):
     k2 = stages.kstar_of_file(features, tmp_path / "out")
     assert k2 != k1
     X, y = _features(1)
-    np.testing.assert_array_equal(stages.load_kstar(k2).kstar, compute_kstar(X, y))
+    np.testing.assert_array_equal(index.load_kstar(k2).kstar, compute_kstar(X, y))
 
     # new bytes under an old sidecar: still the k* of the bytes, with a warning that the sidecar does not describe them
     other = _save(tmp_path / "g.npz", seed=2)
@@ -204,7 +205,7 @@ def test_kstar_follows_the_features_content(tmp_path):
     with pytest.warns(UserWarning, match="not the file its sidecar describes"):
         k3 = stages.kstar_of_file(features, tmp_path / "out")
     assert k3 not in (k1, k2)
-    np.testing.assert_array_equal(stages.load_kstar(k3).kstar, compute_kstar(*_features(2)))
+    np.testing.assert_array_equal(index.load_kstar(k3).kstar, compute_kstar(*_features(2)))
 
 
 def test_truncated_kstar_is_recomputed_with_a_warning(tmp_path):
@@ -277,7 +278,7 @@ def test_written_files_honour_the_umask(tmp_path, umask, mode):
     try:
         assert cache.current_umask() == umask
         written = [cache.write_json_atomic(tmp_path / "a.json", {"x": 1}),
-                   stages.write_table(pd.DataFrame({"x": [1]}), tmp_path / "t.csv"),
+                   index.write_table(pd.DataFrame({"x": [1]}), tmp_path / "t.csv"),
                    _save(tmp_path / "f.npz", seed=0)]
         written += [cache.sidecar_path(written[-1]), stages.kstar_of_file(written[-1], tmp_path / "out")]
         written.append(cache.sidecar_path(written[-1]))
@@ -306,7 +307,7 @@ def finished_job(tmp_path, zoo_root):
     models, per_class = stages.skewness_stage(kidx)
     for name, table in (("features_index", feats), ("kstar_index", kidx), ("skewness_table", models),
                         ("per_class_table", per_class)):
-        stages.write_table(table, tables[name])
+        index.write_table(table, tables[name])
     done = cache.provenance(job.spec, tables=tables, **_content_record(tables))
     cache.write_json_atomic(job_paths(job)["done"], done)
     return job, done, kidx

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kstar_utils.io import cache
+from kstar_utils.io import index
 from kstar_utils.pipeline import stages
 from kstar_utils.pipeline.features import extract_features
 
@@ -186,7 +187,7 @@ def finished_job(tmp_path):
     models, per_class = stages.skewness_stage(kidx)
     for name, table in (("features_index", feats), ("kstar_index", kidx), ("skewness_table", models),
                         ("per_class_table", per_class)):
-        stages.write_table(table, tables[name])
+        index.write_table(table, tables[name])
     cache.write_json_atomic(job_paths(job)["done"], cache.provenance(job.spec, tables=tables,
                                                                      **_content_record(tables)))
     return job, Path(kidx["features_path"][0])

@@ -230,7 +230,8 @@ def test_a_request_the_workers_cannot_hold_is_refused_before_anything_is_sent(cl
 @pytest.mark.slow
 def test_the_pipeline_stage_takes_a_client(client, tmp_path):
     from kstar_utils.pipeline.features import save_features
-    from kstar_utils.pipeline.stages import kstar_of_file, load_kstar
+    from kstar_utils.io.index import load_kstar
+    from kstar_utils.pipeline.stages import kstar_of_file
 
     X, y = lattice(9, n=300)
     f = save_features(tmp_path / "f.npz", X, y, ["a", "b", "c"], {"model": "m"})

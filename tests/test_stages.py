@@ -7,6 +7,7 @@ import pytest
 
 from kstar_utils import compute_kstar, summarize_skewness
 
+from kstar_utils.io import index
 from kstar_utils.pipeline import stages
 from kstar_utils.pipeline.features import load_features
 
@@ -33,10 +34,10 @@ def test_kstar_files_hold_the_engine_result_on_the_feature_files(run):
     _, _, kidx, models_table, _ = run
     for row in kidx.itertuples():
         fs = load_features(row.features_path)
-        res = stages.load_kstar(row.kstar_path)
+        res = index.load_kstar(row.kstar_path)
         np.testing.assert_array_equal(res.kstar, compute_kstar(fs.features, fs.labels))
         s = summarize_skewness(res.kstar, res.named_labels)
-        got = stages.select(models_table, model=row.model, layer=row.layer).iloc[0]
+        got = index.select(models_table, model=row.model, layer=row.layer).iloc[0]
         assert got["approx_skewness"] == pytest.approx(s.approx_skewness)
         assert got["true_skewness"] == pytest.approx(s.true_skewness)
 
@@ -54,7 +55,7 @@ def test_finished_work_is_reused_and_force_recomputes(run):
 
 def test_tables_round_trip_and_accuracy_join(run, tmp_path):
     _, _, _, models_table, _ = run
-    path = stages.write_table(models_table, tmp_path / "t.csv")
+    path = index.write_table(models_table, tmp_path / "t.csv")
     study = stages.join_accuracy(path, "auto")
     assert study["robust_acc"].between(0, 1).all() and len(study) == 4
     with pytest.raises(ValueError, match="no accuracy known for model"):
@@ -62,15 +63,15 @@ def test_tables_round_trip_and_accuracy_join(run, tmp_path):
     with pytest.raises(ValueError, match="fractions"):
         stages.join_accuracy(path, pd.DataFrame({"model": ["m"], "clean_acc": [95.0], "robust_acc": [50.0]}))
     with pytest.raises(ValueError, match="unsupported table format"):
-        stages.write_table(models_table, tmp_path / "t.xlsx")
+        index.write_table(models_table, tmp_path / "t.xlsx")
 
 
 def test_select_names_missing_values(run):
     _, _, _, models_table, _ = run
     with pytest.raises(ValueError, match="no rows"):
-        stages.select(models_table, model="zoo:nope")
+        index.select(models_table, model="zoo:nope")
     with pytest.raises(ValueError, match="no column"):
-        stages.select(models_table, colour="red")
+        index.select(models_table, colour="red")
 
 
 def test_missing_index_points_to_the_previous_stage(tmp_path):

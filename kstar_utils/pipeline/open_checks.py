@@ -24,7 +24,7 @@ from kstar_utils.analysis.checks import (class_skew_correlation, kstar_by_metric
                                         ranking_change, response)
 from kstar_utils.method.metrics import Metric, metric_space, standard_metrics
 from kstar_utils.method.skewness import summarize_skewness
-from kstar_utils.pipeline.stages import INDEX_KEYS, read_index
+from kstar_utils.io.index import INDEX_KEYS, indexed_kstar, read_index, select
 
 
 def metric_sensitivity(features_index, *, layers: str | Sequence[str] = ("penultimate", "logits"),
@@ -243,7 +243,6 @@ def fracture_stage(kstar_index, *, layer: str) -> pd.DataFrame:
     """The fracture matrix (analysis.fracture.fracture_matrix) of every model at `layer`, one tidy table: model,
     class, enemy_class, n, share, mean_khat."""
     from kstar_utils.analysis.fracture import fracture_matrix
-    from kstar_utils.pipeline.stages import indexed_kstar
 
     index = read_index(kstar_index, INDEX_KEYS + ["kstar_path"], layer=layer)
     parts = []
@@ -261,7 +260,6 @@ def gallery(kstar_index, *, model: str, layer: str, class_name: str, n: int = 4)
     samples_behind) with the distance to their nearest enemy in the k*'s own metric, and {index: image} for every
     sample and enemy shown (empty for datasets that are feature files, not images)."""
     from kstar_utils.analysis.fracture import samples_behind
-    from kstar_utils.pipeline.stages import indexed_kstar, select
 
     row = select(read_index(kstar_index, INDEX_KEYS + ["kstar_path", "features_path"]), model=model, layer=layer)
     row = row.iloc[0]

@@ -1,4 +1,5 @@
-"""The workbook's stages as functions: each reads the previous stage's index table and writes its own.
+"""The workbook's stages as functions: each reads the previous stage's index table and writes its own (the index
+tables and the k* files they list: io.index).
 
     features index (01) -> k* index (02) -> skewness tables (03) -> correlations (04)
 
@@ -10,61 +11,22 @@ aside and recomputed.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from kstar_utils.io import cache
+from kstar_utils.io.index import INDEX_KEYS, indexed_kstar, read_index
 from kstar_utils.pipeline.features import extract_features, load_features
 from kstar_utils.method.kstar import compute_kstar
 from kstar_utils.method.metrics import Metric
 from kstar_utils.method.skewness import summarize_skewness
 
-INDEX_KEYS = ["model", "dataset", "split", "layer"]
-
-
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a table atomically; the format follows the suffix (.csv or .parquet)."""
-    path = Path(path)
-    with cache.atomic_path(path) as tmp:
-        if path.suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        elif path.suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            raise ValueError(f"unsupported table format {path.suffix!r} for {path}; use .csv or .parquet")
-    return path
-
-
-def read_index(index: str | Path | pd.DataFrame, required: Sequence[str], *, layer: str | None = None) -> pd.DataFrame:
-    """An index table (a DataFrame or the path of its CSV) with its required columns checked; with `layer`, only the
-    rows of that layer (an error when there are none)."""
-    where = ""
-    if not isinstance(index, pd.DataFrame):
-        path = Path(index)
-        if not path.exists():
-            raise FileNotFoundError(f"index table not found: {path} (run the previous notebook/stage first)")
-        where = f" {path}"
-        try:
-            index = pd.read_csv(path)
-        except (ValueError, OSError) as e:  # ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
-            raise ValueError(f"index table {path} is not a readable CSV ({type(e).__name__}: {e}); write it again "
-                             f"with the previous notebook/stage") from None
-    missing = [c for c in required if c not in index.columns]
-    if missing:
-        raise ValueError(f"index table{where} lacks columns {missing}; has {list(index.columns)[:20]}")
-    if layer is not None:
-        index = index[index["layer"] == layer]
-        if index.empty:
-            raise ValueError(f"no rows for layer {layer!r} in the index")
-    return index
 
 
 # ------------------------------------------------------------------------------------------------ 01 features
@@ -85,33 +47,6 @@ def extract_stage(models: Iterable[str], dataset: str, *, split: str = "test", l
 
 
 # ------------------------------------------------------------------------------------------------ 02 k*
-@dataclass(frozen=True)
-class KstarResult:
-    """k* of one (model, layer): kstar (N,) int64 raw k*, labels (N,) int64, class_names (C,), meta = sidecar,
-    enemy (N,) int64: the index of each sample's nearest sample of another class (lowest index among exact ties)."""
-
-    kstar: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    meta: Mapping
-    enemy: np.ndarray | None = None
-
-    @property
-    def khat(self) -> np.ndarray:
-        """(N,) normalised k* = k* / class size."""
-        return self.kstar / np.bincount(self.labels)[self.labels]
-
-    @property
-    def names(self) -> list[str]:
-        """The class names in label order (the labels as text when the features carried no names)."""
-        return list(self.class_names) if self.class_names else [str(c) for c in np.unique(self.labels)]
-
-    @property
-    def named_labels(self) -> np.ndarray:
-        """(N,) class names (or the integer labels when the features carried no names)."""
-        return np.asarray(self.class_names)[self.labels] if self.class_names else self.labels
-
-
 def kstar_path(features_path: str | Path, root: str | Path, metric: Metric, *,
                features_sha256: str | None = None) -> tuple[Path, dict]:
     """Where the k* of a feature file is cached, and the spec that keys it.
@@ -175,33 +110,6 @@ def kstar_of_file(features_path: str | Path, root: str | Path, *, metric: Metric
                          cache.provenance(spec, features_path=str(features_path), n=int(k.size),
                                           inputs={"features": cache.input_record(features_path, fsha)}))
     return path
-
-
-def load_kstar(path: str | Path, *, sha256: str | None = None) -> KstarResult:
-    """Read a k* file written by :func:`kstar_of_file`.
-
-    Its bytes are hashed and parsed in one read and must match the sha256 its sidecar records and, when given,
-    `sha256` (e.g. the k* index's record), so a result never comes from a damaged or swapped file. A mismatch or an
-    unreadable file raises ValueError (cache.CorruptFileError) naming it.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    meta = cache.read_sidecar(path)
-    actual = hashlib.sha256(data).hexdigest()
-    for whose, want in (("its sidecar", meta.get("sha256")), ("the k* index", sha256)):
-        if isinstance(want, str) and want and want != actual:
-            raise cache.CorruptFileError(
-                f"k* file {path} (sha256 {actual[:12]}) is not the file {whose} records (sha256 {want[:12]}): damaged "
-                f"or replaced; run the k* stage again (it sets a damaged cached k* aside and recomputes it)")
-    z = cache.load_npz(data, ["kstar", "enemy", "labels", "class_names"], name=path)
-    return KstarResult(z["kstar"], z["labels"], tuple(str(c) for c in z["class_names"]), meta, z["enemy"])
-
-
-def indexed_kstar(row) -> KstarResult:
-    """The k* file of a k* index row (a namedtuple or Series with kstar_path), checked against the sha256 the index
-    recorded for it (indexes written before that column existed are checked against the sidecar only)."""
-    recorded = getattr(row, "kstar_sha256", None)
-    return load_kstar(row.kstar_path, sha256=recorded if isinstance(recorded, str) else None)
 
 
 def kstar_stage(features_index, *, root: str | Path | None = None, metric: Metric | str = "euclidean",
@@ -304,20 +212,6 @@ def kstar_overview(kstar_index) -> pd.DataFrame:
         rows.append({"model": row.model, "layer": row.layer, "n": int(khat.size),
                      "median_khat": float(np.median(khat)), "share_kstar_1": float(np.mean(res.kstar == 1))})
     return pd.DataFrame(rows)
-
-
-def select(df: pd.DataFrame, **equal) -> pd.DataFrame:
-    """Rows of `df` whose columns equal the given values, e.g. select(t, model="zoo:standard", layer="logits")."""
-    missing = [k for k in equal if k not in df.columns]
-    if missing:
-        raise ValueError(f"no column(s) {missing} to select on; columns are {list(df.columns)}")
-    mask = np.ones(len(df), dtype=bool)
-    for k, v in equal.items():
-        mask &= (df[k] == v).to_numpy()
-    if not mask.any():
-        raise ValueError(f"no rows with {equal}; values present: " +
-                         ", ".join(f"{k}={sorted(map(str, df[k].unique()))[:10]}" for k in equal))
-    return df[mask].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------ 04 correlations

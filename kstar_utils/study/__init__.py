@@ -39,7 +39,7 @@ def run_study(study: Study, *, cluster: ClusterOptions = ClusterOptions(), retri
     be written, an undeclared notebook parameter, an unknown layer, missing weights or data of a job to run).
     KeyboardInterrupt propagates once the cluster and the processes it started are shut down. on_start(job, attempt)
     and on_done(job, status) are told when a job starts and ends (run_jobs)."""
-    from kstar_utils.pipeline.stages import write_table
+    from kstar_utils.io.index import write_table
     from kstar_utils.study.report import study_figures, write_index
     from kstar_utils.study.summary import build_summary, study_correlations, write_summary
 

@@ -26,7 +26,7 @@ def study_figures(study: Study, jobs: Sequence[Job], summary: pd.DataFrame, stat
     models with an accuracy) is left out rather than failing the study."""
     from kstar_utils.analysis.correlate import agreement, correlation_table
     from kstar_utils.method.skewness import summarize_skewness
-    from kstar_utils.pipeline.stages import indexed_kstar
+    from kstar_utils.io.index import indexed_kstar
     from kstar_utils.plotting import (plot_depth_profile, plot_gamma_vs_gamma_prime, plot_kstar_side_by_side,
                                       plot_metric_vs_accuracy, save_figure)
     from kstar_utils.plotting import study as sp

@@ -169,7 +169,7 @@ def study_correlations(summary: pd.DataFrame, *, xs=("approx_skewness", "true_sk
 
 def write_summary(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     """summary.csv and summary.parquet, each written atomically."""
-    from kstar_utils.pipeline.stages import write_table
+    from kstar_utils.io.index import write_table
 
     out_dir = Path(out_dir)
     return {"csv": write_table(summary, out_dir / "summary.csv"),

@@ -59,7 +59,7 @@ def test_a_changed_kstar_of_one_model_fails(perturbed, tolerances):
     """One model's k* at one layer changed as a bug would (the k* of a tenth of one class's samples raised by 5):
     its summary row no longer matches."""
     from kstar_utils.method.skewness import summarize_skewness
-    from kstar_utils.pipeline.stages import indexed_kstar
+    from kstar_utils.io.index import indexed_kstar
 
     tables, _ = perturbed
     index = pd.read_csv(tables / "kstar_index.csv")
