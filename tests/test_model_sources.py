@@ -65,3 +65,21 @@ def test_what_changes_features_and_who_classifies_by_prompts_is_the_sources_know
     assert models.supports_zero_shot("openclip:RN50") and not models.supports_zero_shot("cifar-resnet:resnet20")
     with pytest.raises(ValueError, match="unknown model"):
         models.describe("abcrown:cnn-b")
+
+
+def test_inner_stands_for_each_models_own_inner_layers_and_depth_orders_them():
+    assert models.expand_layers("cifar-resnet:resnet20", ["inner", "penultimate", "logits"]) == \
+        ("layer1", "layer2", "penultimate", "logits")
+    assert models.expand_layers("abcrown:oval-deep", ["penultimate", "inner", "act1"]) == \
+        ("penultimate", "act1", "act2", "act3", "act4")
+    assert models.expand_layers("openclip:RN50", "inner") == ()
+    depths = [models.layer_depth("abcrown:oval-deep", layer) for layer in ("act1", "act3", "penultimate", "logits")]
+    assert depths == [0.0, 0.4, 0.8, 1.0]
+    assert models.layer_depth("cifar-resnet:resnet20", "layer3.2") != models.layer_depth("cifar-resnet:resnet20",
+                                                                                           "layer3.2")  # NaN
+    for source in ("cifar-resnet", "abcrown", "convex", "chenyaofo"):
+        for name in models.known_model_names(source):
+            inner = models.describe(name).inner_layers
+            assert inner and "penultimate" not in inner
+            names = set(models.build_architecture(name).layer_names())
+            assert set(inner) <= names, name

@@ -62,7 +62,8 @@ class ModelInfo:
     name: the registry name; short: a display name, unique among the shipped models ("resnet20", "cnn-a-adv",
     "chenyaofo-resnet20"); source: the registry source; family: the architecture family ("resnet", "cnn-a-wide", ...);
     training: one of TRAINING_KINDS; train_norm, train_eps: the threat model trained against (None where there is
-    none or it is not stated); detail: one line on the recipe or origin.
+    none or it is not stated); detail: one line on the recipe or origin; inner_layers: the model's named inner layers
+    worth analysing, input side first (what the layer name "inner" stands for), each distinct from "penultimate".
     """
 
     name: str
@@ -73,6 +74,7 @@ class ModelInfo:
     train_norm: str | None = None
     train_eps: float | None = None
     detail: str = ""
+    inner_layers: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.training not in TRAINING_KINDS:
@@ -291,6 +293,30 @@ def describe(name: str) -> ModelInfo:
     return _adapter(source).describe(rest)
 
 
+#: the layer name that stands for each model's own inner layers (ModelInfo.inner_layers), so one list of layers,
+#: e.g. ["inner", "penultimate", "logits"], serves models of any architecture
+INNER = "inner"
+
+
+def expand_layers(name: str, layers) -> tuple[str, ...]:
+    """The layers of model `name` that `layers` asks for: "inner" replaced by the model's inner layers (input side
+    first), duplicates dropped, order kept."""
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    out: list[str] = []
+    for layer in layers:
+        out.extend(describe(name).inner_layers if layer == INNER else (layer,))
+    return tuple(dict.fromkeys(out))
+
+
+def layer_depth(name: str, layer: str) -> float:
+    """Where `layer` sits in model `name`, from the input side (0) to the output (1): its inner layers evenly in
+    order, then "penultimate", then the output layer ("logits" / "embedding"); NaN for any other module name. What
+    the depth profile of models of different architectures is drawn against."""
+    steps = [*describe(name).inner_layers, "penultimate", "output"]
+    key = "output" if layer in ("logits", "embedding") else layer
+    return steps.index(key) / (len(steps) - 1) if key in steps else float("nan")
+
+
 def short_name(name: str) -> str:
     """The display name of a model: its source's short name, or the part after "<source>:" for a name no source
     knows (e.g. the model label of imported features)."""
@@ -342,7 +368,7 @@ def supports_zero_shot(name: str) -> bool:
 
 
 __all__ = [
-    "ModelInfo", "ModelSource", "TRAINING_KINDS", "describe", "short_name", "accuracies", "feature_key",
+    "ModelInfo", "ModelSource", "TRAINING_KINDS", "INNER", "describe", "expand_layers", "layer_depth", "short_name", "accuracies", "feature_key",
     "supports_zero_shot", "LoadedModel", "WeightsRequirement", "WeightsNotFoundError", "CorruptWeightsError", "UntrustedCheckpointError",
     "SOURCES", "load_model", "build_architecture", "check_model_name", "known_model_names", "weights_requirements",
     "split_name", "model_pretrained_tag",

@@ -111,19 +111,24 @@ def _loaded(name: str, module, pretrained: str, weights_file: Path | None) -> Lo
     )
 
 
+#: the residual stages before the last, globally average-pooled (layer3 pooled is `penultimate` itself)
+INNER_LAYERS = ("layer1", "layer2")
+
+
 def describe(name: str) -> ModelInfo:
     """The pretrained ResNets are standard training (Y. Idelbayev's); every fine-tuning is the workbook's own, on
     4,660 training images, whatever its recipe (plain, Gaussian noise, PGD)."""
     if name in PRETRAINED:
         return ModelInfo(f"cifar-resnet:{name}", name, "cifar-resnet", "resnet", "standard", None, 0.0,
-                         "pretrained CIFAR ResNet of Y. Idelbayev (akamaster/pytorch_resnet_cifar10)")
+                         "pretrained CIFAR ResNet of Y. Idelbayev (akamaster/pytorch_resnet_cifar10)", INNER_LAYERS)
     from kstar_utils.models import cifar_zoo
 
     r = cifar_zoo.recipe(name)
     norm = {"pgd": "Linf", "noise": "gaussian"}.get(r.kind)
     return ModelInfo(f"cifar-resnet:{name}", name, "cifar-resnet", "resnet", "own-fine-tune", norm,
                      r.eps if r.kind != "clean" else 0.0,
-                     f"{r.kind} fine-tuning of {r.base}, {r.epochs} epochs on 4,660 CIFAR-10 training images")
+                     f"{r.kind} fine-tuning of {r.base}, {r.epochs} epochs on 4,660 CIFAR-10 training images",
+                     INNER_LAYERS)
 
 
 def accuracies(names, dataset: str) -> list[dict]:

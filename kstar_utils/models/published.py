@@ -237,7 +237,7 @@ class PublishedSource:
         e = self.entry(name)
         short = name if self.prefix == "abcrown" else f"{self.prefix}-{name}"
         return ModelInfo(f"{self.prefix}:{name}", short, self.prefix, e.family, e.training.kind, e.training.norm,
-                         e.training.eps, e.training.method)
+                         e.training.eps, e.training.method, e.inner_layers)
 
     def accuracies(self, names, dataset: str) -> list[dict]:
         """The three accuracy axes the workbook measured (models.evaluation, data/cifar_accuracies/)."""

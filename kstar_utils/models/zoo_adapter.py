@@ -80,7 +80,7 @@ def describe(name: str) -> ModelInfo:
     return ModelInfo(f"zoo:{name}", name, "zoo", "small-cnn", "random" if r.kind == "none" else "own-training", norm,
                      r.eps if norm else (0.0 if r.kind == "clean" else None),
                      f"{r.kind} training on scikit-learn's digits, {r.epochs} epochs" if r.kind != "none" else
-                     "random initialisation")
+                     "random initialisation", ("features.1", "features.3"))
 
 
 def accuracies(names, dataset: str) -> list[dict]:

@@ -332,7 +332,8 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
              "features:<path>"
              (bring-your-own features: then `model` and `layers` are ignored and the file is imported, in its own
              precision, as its one layer "features"; datasets.load_feature_file gives the rules).
-    layers:  "logits" / "embedding" (the model output), "penultimate" (input of the final Linear) or any module name.
+    layers:  "logits" / "embedding" (the model output), "penultimate" (input of the final Linear), "inner" (the
+             model's own inner layers, models.describe(model).inner_layers) or any module name.
     Each file holds `features` (N, D) float32 (an imported file: its own precision), `labels` (N,) int64 and
     `class_names` (C,); its JSON sidecar holds the spec and provenance (weights sha256, preprocessing, N, D, library
     versions, date).
@@ -350,7 +351,7 @@ def extract_features(model: str, dataset: str, *, split: str = "test", layers=("
     if dataset.startswith("features:"):
         return {FEATURES_LAYER: _import_feature_file(dataset, root=root, force=force, **data_opts)}
     registry.check_model_name(model)
-    layers = (layers,) if isinstance(layers, str) else tuple(dict.fromkeys(layers))
+    layers = registry.expand_layers(model, layers)  # "inner": the model's own inner layers
     pool = run_opts.get("pool", "avg")
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}; got {pool!r}")

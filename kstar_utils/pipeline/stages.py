@@ -32,7 +32,11 @@ from kstar_utils.method.skewness import summarize_skewness
 # ------------------------------------------------------------------------------------------------ 01 features
 def extract_stage(models: Iterable[str], dataset: str, *, split: str = "test", layers=("penultimate", "logits"),
                   root: str | Path | None = None, data_root=None, progress: bool = True, **options) -> pd.DataFrame:
-    """Extract (or reuse) features of every model; one index row per (model, layer) with N, D and the file path."""
+    """Extract (or reuse) features of every model at `layers` ("inner" stands for each model's own inner layers); one
+    index row per (model, layer) with its depth (models.layer_depth: 0 at the first inner layer, 1 at the output;
+    NaN for other module names), N, D and the file path."""
+    from kstar_utils import models as registry
+
     rows = []
     models = list(models)
     for model in tqdm(models, desc="models", disable=not progress):
@@ -40,7 +44,8 @@ def extract_stage(models: Iterable[str], dataset: str, *, split: str = "test", l
                                  progress=progress, **options)
         for layer, path in paths.items():
             meta = cache.read_sidecar(path)
-            rows.append({"model": model, "dataset": dataset, "split": split, "layer": layer,
+            depth = registry.layer_depth(model, layer) if not dataset.startswith("features:") else float("nan")
+            rows.append({"model": model, "dataset": dataset, "split": split, "layer": layer, "depth": depth,
                          "n": meta.get("n"), "d": meta.get("d"), "features_path": str(path),
                          "features_sha256": meta.get("sha256")})
     return pd.DataFrame(rows)
@@ -140,7 +145,8 @@ def skewness_stage(kstar_index) -> tuple[pd.DataFrame, pd.DataFrame]:
         res = indexed_kstar(row)
         s = summarize_skewness(res.kstar, res.named_labels)
         keys = {k: getattr(row, k) for k in INDEX_KEYS + ["metric"]}
-        model_rows.append({**keys, **s.to_dict(), "kstar_sha256": res.meta.get("sha256")})
+        depth = {"depth": row.depth} if "depth" in index.columns else {}
+        model_rows.append({**keys, **depth, **s.to_dict(), "kstar_sha256": res.meta.get("sha256")})
         class_tables.append(s.per_class.assign(**keys))
     per_class = pd.concat(class_tables, ignore_index=True)
     per_class = per_class[INDEX_KEYS + ["metric"] + [c for c in per_class.columns if c not in keys]]
