@@ -249,17 +249,94 @@ def join_accuracy(skewness_table, accuracy_table: str | Path | pd.DataFrame = "a
     missing = sorted(set(out.loc[out[present].isna().all(axis=1), "model"]))
     if missing:
         raise ValueError(f"no accuracy known for model(s) {missing}; give accuracy_table")
-    return out
+    return with_model_info(out)
 
 
-def correlation_stage(study: pd.DataFrame, *, xs=("approx_skewness", "true_skewness"), ys=("clean_acc", "robust_acc"),
-                      group: str = "layer", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Spearman, Kendall and Pearson of each x against each y across models, per `group` (layer) and pooled, with
-    bootstrap confidence intervals and permutation p-values (kstar_utils.analysis.correlate)."""
+def with_model_info(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` (with a model column) plus each model's short name, training kind and architecture family, as its
+    source describes it (models.describe); names no source knows get empty values."""
+    from kstar_utils import models
+
+    info = {}
+    for m in dict.fromkeys(table["model"]):
+        try:
+            d = models.describe(m)
+            info[m] = (d.short, d.training, d.family)
+        except (ValueError, ImportError):
+            info[m] = (models.short_name(m), "", "")
+    return table.assign(short=table["model"].map(lambda m: info[m][0]),
+                        training=table["model"].map(lambda m: info[m][1]),
+                        family=table["model"].map(lambda m: info[m][2]))
+
+
+def accuracy_axes(study: pd.DataFrame) -> list[str]:
+    """The accuracy columns of io.tables.ACCURACY_COLUMNS that `study` has for at least three models."""
+    from kstar_utils.io.tables import ACCURACY_COLUMNS
+
+    return [c for c in ACCURACY_COLUMNS if c in study.columns and study[c].notna().sum() >= 3]
+
+
+def correlation_stage(study: pd.DataFrame, *, xs=("approx_skewness", "true_skewness"), ys=None,
+                      group: str = "layer", n_boot: int = 2000, n_perm: int = 9999, seed: int = 0) -> pd.DataFrame:
+    """Spearman, Kendall and Pearson of each x against each y (default: every accuracy axis the table has) across
+    models, per `group` (layer) and pooled, with percentile bootstrap intervals and permutation p-values (exact up to
+    ten models; kstar_utils.analysis.correlate)."""
     from kstar_utils.analysis.correlate import correlation_table
 
+    ys = accuracy_axes(study) if ys is None else list(ys)
     # pooling the layers would count each model twice: pooled rows only when there is one group
     pooled = study[group].nunique() <= 1
-    tables = [correlation_table(study, x, list(ys), group=group, pooled=pooled, n_boot=n_boot, n_perm=n_boot,
-                                seed=seed) for x in xs]
+    tables = [correlation_table(study, x, ys, group=group, pooled=pooled, n_boot=n_boot, n_perm=n_perm, seed=seed)
+              for x in xs]
     return pd.concat(tables, ignore_index=True)
+
+
+def partial_stage(study: pd.DataFrame, *, x: str = "approx_skewness", ys=None, given: str = "clean_acc",
+                  group: str = "layer", n_boot: int = 2000, n_perm: int = 9999, seed: int = 0) -> pd.DataFrame:
+    """The partial rank correlation of x with each y controlling for `given` (default: every robustness-type axis
+    against clean accuracy), per `group`: does Γ' go with robustness beyond what clean accuracy explains?
+    (analysis.correlate.partial_correlation). One row per (group, y): x, y, given, group, statistic, ci_low, ci_high,
+    p_value, p_exact, p_min, n."""
+    from kstar_utils.analysis.correlate import partial_correlation
+
+    if ys is None:
+        ys = [c for c in accuracy_axes(study) if c != given and not c.startswith("zeroshot")]
+    rows = []
+    for g, sub in study.groupby(group, sort=False):
+        for y in ys:
+            t = sub[[x, y, given]].apply(pd.to_numeric, errors="coerce").dropna()
+            if len(t) < 4:
+                continue
+            r = partial_correlation(t[x], t[y], t[given], n_boot=n_boot, n_perm=n_perm, seed=seed)
+            rows.append({"x": x, "y": y, "given": given, "group": g, **r})
+    return pd.DataFrame(rows)
+
+
+def family_stage(study: pd.DataFrame, *, x: str = "approx_skewness", ys=None, families=None,
+                 group: str = "layer", min_models: int = 4, n_boot: int = 2000, n_perm: int = 9999,
+                 seed: int = 0) -> pd.DataFrame:
+    """Correlations within each architecture family (the `family` column of with_model_info; default: every family
+    with at least `min_models` models), where the architecture is held fixed and only the training differs, and
+    across family means (one point per family: models of one family are not independent). Rows as
+    correlation_stage's with a `family` column ("all families (means)" for the family-level rows)."""
+    from kstar_utils.analysis.correlate import correlation_table
+
+    ys = accuracy_axes(study) if ys is None else list(ys)
+    counts = study.drop_duplicates("model")["family"].value_counts()
+    families = [f for f in counts.index if counts[f] >= min_models] if families is None else list(families)
+    parts = []
+    for fam in families:
+        sub = study[study["family"] == fam]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a constant accuracy inside a family gives NaN rows
+            t = correlation_table(sub, x, ys, group=group, pooled=False, methods=("spearman",), n_boot=n_boot,
+                                  n_perm=n_perm, seed=seed)
+        parts.append(t.assign(family=fam))
+    means = study.groupby([group, "family"], as_index=False)[[x, *ys]].mean(numeric_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t = correlation_table(means, x, ys, group=group, pooled=False, methods=("spearman",), n_boot=n_boot,
+                              n_perm=n_perm, seed=seed)
+    parts.append(t.assign(family="all families (means)"))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["family", *[c for c in out.columns if c != "family"]]]
