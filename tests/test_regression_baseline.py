@@ -256,9 +256,11 @@ def test_a_study_job_passes_every_table_its_notebooks_write():
     from kstar_utils.study.jobs import job_context
     from kstar_utils.study.spec import NOTEBOOK_SEQUENCE
 
+    from kstar_utils.method.metrics import Metric
+
     class FakeJob:
         job_dir, plot_layer, layers, model, dataset, split = "/j", None, ("penultimate",), "m", "d", "test"
-        data_root, cache_dir, extract_options, metric, spec = None, "/c", {}, "euclidean", {}
+        data_root, cache_dir, extract_options, metric, spec, device = None, "/c", {}, Metric("euclidean"), {}, "cpu"
 
     context = job_context(FakeJob())
     for name in NOTEBOOK_SEQUENCE:
