@@ -162,11 +162,12 @@ def layer_model(name: str, **model_options):
 def check_model_layers(name: str, layers: Sequence[str], **model_options) -> bool:
     """Raise PreflightError, with the closest valid names, when model `name` has no layer called one of `layers`.
 
-    Made from the architecture alone, whether or not the weights are in place; returns True.
+    Made from the architecture alone, whether or not the weights are in place; "inner" stands for the model's own
+    inner layers (models.expand_layers); returns True.
     """
     loaded = layer_model(name, **model_options)
     try:
-        loaded.check_layers(layers)
+        loaded.check_layers(_models.expand_layers(name, layers))
     except ValueError as e:
         raise PreflightError(str(e)) from None
     return True
