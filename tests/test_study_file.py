@@ -136,3 +136,32 @@ def test_notebook_01_extracts_on_the_device_it_is_given(tmp_path):
     params["device"] = "cpu"
     run_notebook(nb, tmp_path / "out.ipynb", params, progress_bar=False)
     assert (tmp_path / "features_index.csv").is_file()
+
+
+def test_distributed_kstar_is_a_flag_and_the_scheduler_reaches_notebook_02(tmp_path, capsys):
+    assert "'distributed_kstar' must be true or false" in _plan_error(_study(tmp_path, distributed_kstar="yes"), capsys)
+    import dataclasses
+
+    job = expand_jobs(load_study(_study(tmp_path, distributed_kstar=True)))[0]
+    assert job.kstar_scheduler is None  # set by the runner, once the cluster exists
+    params = notebook_parameters(dataclasses.replace(job, kstar_scheduler="tcp://127.0.0.1:8786"))
+    assert params["02_kstar.ipynb"]["scheduler"] == "tcp://127.0.0.1:8786"
+    assert "scheduler" not in params["01_extract_features.ipynb"]
+
+
+@pytest.mark.slow
+def test_a_study_computes_each_k_star_on_its_own_cluster(tmp_path):
+    """distributed_kstar: the job's notebook 02 splits its k* over the study's workers, while the job itself holds
+    a worker (it secedes from the worker's thread pool meanwhile): the run finishes, with the local k*."""
+    from kstar_utils.io.index import load_kstar, read_index
+    from kstar_utils.method.kstar import compute_kstar
+    from kstar_utils.pipeline.features import load_features
+    from kstar_utils.study import ClusterOptions, run_study
+
+    study = load_study(_study(tmp_path, distributed_kstar=True, n_boot=20))
+    result = run_study(study, cluster=ClusterOptions(workers=1, processes=False))
+    assert {s["status"] for s in result.statuses.values()} == {"ok"}
+    job = expand_jobs(study)[0]
+    row = read_index(Path(job.job_dir) / "tables" / "kstar_index.csv", ["kstar_path", "features_path"]).iloc[0]
+    fs = load_features(row["features_path"])
+    assert (load_kstar(row["kstar_path"]).kstar == compute_kstar(fs.features, fs.labels)).all()

@@ -46,7 +46,7 @@ def run_study(study: Study, *, cluster: ClusterOptions = ClusterOptions(), retri
     out = Path(study.output_dir)
     jobs = expand_jobs(study)
     statuses = run_jobs(jobs, out, cluster=cluster, retries=retries, force=force, on_done=on_done,
-                        on_start=on_start)
+                        on_start=on_start, kstar_on_cluster=study.distributed_kstar)
     summary = build_summary(jobs, statuses, published=study.accuracy.published)
     paths = write_summary(summary, out)
     stats = study_correlations(summary, n_boot=study.n_boot, seed=study.seed)

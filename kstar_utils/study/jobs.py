@@ -14,6 +14,7 @@ changed job reuses every file already computed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -131,7 +132,7 @@ def job_context(job: Job) -> dict[str, Any]:
     first = job.plot_layer or job.layers[0]
     return {"models": [job.model], "dataset": job.dataset, "split": job.split, "layers": list(job.layers),
             "data_root": job.data_root, "cache_dir": job.cache_dir, "extract_options": dict(job.extract_options),
-            "metric": job.metric.label, "device": job.device,
+            "metric": job.metric.label, "device": job.device, "scheduler": job.kstar_scheduler,
             "features_index": str(t / "features_index.csv"),
             "kstar_index": str(t / "kstar_index.csv"), "overview_table": str(t / "kstar_overview.csv"),
             "skewness_table": str(t / "skewness_models.csv"), "per_class_table": str(t / "skewness_per_class.csv"),
@@ -194,6 +195,29 @@ def to_html(notebook: Path, out_dir: Path, job: Job | None = None) -> Path | Non
         return None
 
 
+@contextlib.contextmanager
+def _seceded(active: bool):
+    """While a job's notebook computes its k* on the study's own cluster, its worker thread leaves the worker's
+    thread pool (distributed.secede), so the worker can run the k* tasks instead of waiting for them (a cluster whose
+    every worker runs such a job would otherwise wait forever); it rejoins afterwards. Outside a Dask worker, or
+    when not active, nothing happens."""
+    seceded = False
+    if active:
+        try:
+            from distributed import get_worker, rejoin, secede
+
+            get_worker()
+            secede()
+            seceded = True
+        except (ImportError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        if seceded:
+            rejoin()
+
+
 def _zeroshot(job: Job) -> float:
     from kstar_utils.pipeline.zeroshot import zero_shot_accuracy
 
@@ -231,8 +255,9 @@ def run_job(job: Job) -> dict[str, Any]:
             out = p["executed"] / name
             executed.append(out)
             t0 = time.perf_counter()
-            run_notebook(Path(job.notebooks_dir) / name, out, params[name], cwd=job.notebooks_dir,
-                         kernel=job.kernel, progress_bar=False)
+            with _seceded(job.kstar_scheduler is not None and name == "02_kstar.ipynb"):
+                run_notebook(Path(job.notebooks_dir) / name, out, params[name], cwd=job.notebooks_dir,
+                             kernel=job.kernel, progress_bar=False)
             timings[name] = round(time.perf_counter() - t0, 2)
         current = "zero-shot accuracy"
         zeroshot_acc = _zeroshot(job) if job.zeroshot_computed else None

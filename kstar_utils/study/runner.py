@@ -19,6 +19,7 @@ import logging
 import signal
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -117,7 +118,9 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-def _local_cluster(options: ClusterOptions, gpu: bool):
+def _local_cluster(options: ClusterOptions, gpu: bool, *, reachable: bool = False):
+    """A LocalCluster for `options`. reachable: other processes of this machine (the jobs' notebook kernels) must
+    reach its scheduler, so threads-only clusters listen on local TCP instead of their in-process transport."""
     import os
 
     from distributed import LocalCluster
@@ -137,6 +140,8 @@ def _local_cluster(options: ClusterOptions, gpu: bool):
     with _sigint_ignored() if options.processes else contextlib.nullcontext():
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=options.processes,
                             resources=resources, dashboard_address=None,
+                            **({"protocol": "tcp://", "host": "127.0.0.1"} if reachable and not options.processes
+                               else {}),
                             # Without a dashboard the scheduler still serves its HTTP routes (health, metrics), on
                             # Dask's dashboard port 8787 by default, and warns "Port 8787 is already in use" when
                             # anything else has it: a free port on this machine only, which no one is told about.
@@ -271,7 +276,8 @@ def _announced_job(job: Job, topic: str) -> dict:
 
 def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOptions = ClusterOptions(),
              retries: int = 1, force: bool = False, on_done: Callable[[Job, dict], None] | None = None,
-             on_start: Callable[[Job, int], None] | None = None, check: bool = True) -> dict[str, dict]:
+             on_start: Callable[[Job, int], None] | None = None, check: bool = True,
+             kstar_on_cluster: bool = False) -> dict[str, dict]:
     """Run every unfinished job (all with force=True) and return job_id -> status.
 
     status: {"status": "ok" | "skipped" | "failed", "attempts", "seconds", "error" (one line, failed only),
@@ -280,6 +286,8 @@ def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOpt
     called when a worker starts a job (attempt 1, then 2, ... for retries; from the client's event thread);
     on_done(job, status): when it ended. check: run check_jobs first (a failed check raises ValueError before a
     cluster starts). KeyboardInterrupt propagates after the cluster and every process it started are shut down.
+    kstar_on_cluster: each job computes its k* on this run's own cluster (its notebook 02 gets the scheduler's
+    address), split over the workers, for features too large for one worker.
 
     When every job is finished, no cluster starts and nothing is checked beyond the folders: nothing will run.
     """
@@ -322,10 +330,12 @@ def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOpt
 
         topic = f"kstar-job-started-{uuid.uuid4().hex}"  # this run's own: a shared scheduler may serve others
         try:
-            local = None if cluster.scheduler else _local_cluster(cluster, gpu)
+            local = None if cluster.scheduler else _local_cluster(cluster, gpu, reachable=kstar_on_cluster)
             client = Client(cluster.scheduler or local)
             client.subscribe_topic(topic, started)
             t0 = time.perf_counter()
+            if kstar_on_cluster:  # each job's k* is split over this cluster's workers (study: distributed_kstar)
+                todo = [dataclasses.replace(j, kstar_scheduler=client.scheduler.address) for j in todo]
             for job in todo:
                 fut = client.submit(_announced_job, job, topic, key=f"kstar-job-{job.job_id}", retries=retries,
                                     pure=False, resources={"GPU": 1} if job.device == "cuda" else None)

@@ -49,6 +49,8 @@ TOP_KEYS = {
     "cache_dir": "root of the feature and k* caches shared with the notebooks (default <outputs>)",
     "notebooks_dir": "folder of the workbook notebooks (default: the package's notebooks/)",
     "device": "auto | cpu | cuda: cuda jobs get one GPU each through Dask worker resources",
+    "distributed_kstar": "true: each job computes its k* on the study's own Dask cluster (split over its workers), "
+                         "for features too large for one worker (default false: on the job's worker)",
     "accuracy": "{published: true, zeroshot_computed: false, zeroshot_templates: simple}",
     "figures": "{compare_models: [a, b], layer: <layer>, format: png}",
     "n_boot": "bootstrap resamples (and permutations) of the study correlations (default 2000)",
@@ -95,6 +97,7 @@ class Study:
     metric: Metric = Metric()
     data_root: str | None = None
     device: str = "auto"
+    distributed_kstar: bool = False
     accuracy: AccuracyOptions = field(default_factory=AccuracyOptions)
     figures: FigureOptions = field(default_factory=FigureOptions)
     n_boot: int = 2000
@@ -136,6 +139,9 @@ class Job:
     job_dir: str
     spec: Mapping[str, Any]
     plot_layer: str = ""  # the layer the job's figures show (the study's figures.layer, else its first layer)
+    #: the Dask scheduler a job computes its k* on (the study's own cluster, set by the runner when the study asks
+    #: for distributed_kstar); None: on the job's own worker. Not part of the spec: it changes where, not what.
+    kstar_scheduler: str | None = None
 
     @property
     def job_id(self) -> str:
@@ -228,6 +234,13 @@ def _check_names(grids: Sequence[Grid]) -> None:
                 raise ValueError(f"model {m!r} needs a library that is not installed: {e}") from None
         for d in g.datasets:
             _datasets.check_dataset_name(d)
+
+
+def _flag(raw: Mapping, key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"study file: {key!r} must be true or false; got {value!r}")
+    return value
 
 
 def _check_conflicts(grids: Sequence[Grid]) -> None:
@@ -352,6 +365,7 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", *, sourc
         metric=metric,
         data_root=str(_path(raw["data_root"], base)) if raw.get("data_root") else None,
         device=device,
+        distributed_kstar=_flag(raw, "distributed_kstar"),
         accuracy=AccuracyOptions(bool(acc.get("published", True)), bool(acc.get("zeroshot_computed", False)),
                                  str(acc.get("zeroshot_templates", "simple"))),
         figures=FigureOptions(compare, figs.get("layer"), str(figs.get("format", "png"))),
