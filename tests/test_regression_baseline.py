@@ -261,6 +261,7 @@ def test_a_study_job_passes_every_table_its_notebooks_write():
     class FakeJob:
         job_dir, plot_layer, layers, model, dataset, split = "/j", None, ("penultimate",), "m", "d", "test"
         data_root, cache_dir, extract_options, metric, spec, device = None, "/c", {}, Metric("euclidean"), {}, "cpu"
+        kstar_scheduler = None
 
     context = job_context(FakeJob())
     for name in NOTEBOOK_SEQUENCE:
