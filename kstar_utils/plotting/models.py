@@ -409,7 +409,8 @@ def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str], value: str
                            t_once["n_overlapped"].astype(int).astype(str) + "/" +
                            t_once["n_clustered"].astype(int).astype(str))
     annot = counts.pivot_table(index="model", columns="layer", values="txt", aggfunc="first", sort=False)
-    annot = annot.reindex(index=models, columns=list(layers)).fillna("")
+    annot = annot.reindex(index=models, columns=list(layers)).astype(object)
+    annot = annot.where(annot.notna(), "")
     hm = axes[0, 1]
     sns.heatmap(grid.astype(float), cmap="Oranges", vmin=0, vmax=n_classes, annot=annot, fmt="",
                 annot_kws={"fontsize": 6.5 if big else 7}, linewidths=0.3, ax=hm,
