@@ -172,11 +172,12 @@ def independence_note(models: Sequence[str]) -> str:
         return ""
     parts = [f"{k} {f}" for f, k in shared.items()]
     own = sum(lk.training == "own-fine-tune" for lk in looks.values())
-    text = (f"The {len(looks)} models are not independent: {', '.join(parts)} models share an architecture family"
-            + (f", {own} are the workbook's fine-tunings of published models" if own else "")
-            + ", and most recipes are one training run (one seed). A correlation across models treats each model as "
-              "an independent draw, so its interval and p-value are optimistic; compare the within-family "
-              "correlations.")
+    tuned = ("" if not own else f", 1 is the workbook's fine-tuning of a published model" if own == 1
+             else f", {own} are the workbook's fine-tunings of published models")
+    text = (f"The {len(looks)} models are not independent: {int(shared.sum())} of them share an architecture family "
+            f"with another ({', '.join(parts)}){tuned}, and most recipes are one training run (one seed). A "
+            "correlation across models treats each model as an independent draw, so its interval and p-value are "
+            "optimistic; compare the within-family correlations.")
     return text
 
 
