@@ -115,6 +115,8 @@ def test_scatter_of_crowded_models_has_no_overlapping_text_and_clipped_bands(mod
             assert ys.min() >= 0 and ys.max() <= 1  # the trend band stays within accuracy's range
         assert sorted(_named(ax)) == sorted(models.short_name(m) for m in models_table["model"])  # ten: all named
     assert "Spearman ρ = -0.90" in fig.axes[1].get_title()
+    eps = plotting.plot_metric_vs_accuracy(models_table.assign(eval_eps=1 / 255), "approx_skewness", ["robust_acc"])
+    assert eps.axes[0].get_title() == "robust accuracy (ε = 1/255)"  # not 0.0039
     legend = _legend_texts(fig)
     # one entry per training kind and per family, not one per model
     assert {"training", "standard", "own fine-tune", "architecture", "resnet"} <= set(legend)

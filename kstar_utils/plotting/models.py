@@ -297,7 +297,8 @@ def plot_gamma_vs_gamma_prime(table: pd.DataFrame, *, agreement: Mapping | None 
                  f"n = {agreement['n']})")
     if len(repeats):
         pairs = sorted({f"{r.layer} = {r.same_as}" for r in repeats.itertuples()})
-        head += f"\n{len(repeats)} repeated layers drawn once ({'; '.join(pairs[:3])}{'; ...' if len(pairs) > 3 else ''})"
+        more = "; ..." if len(pairs) > 3 else ""
+        head += f"\n{len(repeats)} repeated layers drawn once ({'; '.join(pairs[:3])}{more})"
     fit_suptitle(fig, head, fontsize=10)
     style_legend(fig, looks.values(), extra=[Line2D([], [], color="0.5", lw=1, ls="--", label="Γ = Γ'")],
                  extra_title="")
