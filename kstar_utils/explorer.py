@@ -35,11 +35,14 @@ class Explorer:
     """ipywidgets: three drop-downs (model, layer, class) and a view that follows them. `state` holds what the view
     shows (the class's samples table and fracture row), so code and tests can read it too."""
 
-    def __init__(self, source, *, n: int = 4):
+    def __init__(self, source, *, n: int = 4, layer: str = "penultimate"):
+        """source: a k* index or a study folder (explorer_rows); n: samples in the gallery; layer: the layer it opens
+        on (the model's first layer when it has no such layer)."""
         import ipywidgets as w
 
         self.rows = explorer_rows(source)
         self.n = n
+        self.first_layer = layer
         self.state: dict = {}
         models = list(dict.fromkeys(self.rows["model"]))
         self.model = w.Dropdown(options=models, value=models[0], description="model")
@@ -62,10 +65,11 @@ class Explorer:
         return t.iloc[0]
 
     @staticmethod
-    def _offer(dropdown, options, then) -> None:
-        """New options for a drop-down, keeping its choice where it still exists; run `then` once the value is set
-        (setting a new value runs it through the drop-down's own observer)."""
-        keep = dropdown.value if dropdown.value in options else options[0]
+    def _offer(dropdown, options, then, prefer=None) -> None:
+        """New options for a drop-down, keeping its choice where it still exists (else `prefer` where offered, else
+        the first option); run `then` once the value is set (setting a new value runs it through the drop-down's
+        own observer)."""
+        keep = dropdown.value if dropdown.value in options else prefer if prefer in options else options[0]
         dropdown.options = options
         if dropdown.value == keep:
             then()
@@ -74,7 +78,7 @@ class Explorer:
 
     def _layers(self):
         self._offer(self.layer, list(dict.fromkeys(self.rows.loc[self.rows["model"] == self.model.value, "layer"])),
-                    self._classes)
+                    self._classes, prefer=self.first_layer)
 
     def _classes(self):
         res = indexed_kstar(self._row())

@@ -16,7 +16,8 @@ from kstar_utils.pipeline import stages  # noqa: E402
 @pytest.fixture(scope="module")
 def kstar_index(tmp_path_factory):
     root = tmp_path_factory.mktemp("explorer")
-    features = stages.extract_stage(["zoo:standard", "zoo:pgd-0.1"], "digits", layers=["penultimate", "logits"],
+    # logits first: the explorer must still open on the penultimate layer
+    features = stages.extract_stage(["zoo:standard", "zoo:pgd-0.1"], "digits", layers=["logits", "penultimate"],
                                     root=root, progress=False)
     return stages.kstar_stage(features, root=root, progress=False)
 
@@ -50,3 +51,12 @@ def test_a_study_folder_is_a_source(kstar_index, tmp_path):
         explorer_rows(tmp_path / "empty")
     with pytest.raises(ValueError, match="lacks columns"):
         explorer_rows(pd.DataFrame({"model": ["m"]}))
+
+
+def test_the_explorer_opens_on_the_penultimate_layer(kstar_index):
+    assert kstar_index["layer"].iloc[0] == "logits"  # the index lists another layer first
+    ex = Explorer(kstar_index, n=1)
+    assert ex.layer.value == "penultimate" and ex.state["layer"] == "penultimate"
+    assert Explorer(kstar_index, n=1, layer="logits").state["layer"] == "logits"
+    only_logits = kstar_index[kstar_index["layer"] == "logits"]
+    assert Explorer(only_logits, n=1).state["layer"] == "logits"  # a model without it opens on its own first layer

@@ -87,15 +87,32 @@ def plot_sample_gallery(table: pd.DataFrame, images: Mapping[int, np.ndarray], *
     return fig
 
 
-def plot_class_view(khat: np.ndarray, row: pd.DataFrame, *, title: str = ""):
+def plot_class_view(khat: np.ndarray, row: pd.DataFrame, *, title: str = "", scale: str = "log"):
     """One class of one model: the histogram of its samples' k̂* (left) and its row of the fracture matrix, the share
     of its samples whose nearest enemy is in each other class (right). row: the tidy fracture matrix's rows of the
-    class (analysis.fracture.fracture_matrix)."""
+    class (analysis.fracture.fracture_matrix). scale: "log" (k̂* from 1/n_c to 1, as the distribution figures
+    draw it) or "linear" (0 to 1)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    if scale not in ("log", "linear"):
+        raise ValueError(f"scale must be 'log' or 'linear'; got {scale!r}")
+    khat = np.asarray(khat, dtype=float)
     fig, axes = figure(3.4, ncols=2)
     ax = axes[0, 0]
-    ax.hist(np.asarray(khat, dtype=float), bins=np.linspace(0, 1, 21), color="#7570b3", edgecolor="white")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("normalised k*")
+    if scale == "log" and khat.size and khat.min() > 0:
+        floor = float(khat.min())  # the smallest k̂* drawn (at least 1 / n_c)
+        ax.hist(khat, bins=np.geomspace(floor / 1.05, 1.0, 21), color="#7570b3", edgecolor="white")
+        ax.set_xscale("log")
+        ax.set_xlim(floor / 1.2, 1.2)
+        ticks = [t for t in (0.001, 0.01, 0.1, 1.0) if floor / 1.2 <= t <= 1.2]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("normalised k* (log scale)")
+    else:
+        ax.hist(khat, bins=np.linspace(0, 1, 21), color="#7570b3", edgecolor="white")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("normalised k*")
     ax.set_ylabel("samples")
     r = row[row["class"] != row["enemy_class"]].sort_values("share", ascending=True)
     axes[0, 1].barh(r["enemy_class"].astype(str), r["share"] * 100, color="#d95f02")
