@@ -334,3 +334,48 @@ def test_features_for_uses_the_index_rows_it_has_and_extracts_the_rest(tmp_path)
     assert out["model"].tolist() == ["zoo:pgd-0.1", "zoo:standard"]
     assert out["features_path"].iloc[1] == given["features_path"].iloc[0]  # used as it is
     assert out["n"].iloc[0] == 899 and str(tmp_path / "cache") in out["features_path"].iloc[0]
+
+
+# ------------------------------------------------------------------------------------------------ tables and figures
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sampling")
+    X, y = _data((10, 10, 10), d=4)
+    rng = np.random.default_rng(3)
+    big = pd.DataFrame([_write(tmp, m, X + s * rng.standard_normal(X.shape), y, "big")
+                        for m, s in (("zoo:standard", 0.0), ("zoo:pgd-0.1", 0.7), ("cifar-resnet:resnet20", 1.4))])
+    small = pd.DataFrame([_write(tmp, m, X[:12], y[:12], "small") for m in big["model"]])
+    table, _ = sample_size.sample_size_study(big, sizes=[3, 5, 10], draws=4, progress=False)
+    summary = sampling.size_summary(table, values=["approx_skewness", "true_skewness", "n_fractured"])
+    ranking = sampling.ranking_summary(sampling.ranking_stability(table))
+    comparison = sample_size.subset_comparison(big, small, table=table, draws=3)
+    return table, summary, ranking, comparison
+
+
+def test_every_table_has_one_row_per_key_of_the_regression_baseline(study):
+    from kstar_utils.pipeline import baseline
+
+    for df in study:
+        keys = baseline.key_columns(df)
+        assert keys and not df.duplicated(keys).any(), keys
+
+
+def test_the_figures_are_one_width_and_their_texts_do_not_overlap(study):
+    import matplotlib.pyplot as plt
+
+    from kstar_utils.plotting.sampling import plot_sample_size, plot_subset_comparison
+    from kstar_utils.plotting.style import WIDTH, text_overlaps
+
+    _, summary, ranking, comparison = study
+    for fig in (plot_sample_size(summary, ranking, title="Γ' against the sample"),
+                plot_sample_size(summary, values=["approx_skewness"]),
+                plot_subset_comparison(comparison, title="a subset")):
+        assert fig.get_size_inches()[0] == WIDTH
+        assert text_overlaps(fig) == []
+        plt.close(fig)
+    fig = plot_sample_size(summary, ranking)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 4 and [t.get_text() for t in visible[0].get_xticklabels()] == ["3", "5", "10"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"no rows for \['skew_spread'\]"):
+        plot_sample_size(summary, values=["skew_spread"])
