@@ -35,7 +35,8 @@ OUTPUTS_PREFIX = "../outputs"
 TABLES_PREFIX = OUTPUTS_PREFIX + "/tables/"
 #: columns that name a row rather than measure it; a table's keys are its columns among these
 KEY_COLUMNS = ("model", "dataset", "split", "layer", "metric", "reference", "label", "class", "enemy_class", "x", "y",
-               "group", "method", "layer_a", "layer_b", "a", "b", "strength", "which", "rank")
+               "group", "method", "layer_a", "layer_b", "a", "b", "strength", "which", "rank", "value", "n_per_class",
+               "draw")
 #: integer columns that number samples: which sample, not how many, so compared as labels
 SAMPLE_COLUMNS = ("index", "enemy")
 TOLERANCE_FIELDS = ("table", "column", "kind", "measured", "tolerance")
