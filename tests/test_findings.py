@@ -140,6 +140,20 @@ def test_finetuning_compares_each_derived_model_with_its_base_only():
                       "approx_skewness": [0.4, 2.0, -0.1], "clean_acc": [0.9, 0.3, 0.93],
                       "robust_acc": [0.1, 0.3, 0.16]})
     lines = findings.describe_finetuning(t, base="c:r20", layer="pen").splitlines()
-    assert lines == ["pen, against r20 (Γ' +0.40, clean 0.900, robust 0.100):",
-                     "  r20-pgd8: Γ' +1.60, clean -0.600, robust +0.200"]
+    assert lines == ["pen, against r20 (Γ' +0.40, clean accuracy 0.900, robust accuracy 0.100):",
+                     "  r20-pgd8: Γ' +1.60, clean accuracy -0.600, robust accuracy +0.200"]
+    only = findings.describe_finetuning(t, base="c:r20", layer="pen", accuracies=["robust_acc", "missing_acc"])
+    assert only.splitlines()[1] == "  r20-pgd8: Γ' +1.60, robust accuracy +0.200"
     assert findings.describe_finetuning(t, base="c:missing", layer="pen") == "missing is not in the table at pen"
+
+
+def test_depth_trend_of_models_with_different_layers_goes_by_depth():
+    # two architectures, no layer name in common but the output: each model's first and last layer by depth
+    models = pd.DataFrame({"model": ["z:a"] * 3 + ["z:b"] * 2, "layer": ["s1", "s2", "logits", "act1", "logits"],
+                           "depth": [0.0, 0.5, 1.0, 0.0, 1.0], "approx_skewness": [2.0, 2.5, 0.5, 1.0, 1.5]})
+    per_class = pd.DataFrame({"model": ["z:a", "z:b"], "layer": "logits", "label": ["cat", "cat"],
+                              "pattern": ["Fractured", "Overlapped"]})
+    last = findings.describe_skewness(models, per_class, layer="logits", layers=None).splitlines()[-1]
+    # a: 2.0 -> 2.5 -> 0.5 falls overall, not at every layer; b: 1.0 -> 1.5 rises
+    assert last == ("From each model's first inner layer to its output, Γ' falls in 1 of 2 models, at every layer in 0 "
+                    "(mean +1.50 -> +1.00).")

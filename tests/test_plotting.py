@@ -270,6 +270,23 @@ def test_depth_profile_shares_one_colour_scale_and_draws_repeated_layers_once(tm
     plt.close("all")
 
 
+def test_depth_profile_of_different_architectures_lines_them_up_by_depth(tmp_path):
+    resnet = _depth_rows(["cifar-resnet:resnet20"], ["layer1", "layer2", "penultimate", "logits"]).assign(
+        depth=[0.0, 1 / 3, 2 / 3, 1.0])
+    cnn = _depth_rows(["abcrown:cnn-a-adv"], ["act1", "act2", "act3", "penultimate", "logits"]).assign(
+        depth=[0.0, 0.25, 0.5, 0.75, 1.0])
+    fig = plotting.plot_depth_profile(pd.concat([resnet, cnn], ignore_index=True), layers=None)
+    lines = sorted((list(np.round(ln.get_xdata(), 3)) for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) > 2),
+                   key=len)
+    assert lines == [[0.0, 0.333, 0.667, 1.0], [0.0, 0.25, 0.5, 0.75, 1.0]]  # each model at its own depths
+    cols = [t.get_text() for t in fig.axes[1].get_xticklabels()]
+    assert cols == ["inner 1", "inner 2", "inner 3", "penultimate", "logits"]  # inner layers counted from the input
+    annotated = {t.get_text() for t in fig.axes[1].texts}
+    assert {"4/6/0", "3/7/0", "2/8/0"} <= annotated  # the counts of every slot: inner 1, inner 2, inner 3
+    check(fig, tmp_path, "depth_mixed.png")
+    plt.close("all")
+
+
 def test_skew_heatmaps_share_one_fixed_scale(tmp_path):
     mild = pd.DataFrame({"model": np.repeat(["a", "b"], 3), "label": ["x", "y", "z"] * 2,
                          "skew": [0.1, np.inf, -0.7, 1.0, 0.2, -np.inf]})

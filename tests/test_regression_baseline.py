@@ -268,3 +268,11 @@ def test_a_study_job_passes_every_table_its_notebooks_write():
         for param, spec in declared_parameters(NOTEBOOKS / name).items():
             if str(spec["default"]).strip("\"'").startswith(baseline.OUTPUTS_PREFIX):
                 assert param in context, f"{name} writes {param} to its default {spec['default']} in a study"
+
+
+def test_a_text_value_column_names_rows_a_numeric_one_measures_them():
+    from kstar_utils.pipeline.baseline import key_columns
+
+    named = pd.DataFrame({"model": ["a", "a"], "value": ["approx_skewness", "true_skewness"], "mean": [0.1, 0.2]})
+    assert key_columns(named) == ["model", "value"]
+    assert key_columns(_table()) == ["model", "layer"]

@@ -94,3 +94,17 @@ def test_feature_cache_is_keyed_by_the_zoo_weights(tmp_path):
                          weights_dir=tmp_path)
     assert a["logits"] != b["logits"]
     assert not np.array_equal(load_features(a["logits"]).features, load_features(b["logits"]).features)
+
+
+def test_common_layers_are_those_every_model_has():
+    t = pd.DataFrame({"model": ["a", "a", "a", "b", "b"], "layer": ["s1", "penultimate", "logits", "act1", "logits"]})
+    assert stages.common_layers(t) == ["logits"]
+    assert stages.common_layers(t[t["model"] == "a"]) == ["s1", "penultimate", "logits"]
+
+
+def test_an_accuracy_table_with_a_model_twice_is_refused_by_name(tmp_path):
+    sk = pd.DataFrame({"model": ["m1", "m2"], "dataset": "d", "layer": "l", "approx_skewness": [0.1, 0.2],
+                       "true_skewness": [0.1, 0.2]})
+    acc = pd.DataFrame({"model": ["m1", "m1", "m2"], "clean_acc": [0.9, 0.8, 0.7]})
+    with pytest.raises(ValueError, match=r"more than one row for model\(s\) \['m1'\]"):
+        stages.join_accuracy(sk, acc)

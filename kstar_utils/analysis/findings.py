@@ -245,6 +245,18 @@ def describe_skewness(models_table: pd.DataFrame, per_class: pd.DataFrame, *, la
         top = frac[frac == frac.iloc[0]].index.tolist()
         lines.append(f"Most often Fractured: {', '.join(map(str, top))} (in {int(frac.iloc[0])} of {len(t)} models); "
                      f"never Fractured: {', '.join(map(str, frac[frac == 0].index.tolist())) or 'none'}.")
+    if layers is None and "depth" in models_table.columns:  # architectures apart: each model's layers by depth
+        by = models_table.dropna(subset=["depth", "approx_skewness"]).sort_values(["model", "depth"], kind="stable")
+        by = by.drop_duplicates(["model", "depth"])
+        first_last = pd.DataFrame({"first inner layer": [g["approx_skewness"].iloc[0] for _, g in by.groupby("model")],
+                                   "output": [g["approx_skewness"].iloc[-1] for _, g in by.groupby("model")]})
+        steady_every = int(sum((np.diff(g["approx_skewness"].to_numpy(float)) < 0).all() for _, g in by.groupby("model")))
+        if len(first_last) and by.groupby("model").size().max() > 1:
+            falls = int((first_last["output"] < first_last["first inner layer"]).sum())
+            lines.append(f"From each model's first inner layer to its output, Γ' falls in {falls} of {len(first_last)} "
+                         f"models, at every layer in {steady_every} (mean {first_last.iloc[:, 0].mean():+.2f} -> "
+                         f"{first_last.iloc[:, 1].mean():+.2f}).")
+        return "\n".join(lines)
     if layers and len(layers) > 1:
         piv = models_table.pivot_table(index="model", columns="layer", values="approx_skewness", aggfunc="first")
         piv = piv[[c for c in layers if c in piv.columns]]
@@ -259,20 +271,24 @@ def describe_skewness(models_table: pd.DataFrame, per_class: pd.DataFrame, *, la
     return "\n".join(lines)
 
 
-def describe_finetuning(table: pd.DataFrame, *, base: str, layer: str) -> str:
-    """Before and after fine-tuning: each fine-tuned model's change of Γ', clean and robust accuracy against `base`
-    at `layer` (table: one row per model and layer with approx_skewness, clean_acc, robust_acc, kind)."""
+def describe_finetuning(table: pd.DataFrame, *, base: str, layer: str,
+                        accuracies: Sequence[str] = ("clean_acc", "robust_acc")) -> str:
+    """Before and after fine-tuning: each fine-tuned model's change of Γ' and of each accuracy column against `base`
+    at `layer` (table: one row per model and layer with approx_skewness and the accuracy columns; a fine-tuned model's
+    name starts with its base's)."""
     t = table[table["layer"] == layer].set_index("model")
     if base not in t.index:
         return f"{short_name(base)} is not in the table at {layer}"
     b = t.loc[base]
-    lines = [f"{layer}, against {short_name(base)} (Γ' {b.approx_skewness:+.2f}, clean {b.clean_acc:.3f}, "
-             f"robust {b.robust_acc:.3f}):"]
+    cols = [c for c in accuracies if c in t.columns]
+    names = {c: WORDS.get(c, c) for c in cols}
+    lines = [f"{layer}, against {short_name(base)} (Γ' {b.approx_skewness:+.2f}"
+             + "".join(f", {names[c]} {b[c]:.3f}" for c in cols) + "):"]
     for m, r in t.drop(index=base).iterrows():
         if not str(m).startswith(str(base)):
             continue
-        lines.append(f"  {short_name(m)}: Γ' {r.approx_skewness - b.approx_skewness:+.2f}, clean "
-                     f"{r.clean_acc - b.clean_acc:+.3f}, robust {r.robust_acc - b.robust_acc:+.3f}")
+        lines.append(f"  {short_name(m)}: Γ' {r.approx_skewness - b.approx_skewness:+.2f}"
+                     + "".join(f", {names[c]} {r[c] - b[c]:+.3f}" for c in cols))
     return "\n".join(lines)
 
 

@@ -119,8 +119,14 @@ def reference_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df[[c for c in df.columns if not is_machine_column(c)]]
 
 
+#: key columns only where they name something: in the sample-size tables `value` says which quantity a row holds,
+#: elsewhere a numeric `value` is a measurement
+NAMING_ONLY = ("value",)
+
+
 def key_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c in KEY_COLUMNS]
+    return [c for c in df.columns if c in KEY_COLUMNS
+            and not (c in NAMING_ONLY and pd.api.types.is_numeric_dtype(df[c]))]
 
 
 def column_kind(name: str, values: pd.Series) -> str:

@@ -244,6 +244,9 @@ def join_accuracy(skewness_table, accuracy_table: str | Path | pd.DataFrame = "a
     if np.nanmax(vals, initial=0.0) > 1.0 or np.nanmin(vals, initial=0.0) < 0.0:
         raise ValueError("accuracies must be fractions in [0, 1] (percentages? divide by 100)")
     keys = ["model", "dataset"] if "dataset" in acc.columns else ["model"]
+    twice = acc.loc[acc.duplicated(keys, keep=False), "model"]
+    if len(twice):
+        raise ValueError(f"accuracy table has more than one row for model(s) {sorted(set(twice))}")
     out = sk.merge(acc, on=keys, how="left", validate="many_to_one")
     present = [c for c in ACCURACY_COLUMNS if c in out.columns]
     missing = sorted(set(out.loc[out[present].isna().all(axis=1), "model"]))
@@ -267,6 +270,14 @@ def with_model_info(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(short=table["model"].map(lambda m: info[m][0]),
                         training=table["model"].map(lambda m: info[m][1]),
                         family=table["model"].map(lambda m: info[m][2]))
+
+
+def common_layers(table: pd.DataFrame) -> list[str]:
+    """The layers every model of `table` has (in the table's order): where models of different architectures can be
+    compared one to one (penultimate, logits), unlike their own inner layers."""
+    n = table["model"].nunique()
+    per_layer = table.groupby("layer", sort=False)["model"].nunique()
+    return [layer for layer, k in per_layer.items() if k == n]
 
 
 def accuracy_axes(study: pd.DataFrame) -> list[str]:

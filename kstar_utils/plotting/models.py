@@ -368,8 +368,25 @@ def plot_class_skew_heatmap(per_class: pd.DataFrame, *, title: str = "", limit: 
                               models=models)
 
 
-def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str], value: str = "approx_skewness", title: str = "",
-                       n_classes: int | None = None, label=None, ylim: tuple[float, float] | None = None):
+def _depth_slots(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Models of different architectures on one axis: each row's layer renamed to its slot ("inner 1", "inner 2", ...
+    counted from the input, then "penultimate" and "logits"/"embedding" as they are), and the slots in order. The
+    rows keep their `depth`; rows without one (imported features) are left out."""
+    t = table[table["depth"].notna()].sort_values(["model", "depth"], kind="stable")
+    ends = {"penultimate", "logits", "embedding"}
+    inner = ~t["layer"].isin(ends)
+    rank = t[inner].groupby("model", sort=False).cumcount() + 1
+    slot = t["layer"].astype(object).copy()
+    slot[inner] = "inner " + rank.astype(str)
+    n_inner = int(rank.max()) if len(rank) else 0
+    slots = [f"inner {i}" for i in range(1, n_inner + 1)] + [e for e in ("penultimate", "logits", "embedding")
+                                                             if e in set(t["layer"])]
+    return t.assign(layer_name=t["layer"], layer=slot), slots
+
+
+def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str] | None = None, value: str = "approx_skewness",
+                       title: str = "", n_classes: int | None = None, label=None,
+                       ylim: tuple[float, float] | None = None):
     """Γ' (or `value`) of every model layer by layer (left) and each layer's Fractured / Overlapped / Clustered class
     counts (right). table: model, layer, value, n_fractured, n_overlapped, n_clustered (and n_classes, and the
     content hashes of analysis.layers where it has them).
@@ -377,12 +394,31 @@ def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str], value: str
     The count heatmap's colours run from 0 to n_classes (default: the table's n_classes, else the largest count
     total) in every figure, so jobs drawn apart compare by colour. A layer whose features repeat an earlier layer of
     the model (a ResNet's penultimate = layer3) is drawn once: its cell says which layer it equals. label: models
-    named at the end of their line (style.labelled); ylim: fixed limits of the left panel."""
-    t = table[table["layer"].isin(layers)]
+    named at the end of their line (style.labelled); ylim: fixed limits of the left panel.
+
+    layers=None (models of different architectures): every layer of the table with a `depth`, drawn against depth
+    (0: the first inner layer, 1: the output); the heatmap's columns are the models' inner layers counted from the
+    input ("inner 1", ...), then penultimate and logits."""
+    by_depth = layers is None
+    if by_depth:
+        once = distinct_layers(table)
+        repeats = repeated_layers(table)
+        t_once, layers = _depth_slots(once)
+        slot_of = dict(zip(zip(t_once["model"], t_once["layer_name"]), t_once["layer"]))
+        # a repeated layer is drawn where it would sit, with the name of the layer it repeats
+        rep_rows = table.merge(repeats[["model", "layer", "same_as"]], on=["model", "layer"]) if len(repeats) else None
+        extra = _depth_slots(pd.concat([once, rep_rows.drop(columns="same_as")]))[0] if rep_rows is not None else None
+        if extra is not None:
+            slot_of.update(dict(zip(zip(extra["model"], extra["layer_name"]), extra["layer"])))
+            repeats = repeats.assign(layer=[slot_of.get((m, lay), lay) for m, lay in zip(repeats["model"],
+                                                                                      repeats["layer"])])
+        t = t_once
+    else:
+        t = table[table["layer"].isin(layers)]
+        repeats = repeated_layers(t)
+        t_once = distinct_layers(t)
     models = list(dict.fromkeys(t["model"]))
     looks = model_looks(models)
-    repeats = repeated_layers(t)
-    t_once = distinct_layers(t)
     if n_classes is None:
         if "n_classes" in t.columns and t["n_classes"].notna().any():
             n_classes = int(t["n_classes"].max())
@@ -393,16 +429,23 @@ def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str], value: str
     fig, axes = figure(row * len(models) + 2.8, ncols=2, gridspec_kw={"width_ratios": [1.25, 1]})
     ax = axes[0, 0]
     pos = {layer: i for i, layer in enumerate(layers)}
-    lines = t_once.assign(position=t_once["layer"].map(pos)).sort_values("position", kind="stable")
+    if by_depth:
+        lines = t_once.assign(position=t_once["depth"]).sort_values("position", kind="stable")
+    else:
+        lines = t_once.assign(position=t_once["layer"].map(pos)).sort_values("position", kind="stable")
     _model_lines(ax, lines, "position", value, looks, ms=5 if big else 6)
-    ax.set_xticks(range(len(layers)), layers)
-    plt.setp(ax.get_xticklabels(), rotation=30 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center",
-             rotation_mode="anchor", fontsize=8)
+    if by_depth:
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0\nfirst inner", "0.25", "0.5", "0.75", "1\noutput"], fontsize=8)
+    else:
+        ax.set_xticks(range(len(layers)), layers)
+        plt.setp(ax.get_xticklabels(), rotation=30 if len(layers) > 4 else 0,
+                 ha="right" if len(layers) > 4 else "center", rotation_mode="anchor", fontsize=8)
     ax.axhline(0, color="0.6", lw=0.8)
     if ylim is not None:
         ax.set_ylim(*ylim)
     _clear_corner(ax)
-    ax.set_xlabel("layer (input side → output side)")
+    ax.set_xlabel("depth (0: first inner layer, 1: output)" if by_depth
+                  else "layer (input side → output side)")
     ax.set_ylabel(COEFFICIENT_NAMES.get(value, value))
     grid = t_once.pivot_table(index="model", columns="layer", values="n_fractured", aggfunc="first", sort=False)
     grid = grid.reindex(index=models, columns=list(layers))
@@ -436,7 +479,7 @@ def plot_depth_profile(table: pd.DataFrame, *, layers: Sequence[str], value: str
     names = labelled(models, label)
     if names:
         ends = lines.dropna(subset=[value]).groupby("model", sort=False).tail(1)
-        ax.set_xlim(-0.25, len(layers) - 1 + 0.9)
+        ax.set_xlim(*((-0.05, 1.35) if by_depth else (-0.25, len(layers) - 1 + 0.9)))
         place_labels(ax, [(r["position"], r[value], looks[r["model"]].short) for _, r in ends.iterrows()
                           if r["model"] in names], prefer="right")
     return fig
