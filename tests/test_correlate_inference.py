@@ -135,3 +135,27 @@ def test_partial_correlation_refuses_bad_input():
         partial_correlation([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="z is constant"):
         partial_correlation([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("method", ["spearman", "kendall"])
+def test_the_exact_p_of_untied_rankings_from_the_shared_null_equals_enumerating_every_pairing(method):
+    from kstar_utils.analysis import correlate
+
+    rng = np.random.default_rng(3)
+    for n in range(3, 9):
+        for _ in range(4):
+            x, y = rng.normal(size=n), rng.normal(size=n)
+            p, exact, p_min = correlate.permutation_p(x, y, method=method)
+            prepare, score = correlate._scores(method, x)
+            state = prepare(y)
+            observed = abs(float(score(state, np.arange(n)[None, :])[0]))
+            every = correlate._all_permutations(n).astype(np.intp)
+            brute = np.mean(np.abs(score(state, every)) >= observed - 1e-12)
+            assert exact and p == pytest.approx(brute, abs=1e-12) and p_min == pytest.approx(1 / math.factorial(n))
+    # with ties the null depends on the data: the enumeration, not the shared table
+    x, y = np.array([1.0, 1, 2, 3, 4]), np.array([5.0, 3, 3, 1, 0])
+    prepare, score = correlate._scores(method, x)
+    state = prepare(y)
+    observed = abs(float(score(state, np.arange(5)[None, :])[0]))
+    brute = np.mean(np.abs(score(state, correlate._all_permutations(5).astype(np.intp))) >= observed - 1e-12)
+    assert correlate.permutation_p(x, y, method=method)[0] == pytest.approx(brute, abs=1e-12)
