@@ -6,6 +6,7 @@ The scripts are run as `PYTHONPATH=$PWD python benchmarks/<script>.py`, so Pytho
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -30,6 +31,19 @@ def run_child(script: str, spec: dict, timeout: float | None, env: dict | None =
         if line.startswith("RESULT "):
             return json.loads(line[7:])
     return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+
+
+def add_run_options(ap: argparse.ArgumentParser, timeout: float, json_help: str | None = None) -> None:
+    """The options of a script that runs its cases through run_child: --timeout (seconds per case), --json (also
+    write the results to this file) and the hidden --child, by which run_child starts one case."""
+    ap.add_argument("--timeout", type=float, default=timeout)
+    ap.add_argument("--json", help=json_help)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+
+
+def answer_child(spec_json: str, run_case) -> None:
+    """The child's side of run_child: run_case(the spec) and its result printed on the `RESULT ` line."""
+    print("RESULT " + json.dumps(run_case(json.loads(spec_json))), flush=True)
 
 
 def status_kb(field: str) -> int:

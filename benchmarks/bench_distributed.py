@@ -31,7 +31,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from _common import header, reset_peak, run_child, status_kb  # noqa: E402
+from _common import add_run_options, answer_child, header, reset_peak, run_child, status_kb  # noqa: E402
 from bench_kstar import float64_kstar_of, make_data  # noqa: E402
 
 
@@ -107,12 +107,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="auto", choices=["auto", "shares", "blocks"],
                     help="how one set is shared out (engine.distributed.run_distributed); auto = shares")
     ap.add_argument("--check-queries", type=int, default=400)
-    ap.add_argument("--timeout", type=float, default=7200)
-    ap.add_argument("--json")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(ap, timeout=7200)
     args = ap.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
+        answer_child(args.child, run_case)
         return 0
 
     print(header())

@@ -35,7 +35,8 @@ import statistics
 import tempfile
 import time
 
-from _common import cpu_summary, run_child, status_kb  # benchmarks/, the script's own folder
+# benchmarks/_common.py: the script's own folder is on sys.path
+from _common import add_run_options, answer_child, cpu_summary, run_child, status_kb
 
 DATASETS = {846: "cifar10-sample", 10000: "cifar10-jpeg"}
 
@@ -147,18 +148,15 @@ def machine() -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--models", nargs="+", default=["cifar-resnet:resnet56", "abcrown:cnn-a-adv"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[846, 10000], choices=sorted(DATASETS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--kstar-sizes", nargs="*", type=int, default=[846, 10000])
-    ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--json", help="also write every measurement to this file")
+    add_run_options(ap, timeout=1800, json_help="also write every measurement to this file")
     args = ap.parse_args(argv)
     if args.child:
-        spec = json.loads(args.child)
-        print("RESULT " + json.dumps(CASES[spec["case"]](spec)), flush=True)
+        answer_child(args.child, lambda spec: CASES[spec["case"]](spec))
         return
 
     import numpy as np

@@ -34,7 +34,8 @@ import time
 
 import numpy as np
 
-from _common import cpu_summary, run_child  # benchmarks/, the script's own folder
+# benchmarks/_common.py: the script's own folder is on sys.path
+from _common import add_run_options, answer_child, cpu_summary, run_child
 
 
 # -- data and the definitions --------------------------------------------------------------------------------------
@@ -231,13 +232,11 @@ def main(argv=None) -> int:
                          "loaded machine stay close to an idle machine's time ratios")
     ap.add_argument("--full-check", type=int, default=5000, help="check every sample against float64 up to this N")
     ap.add_argument("--check-queries", type=int, default=400, help="random queries checked above --full-check")
-    ap.add_argument("--timeout", type=float, default=3600)
-    ap.add_argument("--json", help="also write all results to this file")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(ap, timeout=3600, json_help="also write all results to this file")
     args = ap.parse_args(argv)
 
     if args.child:
-        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
+        answer_child(args.child, run_case)
         return 0
 
     cuda = args.device == "cuda"

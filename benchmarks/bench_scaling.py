@@ -32,7 +32,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from _common import header, run_child  # noqa: E402
+from _common import add_run_options, answer_child, header, run_child  # noqa: E402
 from bench_kstar import make_data  # noqa: E402
 
 TARGET = 1_281_167
@@ -106,12 +106,10 @@ def main(argv=None) -> int:
     ap.add_argument("--target", type=int, default=TARGET)
     ap.add_argument("--cluster-workers", type=int, default=16)
     ap.add_argument("--distributed", help="bench_distributed.py --json output: its cluster / local ratio")
-    ap.add_argument("--timeout", type=float, default=7200)
-    ap.add_argument("--json")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(ap, timeout=7200)
     args = ap.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
+        answer_child(args.child, run_case)
         return 0
     print(header())
     lines = ["| N | time s | peak MB | added MB | plan's estimate MB |", "|---:|---:|---:|---:|---:|"]

@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from _common import reset_peak, run_child, status_kb  # benchmarks/, the script's own folder
+# benchmarks/_common.py: the script's own folder is on sys.path
+from _common import add_run_options, answer_child, reset_peak, run_child, status_kb
 
 
 def make_data(n, d, c, seed=0, dtype="float32"):
@@ -107,12 +108,10 @@ def main(argv=None) -> int:
     ap.add_argument("--screen", default="auto")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--json")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(ap, timeout=1800)
     args = ap.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
+        answer_child(args.child, run_case)
         return 0
     if args.n:
         cases = [dict(n=args.n, d=args.dim, metric=args.metric, screen=args.screen, backend=args.backend)]
