@@ -41,9 +41,11 @@ def add_run_options(ap: argparse.ArgumentParser, timeout: float, json_help: str 
     ap.add_argument("--child", help=argparse.SUPPRESS)
 
 
-def answer_child(spec_json: str, run_case) -> None:
-    """The child's side of run_child: run_case(the spec) and its result printed on the `RESULT ` line."""
+def answer_child(spec_json: str, run_case) -> int:
+    """The child's side of run_child: run_case(the spec) and its result printed on the `RESULT ` line; returns 0, the
+    child's exit status."""
     print("RESULT " + json.dumps(run_case(json.loads(spec_json))), flush=True)
+    return 0
 
 
 def status_kb(field: str) -> int:

@@ -110,8 +110,7 @@ def main(argv=None) -> int:
     add_run_options(ap, timeout=7200)
     args = ap.parse_args(argv)
     if args.child:
-        answer_child(args.child, run_case)
-        return 0
+        return answer_child(args.child, run_case)
 
     print(header())
     print(f"D = {args.dim}, C = {args.classes}, spread {args.spread}; cluster: {args.workers} worker processes x 1 "

@@ -236,8 +236,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.child:
-        answer_child(args.child, run_case)
-        return 0
+        return answer_child(args.child, run_case)
 
     cuda = args.device == "cuda"
     d = args.dim or (768 if cuda else 512)

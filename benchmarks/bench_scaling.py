@@ -109,8 +109,7 @@ def main(argv=None) -> int:
     add_run_options(ap, timeout=7200)
     args = ap.parse_args(argv)
     if args.child:
-        answer_child(args.child, run_case)
-        return 0
+        return answer_child(args.child, run_case)
     print(header())
     lines = ["| N | time s | peak MB | added MB | plan's estimate MB |", "|---:|---:|---:|---:|---:|"]
     ns, ts, threads, out = [], [], 1, []

@@ -111,8 +111,7 @@ def main(argv=None) -> int:
     add_run_options(ap, timeout=1800)
     args = ap.parse_args(argv)
     if args.child:
-        answer_child(args.child, run_case)
-        return 0
+        return answer_child(args.child, run_case)
     if args.n:
         cases = [dict(n=args.n, d=args.dim, metric=args.metric, screen=args.screen, backend=args.backend)]
     else:
