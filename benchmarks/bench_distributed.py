@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,24 +31,12 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from bench_kstar import cpu_summary, float64_kstar_of, make_data  # noqa: E402
-
-
-def _hwm_reset():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def _status_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+from _common import add_run_options, answer_child, header, reset_peak, run_child, status_kb  # noqa: E402
+from bench_kstar import float64_kstar_of, make_data  # noqa: E402
 
 
 def _peak():
-    return {"hwm_mb": _status_kb("VmHWM") / 1024, "rss_mb": _status_kb("VmRSS") / 1024}
+    return {"hwm_mb": status_kb("VmHWM") / 1024, "rss_mb": status_kb("VmRSS") / 1024}
 
 
 def run_case(spec: dict) -> dict:
@@ -87,7 +74,7 @@ def run_case(spec: dict) -> dict:
         try:
             xs, ys = make_data(600, spec["d"], spec["c"], spec["spread"], seed=5)
             compute_kstar(xs, ys, client=client, screen=spec["screen"])  # imports and thread pools in the workers
-            client.run(_hwm_reset)
+            client.run(reset_peak)
             before = client.run(_peak)
             t0 = time.perf_counter()
             k, enemy = compute_kstar(X, y, return_enemy=True, client=client, screen=spec["screen"], progress=False,
@@ -105,19 +92,6 @@ def run_case(spec: dict) -> dict:
     return out
 
 
-def child(spec: dict, timeout: float) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[50000, 200000])
@@ -133,16 +107,12 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="auto", choices=["auto", "shares", "blocks"],
                     help="how one set is shared out (engine.distributed.run_distributed); auto = shares")
     ap.add_argument("--check-queries", type=int, default=400)
-    ap.add_argument("--timeout", type=float, default=7200)
-    ap.add_argument("--json")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(ap, timeout=7200)
     args = ap.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
-        return 0
+        return answer_child(args.child, run_case)
 
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average {os.getloadavg()[0]:.2f} at the start")
-    print(cpu_summary())
+    print(header())
     print(f"D = {args.dim}, C = {args.classes}, spread {args.spread}; cluster: {args.workers} worker processes x 1 "
           f"thread; local: {args.local_threads} threads; screen {args.screen}; memmap {args.memmap}; mode "
           f"{args.mode}\n")
@@ -157,7 +127,7 @@ def main(argv=None) -> int:
         res = {}
         for case in ("local", "cluster"):
             spec = dict(base, case=case, result=os.path.join(tmp, f"{case}{n}.npy"))
-            res[case] = child(spec, args.timeout)
+            res[case] = run_child(__file__, spec, args.timeout)
             print(f"N={n} {case}: {json.dumps(res[case])}", flush=True)
         if any("error" in r for r in res.values()):
             rows.append(f"| {n} | error: {res['local'].get('error') or res['cluster'].get('error')} | | | | | | |")

@@ -32,24 +32,18 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# benchmarks/_common.py: the script's own folder is on sys.path
+from _common import add_run_options, answer_child, cpu_summary, run_child, status_kb
+
 DATASETS = {846: "cifar10-sample", 10000: "cifar10-jpeg"}
 
 
 def _rss_mb() -> tuple[float, float]:
     """(current resident MB, peak resident MB) of this process, from /proc (VmRSS, VmHWM)."""
-    vals = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                vals[key] = int(rest.split()[0]) / 1024
-    return vals.get("VmRSS", float("nan")), vals.get("VmHWM", float("nan"))
+    return status_kb("VmRSS") / 1024, status_kb("VmHWM") / 1024
 
 
 def _decoded(dataset: str):
@@ -148,40 +142,21 @@ def case_decode(spec: dict) -> dict:
 CASES = {"workbook": case_workbook, "plain": case_plain, "kstar_cold": case_kstar_cold, "decode": case_decode}
 
 
-def child(spec: dict, timeout: float) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"error": (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]}
-
-
 def machine() -> str:
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from bench_kstar import cpu_summary
-
     return f"{cpu_summary()}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--models", nargs="+", default=["cifar-resnet:resnet56", "abcrown:cnn-a-adv"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[846, 10000], choices=sorted(DATASETS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--kstar-sizes", nargs="*", type=int, default=[846, 10000])
-    ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--json", help="also write every measurement to this file")
+    add_run_options(ap, timeout=1800, json_help="also write every measurement to this file")
     args = ap.parse_args(argv)
     if args.child:
-        spec = json.loads(args.child)
-        print("RESULT " + json.dumps(CASES[spec["case"]](spec)), flush=True)
+        answer_child(args.child, lambda spec: CASES[spec["case"]](spec))
         return
 
     import numpy as np
@@ -197,18 +172,21 @@ def main(argv=None) -> None:
                         out = os.path.join(tmp, f"{case}.npy")
                         spec = {"case": case, "model": model, "dataset": DATASETS[n], "batch_size": args.batch_size,
                                 "out": out}
-                        res = {**child(spec, args.timeout), "case": case, "model": model, "size": n, "repeat": r}
+                        res = {**run_child(__file__, spec, args.timeout), "case": case, "model": model, "size": n,
+                               "repeat": r}
                         records.append(res)
                         print(json.dumps(res), flush=True)
                     a, b = (np.load(os.path.join(tmp, f"{c}.npy")) for c in ("workbook", "plain"))
                     records[-1]["same"] = bool(a.shape == b.shape and np.array_equal(a, b))
         for n in args.sizes:
-            res = {**child({"case": "decode", "dataset": DATASETS[n]}, args.timeout), "case": "decode", "size": n}
+            res = {**run_child(__file__, {"case": "decode", "dataset": DATASETS[n]}, args.timeout), "case": "decode",
+                   "size": n}
             records.append(res)
             print(json.dumps(res), flush=True)
         for n in args.kstar_sizes:
             for torch_first in (False, True):
-                res = {**child({"case": "kstar_cold", "n": n, "torch_first": torch_first}, args.timeout),
+                res = {**run_child(__file__, {"case": "kstar_cold", "n": n, "torch_first": torch_first},
+                                   args.timeout),
                        "case": "kstar_cold", "size": n}
                 records.append(res)
                 print(json.dumps(res), flush=True)

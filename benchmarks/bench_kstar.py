@@ -29,13 +29,13 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# benchmarks/_common.py: the script's own folder is on sys.path
+from _common import add_run_options, answer_child, cpu_summary, run_child
 
 
 # -- data and the definitions --------------------------------------------------------------------------------------
@@ -204,40 +204,6 @@ def profile_phases() -> dict:
     return acc
 
 
-def cpu_summary() -> str:
-    """CPU model, core count and the vector flags that decide the screen (lscpu), torch's CPU capability."""
-    import torch
-
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "Model name":
-                model = val.strip()
-            if key.strip() == "Flags":
-                flags = [f for f in val.split() if f.startswith(("avx", "amx", "fma"))]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    cap = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
-    return (f"cpu: {model}; {os.cpu_count()} CPUs; lscpu flags: {' '.join(flags) or '?'}; torch {torch.__version__} "
-            f"capability {cap}, {torch.get_num_threads()} threads")
-
-
-def child(spec: dict, timeout: float | None) -> dict:
-    """Run one case in a fresh interpreter; its ru_maxrss is then its own peak."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1][:200]}
-
-
 # -- driver ----------------------------------------------------------------------------------------------------------
 def fmt(x, spec="{:.2f}"):
     return "-" if x is None else spec.format(x)
@@ -266,14 +232,11 @@ def main(argv=None) -> int:
                          "loaded machine stay close to an idle machine's time ratios")
     ap.add_argument("--full-check", type=int, default=5000, help="check every sample against float64 up to this N")
     ap.add_argument("--check-queries", type=int, default=400, help="random queries checked above --full-check")
-    ap.add_argument("--timeout", type=float, default=3600)
-    ap.add_argument("--json", help="also write all results to this file")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(ap, timeout=3600, json_help="also write all results to this file")
     args = ap.parse_args(argv)
 
     if args.child:
-        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
-        return 0
+        return answer_child(args.child, run_case)
 
     cuda = args.device == "cuda"
     d = args.dim or (768 if cuda else 512)
@@ -305,7 +268,7 @@ def main(argv=None) -> int:
     runs: dict = {}
     rounds = [(rep, n, name) for rep in range(args.repeats) for n, name in cases if rep == 0 or name != "base"]
     for rep, n, name in tqdm(rounds, desc="bench", unit="case"):
-        r = child(dict(base_spec, n=n, case=name, progress=n >= 50000), args.timeout)
+        r = run_child(__file__, dict(base_spec, n=n, case=name, progress=n >= 50000), args.timeout)
         runs.setdefault((n, name), []).append(r)
         tqdm.write(f"round {rep} N={n:>8} {name:>9}: {json.dumps(r)}")
 

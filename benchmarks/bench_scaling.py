@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -33,7 +32,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from bench_kstar import cpu_summary, make_data  # noqa: E402
+from _common import add_run_options, answer_child, header, run_child  # noqa: E402
+from bench_kstar import make_data  # noqa: E402
 
 TARGET = 1_281_167
 
@@ -60,19 +60,6 @@ def run_case(spec: dict) -> dict:
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["estimate_mb"] = plan.host_bytes / 2**20
     return out
-
-
-def child(spec: dict, timeout: float) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1][:300]}
 
 
 def projection(ns, ts, *, d, c, screen, threads, target, workers, dist_ratio, dist_note) -> list[str]:
@@ -119,21 +106,17 @@ def main(argv=None) -> int:
     ap.add_argument("--target", type=int, default=TARGET)
     ap.add_argument("--cluster-workers", type=int, default=16)
     ap.add_argument("--distributed", help="bench_distributed.py --json output: its cluster / local ratio")
-    ap.add_argument("--timeout", type=float, default=7200)
-    ap.add_argument("--json")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(ap, timeout=7200)
     args = ap.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
-        return 0
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average {os.getloadavg()[0]:.2f} at the start")
-    print(cpu_summary())
+        return answer_child(args.child, run_case)
+    print(header())
     lines = ["| N | time s | peak MB | added MB | plan's estimate MB |", "|---:|---:|---:|---:|---:|"]
     ns, ts, threads, out = [], [], 1, []
     for n in args.sizes:
         spec = dict(n=n, d=args.dim, c=args.classes, spread=args.spread, screen=args.screen)
-        base = child(dict(spec, case="base"), args.timeout)
-        r = child(dict(spec, case="engine"), args.timeout)
+        base = run_child(__file__, dict(spec, case="base"), args.timeout)
+        r = run_child(__file__, dict(spec, case="engine"), args.timeout)
         print(f"N={n}: base {json.dumps(base)} engine {json.dumps(r)}", flush=True)
         if "error" in r or "error" in base:
             lines.append(f"| {n:,} | error: {r.get('error') or base.get('error')} | | | |")

@@ -16,21 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
+# benchmarks/_common.py: the script's own folder is on sys.path
+from _common import add_run_options, answer_child, reset_peak, run_child, status_kb
 
 
 def make_data(n, d, c, seed=0, dtype="float32"):
@@ -72,8 +64,7 @@ def run_case(spec: dict) -> dict:
     del xs, ys
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap pages go back: the baseline is what is really held
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident size
+    reset_peak()
     before = status_kb("VmRSS")
     t0 = time.perf_counter()
     compute_kstar(X, y, tile_size=spec.get("tile"), **opts, **pool)
@@ -84,19 +75,9 @@ def run_case(spec: dict) -> dict:
 
 
 def child(spec: dict, timeout: float) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
     # a fixed mmap threshold: every large array is its own mapping, returned to the system when freed, so that no
     # freed-but-resident heap memory of the data's making is silently reused by the call and hidden from VmHWM
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               MALLOC_MMAP_THRESHOLD_="131072")
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return run_child(__file__, spec, timeout, env={"MALLOC_MMAP_THRESHOLD_": "131072"})
 
 
 DEFAULT = [
@@ -127,13 +108,10 @@ def main(argv=None) -> int:
     ap.add_argument("--screen", default="auto")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--json")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(ap, timeout=1800)
     args = ap.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(run_case(json.loads(args.child))), flush=True)
-        return 0
+        return answer_child(args.child, run_case)
     if args.n:
         cases = [dict(n=args.n, d=args.dim, metric=args.metric, screen=args.screen, backend=args.backend)]
     else:

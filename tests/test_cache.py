@@ -23,6 +23,7 @@ from kstar_utils import compute_kstar
 from kstar_utils.io import index
 from kstar_utils.pipeline import stages
 from kstar_utils.pipeline.features import extract_features, load_features, save_features
+from study_jobs import finish_job
 
 
 def _sha(path) -> str:
@@ -290,27 +291,8 @@ def test_written_files_honour_the_umask(tmp_path, umask, mode):
 # ---------------------------------------------------------------------------------------------- study jobs
 @pytest.fixture
 def finished_job(tmp_path, zoo_root):
-    """A study job whose tables and done.json are written as run_job writes them (without papermill)."""
-    from kstar_utils.study import expand_jobs, study_from_dict
-    from kstar_utils.study.jobs import _content_record, job_paths, notebook_parameters
-
-    study = study_from_dict({"name": "t", "models": ["zoo:standard"], "datasets": ["digits"], "layers": ["logits"],
-                             "output_dir": "out", "cache_dir": "cache"}, base_dir=tmp_path)
-    job = expand_jobs(study)[0]
-    params = notebook_parameters(job)
-    tables = ({k: params["03_skewness.ipynb"][k] for k in ("skewness_table", "per_class_table")}
-              | {"kstar_index": params["02_kstar.ipynb"]["kstar_index"],
-                 "features_index": params["01_extract_features.ipynb"]["features_index"]})
-    feats = stages.extract_stage([job.model], job.dataset, layers=list(job.layers), root=job.cache_dir,
-                                 progress=False)
-    kidx = stages.kstar_stage(feats, root=job.cache_dir, progress=False)
-    models, per_class = stages.skewness_stage(kidx)
-    for name, table in (("features_index", feats), ("kstar_index", kidx), ("skewness_table", models),
-                        ("per_class_table", per_class)):
-        index.write_table(table, tables[name])
-    done = cache.provenance(job.spec, tables=tables, **_content_record(tables))
-    cache.write_json_atomic(job_paths(job)["done"], done)
-    return job, done, kidx
+    """A study job on digits whose tables and done.json are written as run_job writes them (without papermill)."""
+    return finish_job(tmp_path, "digits", "logits")
 
 
 def test_done_json_records_tables_and_inputs(finished_job):

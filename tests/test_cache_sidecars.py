@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from kstar_utils.io import cache
-from kstar_utils.io import index
 from kstar_utils.pipeline import stages
 from kstar_utils.pipeline.features import extract_features
+from study_jobs import finish_job
 
 
 def _set_aside(path) -> list[Path]:
@@ -168,28 +168,10 @@ def test_kstar_of_features_whose_sidecar_is_malformed_names_the_file(tmp_path, b
 def finished_job(tmp_path):
     """A finished study job on a features file (tables and done.json as run_job writes them, without papermill; the
     model is not loaded for a features: dataset)."""
-    from kstar_utils.study import expand_jobs, study_from_dict
-    from kstar_utils.study.jobs import _content_record, job_paths, notebook_parameters
-
     rng = np.random.default_rng(1)
     src = tmp_path / "given.npz"
     np.savez(src, features=rng.normal(size=(30, 4)).astype(np.float32), labels=np.repeat(np.arange(3), 10))
-    study = study_from_dict({"name": "t", "models": ["zoo:standard"], "datasets": [f"features:{src}"],
-                             "layers": ["features"], "output_dir": "out", "cache_dir": "cache"}, base_dir=tmp_path)
-    job = expand_jobs(study)[0]
-    params = notebook_parameters(job)
-    tables = ({k: params["03_skewness.ipynb"][k] for k in ("skewness_table", "per_class_table")}
-              | {"kstar_index": params["02_kstar.ipynb"]["kstar_index"],
-                 "features_index": params["01_extract_features.ipynb"]["features_index"]})
-    feats = stages.extract_stage([job.model], job.dataset, layers=list(job.layers), root=job.cache_dir,
-                                 progress=False)
-    kidx = stages.kstar_stage(feats, root=job.cache_dir, progress=False)
-    models, per_class = stages.skewness_stage(kidx)
-    for name, table in (("features_index", feats), ("kstar_index", kidx), ("skewness_table", models),
-                        ("per_class_table", per_class)):
-        index.write_table(table, tables[name])
-    cache.write_json_atomic(job_paths(job)["done"], cache.provenance(job.spec, tables=tables,
-                                                                     **_content_record(tables)))
+    job, _, kidx = finish_job(tmp_path, f"features:{src}", "features")
     return job, Path(kidx["features_path"][0])
 
 

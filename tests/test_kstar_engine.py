@@ -12,6 +12,7 @@ from kstar_utils.engine import bf16
 from kstar_utils.engine.bf16 import Bf16Side, bf16_bounds, bf16_threshold, check_bf16_screen
 from kstar_utils.engine.bounds import check_screen, screen_eps
 from kstar_utils.engine.reference import pair_sq_distances
+from kstar_data import gaussian_classes, sphere_near_ties
 from oracle import kstar_oracle
 
 ENGINES = [
@@ -26,40 +27,6 @@ ENGINES = [
 def kstar(X, y, engine, **kw):
     """compute_kstar with the engine options (backend, device, tile_size, screen)."""
     return compute_kstar(X, y, **engine, **kw)
-
-
-def gaussian_classes(seed, n, d, c, spread=1.0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, c, n)
-    y[:c] = np.arange(c)  # every class present
-    X = rng.normal(size=(n, d)) + spread * rng.normal(size=(c, d))[y]
-    return X, y
-
-
-def near_tie_set(seed, groups=12, d=16, offset=1e3, scale=1e-9):
-    """Points whose distances differ by ~scale (1e-9) relative, far from the origin: float32 cannot order them.
-
-    Each group: a query p, one foreign point at distance r, classmates at r * (1 + delta), delta in +-{0,1,2,3}e-9.
-    The large offset makes float32 rounding of ||a||^2 (~1e6) dwarf the distance differences (~1e-9 r^2).
-    """
-    rng = np.random.default_rng(seed)
-    X, y = [], []
-    deltas = np.array([-3, -2, -1, 0, 1, 2, 3]) * scale
-    for g in range(groups):
-        centre = rng.normal(size=d)
-        centre *= offset / np.linalg.norm(centre)
-        r = 1.0 + rng.random()
-        cls_p, cls_f = 2 * (g % 3), 2 * (g % 3) + 1
-        X.append(centre)
-        y.append(cls_p)
-        u = rng.normal(size=d)
-        X.append(centre + r * u / np.linalg.norm(u))
-        y.append(cls_f)
-        for delta in deltas:
-            u = rng.normal(size=d)
-            X.append(centre + r * (1 + delta) * u / np.linalg.norm(u))
-            y.append(cls_p)
-    return np.array(X), np.array(y)
 
 
 def check(X, y, engine, **kw):
@@ -215,11 +182,6 @@ def test_translation_invariance_on_integer_data():
     assert np.array_equal(compute_kstar(X + shift, y, backend="faiss", device="cpu"), base)
 
 
-def test_numpy_backend_is_the_definition():
-    X, y = near_tie_set(14)
-    assert np.array_equal(compute_kstar(X, y, backend="numpy"), kstar_oracle(X, y))
-
-
 # -- the canonical scale ---------------------------------------------------------------------------------------------
 def test_rescale_is_exact_and_canonical():
     from kstar_utils.method.metrics import prepare_metric, scale_exponent
@@ -254,7 +216,7 @@ def test_medium_set_against_numpy_definition(backend):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_oracle():
-    X, y = near_tie_set(19)
+    X, y = sphere_near_ties(19)
     check(X, y, dict(device="cuda", tile_size=8))
     X, y = gaussian_classes(20, 300, 32, 5)
     check(X, y, dict(device="cuda"))

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from kstar_utils import compute_kstar
+from kstar_data import gaussian_classes, random_lattice, sphere_near_ties
 from oracle import kstar_oracle
 
 METRICS = {
@@ -79,23 +80,6 @@ def check(X, y, metric, engine, **pool):
 
 
 # -- data --------------------------------------------------------------------------------------------------------------
-def gaussian_classes(seed, n, d, c, spread=1.0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, c, n)
-    y[:c] = np.arange(c)  # every class present
-    X = rng.normal(size=(n, d)) + spread * rng.normal(size=(c, d))[y]
-    return X, y
-
-
-def random_lattice(seed, n=150, d=4, c=3, span=3):
-    """Small random integers: masses of exactly equal scores under every metric, exact duplicates across classes."""
-    rng = np.random.default_rng(seed)
-    X = rng.integers(-span, span + 1, size=(n, d)).astype(np.float64)
-    y = rng.integers(0, c, n)
-    y[:c] = np.arange(c)
-    return X, y
-
-
 def full_lattice(labelling):
     """The 6 x 6 x 3 integer grid (from 1, so that no row is zero for the cosine), classes interleaved (ties
     everywhere) or two half-lattices (many classmates tied with the nearest enemy)."""
@@ -120,32 +104,6 @@ def axis_near_ties(seed, groups=10, d=8, offset=1e3, delta=1e-9):
         for k in range(-3, 4):
             X.append(centre + r * (1 + k * delta) * np.eye(d)[(g + k + 4) % d] * (-1) ** k)
             y.append(own)
-    return np.array(X), np.array(y)
-
-
-def sphere_near_ties(seed, groups=12, d=16, offset=1e3, scale=1e-9):
-    """Euclidean near-ties in random directions, far from the origin: float32 cannot order them.
-
-    Each group: a query p, one foreign point at distance r, classmates at r * (1 + delta), delta in +-{0,1,2,3}e-9.
-    The large offset makes float32 rounding of ||a||^2 (~1e6) dwarf the distance differences (~1e-9 r^2).
-    """
-    rng = np.random.default_rng(seed)
-    X, y = [], []
-    deltas = np.array([-3, -2, -1, 0, 1, 2, 3]) * scale
-    for g in range(groups):
-        centre = rng.normal(size=d)
-        centre *= offset / np.linalg.norm(centre)
-        r = 1.0 + rng.random()
-        cls_p, cls_f = 2 * (g % 3), 2 * (g % 3) + 1
-        X.append(centre)
-        y.append(cls_p)
-        u = rng.normal(size=d)
-        X.append(centre + r * u / np.linalg.norm(u))
-        y.append(cls_f)
-        for delta in deltas:
-            u = rng.normal(size=d)
-            X.append(centre + r * (1 + delta) * u / np.linalg.norm(u))
-            y.append(cls_p)
     return np.array(X), np.array(y)
 
 

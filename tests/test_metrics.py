@@ -10,19 +10,11 @@ import pytest
 
 from kstar_utils import compute_kstar
 from kstar_utils.method.metrics import covariance, metric_space
-
-
-def lattice(seed, n=150, d=4, c=3, span=3):
-    """Small integers: masses of exactly equal scores under every metric, and exact duplicates across classes."""
-    rng = np.random.default_rng(seed)
-    X = rng.integers(-span, span + 1, size=(n, d)).astype(np.float64)
-    y = rng.integers(0, c, n)
-    y[:c] = np.arange(c)
-    return X, y
+from kstar_data import random_lattice
 
 
 def test_minkowski_orders_one_two_and_inf_are_the_named_metrics():
-    X, y = lattice(4, n=120)
+    X, y = random_lattice(4, n=120)
     for p, name in ((1, "manhattan"), (2, "euclidean"), (math.inf, "chebyshev")):
         a = compute_kstar(X, y, metric="minkowski", p=p, return_enemy=True)
         b = compute_kstar(X, y, metric=name, return_enemy=True)

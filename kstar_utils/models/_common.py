@@ -92,10 +92,7 @@ def reading_checkpoint(where, *, trust: bool = False):
     from kstar_utils.models import CorruptWeightsError, UntrustedCheckpointError, WeightsNotFoundError
 
     set_, unset = (_FORCE_FULL, _FORCE_SAFE) if trust else (_FORCE_SAFE, _FORCE_FULL)
-    with _ENV_LOCK:
-        saved = {k: os.environ.get(k) for k in (set_, unset)}
-        os.environ[set_] = "1"
-        os.environ.pop(unset, None)  # torch refuses to load at all when both are set
+    with _ENV_LOCK, environ_set(**{set_: "1", unset: None}):  # torch refuses to load at all when both are set
         try:
             yield
         except (CorruptWeightsError, UntrustedCheckpointError, WeightsNotFoundError, MemoryError):
@@ -105,12 +102,6 @@ def reading_checkpoint(where, *, trust: bool = False):
                 raise UntrustedCheckpointError(untrusted_message(str(where), _refusal_detail(e))) from None
             raise CorruptWeightsError(f"cannot load weights {where}: {type(e).__name__}: "
                                       f"{' '.join(str(e).split())[:300]}") from None
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, map_location="cpu"):
@@ -155,3 +146,22 @@ def pil_transform(transform):
 
     apply.transform = transform  # keep the wrapped transform inspectable
     return apply
+
+
+@contextmanager
+def environ_set(**values):
+    """Environment variables set for the block (a value of None removes the variable), restored afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -14,7 +14,7 @@ and any module name (models.architectures).
 from __future__ import annotations
 
 from kstar_utils.models import architectures as A
-from kstar_utils.models.published import Normalization, PublishedModel, PublishedSource, Training
+from kstar_utils.models.published import Normalization, PublishedModel, Training, export_source
 
 UPSTREAM = "Verified-Intelligence/alpha-beta-CROWN@8250d5fbd530c76e5e3243db28b3cad5fbaef740:complete_verifier/models/"
 
@@ -116,12 +116,4 @@ MODELS: dict[str, PublishedModel] = {e.name: e for e in (
                    ("act1", "act2", "act3")),
 )}
 
-_SOURCE = PublishedSource("abcrown", MODELS)
-known_names = _SOURCE.known_names
-is_valid = _SOURCE.is_valid
-pretrained_tag = _SOURCE.pretrained_tag
-requirements = _SOURCE.requirements
-load = _SOURCE.load
-architecture = _SOURCE.architecture
-describe = _SOURCE.describe
-accuracies = _SOURCE.accuracies
+_SOURCE = export_source("abcrown", MODELS, globals())

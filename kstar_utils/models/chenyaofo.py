@@ -13,7 +13,7 @@ module name.
 from __future__ import annotations
 
 from kstar_utils.models import architectures as A
-from kstar_utils.models.published import Normalization, PublishedModel, PublishedSource, Training
+from kstar_utils.models.published import Normalization, PublishedModel, Training, export_source
 
 UPSTREAM = ("chenyaofo/pytorch-cifar-models release files (code @786c16252c0fc58ee9adac063f8337cc4a7a497a), copied "
             "from Trilokesh-Praxis-2023/Cifer_10-Models@e40cee93826a7318615345fac9262c477800e4c3:")
@@ -39,12 +39,4 @@ MODELS: dict[str, PublishedModel] = {e.name: e for e in (
                    UPSTREAM + "cifar10_shufflenetv2_x0_5-1308b4e9.pt", ("stage2", "stage3", "stage4")),
 )}
 
-_SOURCE = PublishedSource("chenyaofo", MODELS)
-known_names = _SOURCE.known_names
-is_valid = _SOURCE.is_valid
-pretrained_tag = _SOURCE.pretrained_tag
-requirements = _SOURCE.requirements
-load = _SOURCE.load
-architecture = _SOURCE.architecture
-describe = _SOURCE.describe
-accuracies = _SOURCE.accuracies
+_SOURCE = export_source("chenyaofo", MODELS, globals())

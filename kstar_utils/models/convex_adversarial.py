@@ -11,7 +11,7 @@ conv16-conv32-fc100-fc10), so these two share a family with the CNN-A models of 
 from __future__ import annotations
 
 from kstar_utils.models import architectures as A
-from kstar_utils.models.published import Normalization, PublishedModel, PublishedSource, Training
+from kstar_utils.models.published import Normalization, PublishedModel, Training, export_source
 
 UPSTREAM = "locuslab/convex_adversarial@2cd8149249b9e90383af10fc7e9b9fe90166813e:"
 #: the ImageNet means with a single std, as upstream's CIFAR loader normalises
@@ -34,12 +34,4 @@ MODELS: dict[str, PublishedModel] = {e.name: e for e in (
                    "cnn-a-wide", PAPER, UPSTREAM + "models_scaled_l2/cifar_small_36px.pth", LAYERS),
 )}
 
-_SOURCE = PublishedSource("convex", MODELS)
-known_names = _SOURCE.known_names
-is_valid = _SOURCE.is_valid
-pretrained_tag = _SOURCE.pretrained_tag
-requirements = _SOURCE.requirements
-load = _SOURCE.load
-architecture = _SOURCE.architecture
-describe = _SOURCE.describe
-accuracies = _SOURCE.accuracies
+_SOURCE = export_source("convex", MODELS, globals())

@@ -244,3 +244,16 @@ class PublishedSource:
         from kstar_utils.models.evaluation import accuracy_rows
 
         return accuracy_rows(self.prefix, names, dataset)
+
+
+#: the functions of a registry source (models.ModelSource) that a source module exports
+SOURCE_FUNCTIONS = ("known_names", "is_valid", "pretrained_tag", "requirements", "load", "architecture", "describe",
+                    "accuracies")
+
+
+def export_source(prefix: str, table: Mapping[str, PublishedModel], namespace: dict) -> PublishedSource:
+    """Make a source module a registry source over `table`: the PublishedSource's methods named in SOURCE_FUNCTIONS
+    become functions of `namespace` (the module's ``globals()``), as the registry imports a source by its module."""
+    source = PublishedSource(prefix, table)
+    namespace.update({name: getattr(source, name) for name in SOURCE_FUNCTIONS})
+    return source

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import csv
 import os
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from kstar_utils.models import CorruptWeightsError, LoadedModel, ModelInfo, WeightsNotFoundError, WeightsRequirement
-from kstar_utils.models._common import check_checkpoint_file, load_checkpoint, reading_checkpoint
+from kstar_utils.models._common import check_checkpoint_file, environ_set, load_checkpoint, reading_checkpoint
 
 N_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 # torchvision's resnet50 IMAGENET1K_V1 file, which robustbench's ImageNet Standard_R50 uses
@@ -129,25 +128,6 @@ def requirements(name: str, pretrained: bool = True, model_dir=None, weights_pat
     return [WeightsRequirement(f"robustbench:{name}", f, f.is_file(), _how_to_provide(name, f)) for f in files]
 
 
-@contextmanager
-def _env(**values):
-    """Environment variables set for the block (a value of None removes the variable), restored afterwards."""
-    old = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def build_architecture(name: str):
     """The architecture of `name` with random weights (no file read, nothing downloaded)."""
     _rb()
@@ -226,7 +206,7 @@ def load(name: str, pretrained: bool = True, model_dir=None, allow_download: boo
         for f in files:
             if f.is_file():
                 check_checkpoint_file(f)  # an HTML page or truncated file fails here, naming it, in milliseconds
-        with _env(**({} if allow_download else {"HF_HUB_OFFLINE": "1"})):
+        with environ_set(**({} if allow_download else {"HF_HUB_OFFLINE": "1"})):
             module = _load_pretrained(name, files, model_dir, weights_path, trust_checkpoint)
     else:
         module = build_architecture(name)
