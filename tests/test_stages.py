@@ -108,3 +108,16 @@ def test_an_accuracy_table_with_a_model_twice_is_refused_by_name(tmp_path):
     acc = pd.DataFrame({"model": ["m1", "m1", "m2"], "clean_acc": [0.9, 0.8, 0.7]})
     with pytest.raises(ValueError, match=r"more than one row for model\(s\) \['m1'\]"):
         stages.join_accuracy(sk, acc)
+
+
+def test_a_model_without_accuracy_is_an_error_or_left_out_by_name():
+    sk = pd.DataFrame({"model": ["m1", "m2"], "dataset": "d", "layer": "l", "approx_skewness": [0.1, 0.2],
+                       "true_skewness": [0.1, 0.2]})
+    acc = pd.DataFrame({"model": ["m1"], "clean_acc": [0.9]})
+    with pytest.raises(ValueError, match=r"no accuracy known for model\(s\) \['m2'\]"):
+        stages.join_accuracy(sk, acc)
+    with pytest.warns(UserWarning, match="1 model\\(s\\), left out: m2"):
+        out = stages.join_accuracy(sk, acc, without="leave out")
+    assert out["model"].tolist() == ["m1"]
+    with pytest.raises(ValueError, match="without must be"):
+        stages.join_accuracy(sk, acc, without="drop")

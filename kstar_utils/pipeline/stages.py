@@ -221,8 +221,11 @@ def kstar_overview(kstar_index) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ 04 correlations
-def join_accuracy(skewness_table, accuracy_table: str | Path | pd.DataFrame = "auto") -> pd.DataFrame:
-    """The per-model skewness table joined with accuracies on `model` (and `dataset`); every model must have one.
+def join_accuracy(skewness_table, accuracy_table: str | Path | pd.DataFrame = "auto", *,
+                  without: str = "error") -> pd.DataFrame:
+    """The per-model skewness table joined with accuracies on `model` (and `dataset`). A model without any accuracy
+    is an error (without="error"), or is left out with a warning that names it (without="leave out": a measurement
+    still under way).
 
     accuracy_table: "auto" (what the workbook knows for these models on these datasets, asked of each model's
     source: kstar_utils.models.accuracies, i.e. the workbook's measured tables, the RobustBench leaderboard and the
@@ -232,6 +235,8 @@ def join_accuracy(skewness_table, accuracy_table: str | Path | pd.DataFrame = "a
     from kstar_utils import models
     from kstar_utils.io.tables import ACCURACY_COLUMNS
 
+    if without not in ("error", "leave out"):
+        raise ValueError(f'without must be "error" or "leave out", not {without!r}')
     sk = read_index(skewness_table, ["model", "dataset", "layer", "approx_skewness", "true_skewness"])
     if isinstance(accuracy_table, str) and accuracy_table == "auto":
         acc = models.accuracies(sorted(set(sk["model"])), sorted(set(sk["dataset"])))
@@ -250,8 +255,12 @@ def join_accuracy(skewness_table, accuracy_table: str | Path | pd.DataFrame = "a
     out = sk.merge(acc, on=keys, how="left", validate="many_to_one")
     present = [c for c in ACCURACY_COLUMNS if c in out.columns]
     missing = sorted(set(out.loc[out[present].isna().all(axis=1), "model"]))
-    if missing:
+    if missing and without != "leave out":
         raise ValueError(f"no accuracy known for model(s) {missing}; give accuracy_table")
+    if missing:
+        warnings.warn(f"no accuracy known for {len(missing)} model(s), left out: {', '.join(missing)}", UserWarning,
+                      stacklevel=2)
+        out = out[~out["model"].isin(missing)].reset_index(drop=True)
     return with_model_info(out)
 
 
