@@ -42,9 +42,17 @@ SAMPLE_COLUMNS = ("index", "enemy")
 TOLERANCE_FIELDS = ("table", "column", "kind", "measured", "tolerance")
 
 
-def notebooks_of(folder: str | os.PathLike) -> list[Path]:
-    """The workbook notebooks of a folder (NN_name.ipynb), in order."""
-    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+#: notebooks whose tables are not in the regression baseline: the sample-size notebook sends all 10,000 test images
+#: through seven networks, too long for the fast tier's second, perturbed run and for the nine runs that measure the
+#: tolerances; nbval still runs it top to bottom in the slow tier (make test-slow), its numbers masked
+UNCOMPARED = ("09_sample_size.ipynb",)
+
+
+def notebooks_of(folder: str | os.PathLike, *, compared: bool = False) -> list[Path]:
+    """The workbook notebooks of a folder (NN_name.ipynb), in order; compared=True: those whose tables the
+    regression baseline holds (all but UNCOMPARED)."""
+    found = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    return [nb for nb in found if nb.name not in UNCOMPARED] if compared else found
 
 
 def _default(spec: Mapping[str, Any]) -> Any:
@@ -55,12 +63,12 @@ def _default(spec: Mapping[str, Any]) -> Any:
 
 
 def table_names(notebooks_dir: str | os.PathLike) -> list[str]:
-    """File names of the tables the default run writes: every parameter default of the workbook notebooks that is a
-    .csv under ../outputs/tables/, in notebook order, each once."""
+    """File names of the tables the default run writes and the baseline compares: every parameter default of the
+    compared notebooks that is a .csv under ../outputs/tables/, in notebook order, each once."""
     from kstar_utils.pipeline.notebooks import declared_parameters
 
     names: dict[str, None] = {}
-    for nb in notebooks_of(notebooks_dir):
+    for nb in notebooks_of(notebooks_dir, compared=True):
         for spec in declared_parameters(nb).values():
             value = _default(spec)
             if isinstance(value, str) and value.startswith(TABLES_PREFIX) and value.endswith(".csv"):
@@ -85,7 +93,7 @@ def redirected_parameters(notebook: str | os.PathLike, out_dir: str | os.PathLik
 def run_workbook(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike = "notebooks",
                  start_at: str | None = None, parameters: Mapping[str, Any] | None = None,
                  kernel: str | None = None) -> Path:
-    """Run the workbook notebooks on their defaults, every file they write under `out_dir` instead of ../outputs
+    """Run the workbook notebooks whose tables are compared (all but UNCOMPARED) on their defaults, every file they write under `out_dir` instead of ../outputs
     (features and k* caches, tables in out_dir/tables, figures, executed notebooks in out_dir/executed); returns
     out_dir/tables.
 
@@ -97,7 +105,7 @@ def run_workbook(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike
 
     out = Path(out_dir)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    for nb in notebooks_of(notebooks_dir):
+    for nb in notebooks_of(notebooks_dir, compared=True):
         if start_at is not None and nb.name < start_at:
             continue
         declared = declared_parameters(nb)

@@ -11,7 +11,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from kstar_utils.plotting.style import COEFFICIENT_NAMES, figure, model_styles, short_name
+from kstar_utils.plotting.style import (COEFFICIENT_NAMES, figure, model_looks, model_styles, place_labels, short_name,
+                                        style_legend)
 
 VALUE_NAMES = {**COEFFICIENT_NAMES, "n_fractured": "Fractured classes", "n_clustered": "Clustered classes",
                "n_overlapped": "Overlapped classes"}
@@ -57,6 +58,12 @@ def plot_sample_size(summary: pd.DataFrame, ranking: pd.DataFrame | None = None,
             ax.axhline(0, color="0.6", lw=0.8, zorder=0)
         _size_axis(ax, sizes)
         ax.set_ylabel(VALUE_NAMES.get(value, value))
+        if value in ("approx_skewness", "true_skewness"):
+            # models of one training kind share a colour: each line is named at its end
+            ax.set_xlim(min(sizes) / 1.25, max(sizes) * 4.5)
+            ends = sub.sort_values("n_per_class").groupby("model", sort=False).tail(1)
+            place_labels(ax, [(float(r.n_per_class), float(r.mean), short_name(r.model))
+                              for r in ends.itertuples()], prefer="right", fontsize=7)
     if ranking is not None:
         ax = flat[len(values)]
         r = ranking.sort_values("n_per_class")
@@ -71,11 +78,8 @@ def plot_sample_size(summary: pd.DataFrame, ranking: pd.DataFrame | None = None,
         ax.legend(loc="lower right", fontsize=8, frameon=True, framealpha=0.9)
     for ax in flat[panels:]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=c, marker=mk, ls="-", lw=1.2, ms=6, label=short_name(m))
-               for m, (c, mk) in styles.items()]
-    handles.append(Line2D([], [], color="0.5", lw=6, alpha=0.25, label=f"{band} of draws"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="model", title_fontsize=8,
-               frameon=False)
+    style_legend(fig, model_looks(models).values(),
+                 extra=[Line2D([], [], color="0.5", lw=6, alpha=0.25, label=f"{band} of draws")], extra_title="")
     if title:
         fig.suptitle(title)
     return fig
