@@ -1,5 +1,7 @@
 """The comparison holds on any machine: features moved at float32-rounding level still pass it, a real change fails.
 
+Part of the slow tier (make test-slow, after make test: it starts from the features that run extracted).
+
 The notebooks 02-08 run again (through papermill, with every output under a temporary folder) on copies of this
 session's features with every feature multiplied by (1 + u 2^-22), u uniform in [-1, 1]: a few units in the last
 place, what separates CPUs with different vector instructions. The seed is not one of those the tolerances were
