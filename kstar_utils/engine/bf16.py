@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from kstar_utils.engine.bounds import TINY32, U32, U64, _gamma
+from kstar_utils.engine.layout import table_rows
 from kstar_utils.engine.reference import pair_sq_distances
 from kstar_utils.engine.threads import run_tiles
 
@@ -290,8 +291,6 @@ def _candidates(engine, M, cstarts: np.ndarray, sr: Bf16Side, sc: Bf16Side):
     rows, cols = engine.rows, engine.cols
     g_kmin, g_kmax = sc.kappa.min(), sc.kappa.max()
     g_rmax, g_gmax = sc.rho.max(), sc.gam.max()
-    from kstar_utils.engine.passes import table_rows
-
     # the table's rows are the rows, or (a share of the work, TwoPassEngine.restrict) the rows of some blocks
     gi = engine.table_index
     kap, rho, gam = (sr.kappa, sr.rho, sr.gam) if gi is None else (sr.kappa[gi], sr.rho[gi], sr.gam[gi])

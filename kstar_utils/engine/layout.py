@@ -131,3 +131,8 @@ def class_blocks(starts: np.ndarray, T: int) -> list[tuple[int, int]]:
     if open_start is not None:
         blocks.append((open_start, int(starts[-1])))
     return blocks
+
+
+def table_rows(nch: int) -> int:
+    """Rows per block when a (rows, nch) pass-1 table is scanned: each temporary stays near 2^22 entries."""
+    return max(256, (1 << 22) // max(1, nch))

@@ -23,7 +23,7 @@ import torch
 
 from kstar_utils.engine.bounds import SCREENS, check_screen
 from kstar_utils.engine.kernels import GemmKernel, Kernel
-from kstar_utils.engine.layout import SortedSet, class_blocks
+from kstar_utils.engine.layout import SortedSet, class_blocks, table_rows
 from kstar_utils.engine.ops import chunk_reduce, count_less
 from kstar_utils.engine.reference import merge_nearest
 from kstar_utils.engine.threads import run_tiles, single_thread
@@ -80,11 +80,6 @@ def one_set_shares(codes_sorted: np.ndarray, n_classes: int, T: int, groups: int
     for t, k in zip(tiles2, part):
         p2.setdefault(int(k), []).append(t)
     return [p1[k] for k in sorted(p1)], [p2[k] for k in sorted(p2)]
-
-
-def table_rows(nch: int) -> int:
-    """Rows per block when a (rows, nch) pass-1 table is scanned: each temporary stays near 2^22 entries."""
-    return max(256, (1 << 22) // max(1, nch))
 
 
 def fast_bf16(device: torch.device) -> bool:
