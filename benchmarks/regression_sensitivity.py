@@ -15,8 +15,9 @@ themselves, through papermill) into its own folder under --work, features extrac
 - `mkldnn-off`: `torch.backends.mkldnn.enabled = False` (convolutions by PyTorch's own im2col + GEMM, not oneDNN);
 - `channels-last`: models and images in channels-last memory layout (other oneDNN convolution kernels);
 - `float64`: the forward pass in float64, rounded to float32 at the end (the features every float32 run approximates);
-- `ulp-S` (one per --seeds): every feature multiplied by (1 + u 2^-22), u uniform in [-1, 1] (seed S): a few units in
-  the last place, what separates CPUs with different vector instructions. It reaches every notebook that computes
+- `ulp-S` (one per --seeds): every feature multiplied by (1 + u 2^-22), u in [-1, 1] a hash of the feature's value and
+  S (pipeline.baseline.rounding_perturbation): a few units in the last place, what separates CPUs with different
+  vector instructions; equal features stay equal, as on any CPU (a network maps many inputs to the same output). It reaches every notebook that computes
   features: extraction (01) and the input-noise study (07);
 - `wide-S` (one per --wide-seeds): the same with 16 times the amplitude (2^-18). Not a difference seen between two
   machines but a stress: each variant above moves k* by one for a handful of samples (near-ties with the nearest
@@ -81,14 +82,12 @@ VARIANT_BODIES = {
 
 ULP_BODY = """    out = {{}}
     for k, v in _forward(loaded, x, layers, pool).items():
-        u = torch.from_numpy(_rng.uniform(-1.0, 1.0, size=tuple(v.shape)))
-        out[k] = (v.double() * (1.0 + u * {scale!r})).to(v.dtype)
+        moved = _baseline.rounding_perturbation(v.detach().cpu().numpy(), seed={seed}, scale={scale!r})
+        out[k] = torch.from_numpy(moved).to(v.dtype)
     return out
 
 
-import numpy as _np
-
-_rng = _np.random.default_rng({seed})"""
+from kstar_utils.pipeline import baseline as _baseline"""
 
 
 VARIANT_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}

@@ -286,3 +286,20 @@ def test_the_sample_size_notebook_runs_but_its_tables_are_not_in_the_baseline():
     every = [nb.name for nb in baseline.notebooks_of(NOTEBOOKS)]
     assert "09_sample_size.ipynb" in every
     assert "09_sample_size.ipynb" not in [nb.name for nb in baseline.notebooks_of(NOTEBOOKS, compared=True)]
+
+
+def test_the_rounding_perturbation_moves_values_by_their_last_bits_and_keeps_equal_values_equal():
+    from kstar_utils.pipeline.baseline import rounding_perturbation
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    x[10:20] = x[5]  # ten copies of one row: an input the network maps to one output
+    x[30, 3] = 0.0
+    moved = rounding_perturbation(x, seed=1, scale=2.0**-22)
+    assert moved.dtype == np.float32
+    nz = x != 0
+    rel = np.abs(moved[nz].astype(np.float64) / x[nz] - 1.0)
+    assert rel.max() <= 2.0**-22 + 2.0**-23 and (moved != x).any()  # by at most the scale, and float32 rounding
+    assert (moved[10:20] == moved[5]).all() and moved[30, 3] == 0.0  # equal stays equal, zero stays zero
+    other = rounding_perturbation(x, seed=2, scale=2.0**-22)
+    assert (other != moved).any()  # the seed picks another perturbation

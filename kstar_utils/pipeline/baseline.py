@@ -35,7 +35,7 @@ OUTPUTS_PREFIX = "../outputs"
 TABLES_PREFIX = OUTPUTS_PREFIX + "/tables/"
 #: columns that name a row rather than measure it; a table's keys are its columns among these
 KEY_COLUMNS = ("model", "dataset", "split", "layer", "metric", "reference", "label", "class", "enemy_class", "x", "y",
-               "group", "method", "layer_a", "layer_b", "a", "b", "strength", "which", "rank", "value", "n_per_class",
+               "group", "method", "layer_a", "layer_b", "a", "b", "strength", "which", "rank", "value", "n_per_class", "family",
                "draw")
 #: integer columns that number samples: which sample, not how many, so compared as labels
 SAMPLE_COLUMNS = ("index", "enemy")
@@ -113,6 +113,20 @@ def run_workbook(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike
         run_notebook(nb, out / "executed" / nb.name, params, cwd=Path(notebooks_dir).resolve(), kernel=kernel,
                      progress_bar=False)
     return out / "tables"
+
+
+# ---------------------------------------------------------------------------------------------- perturbation
+def rounding_perturbation(values: np.ndarray, *, seed: int, scale: float) -> np.ndarray:
+    """`values` (float32 features, any shape) each multiplied by (1 + u scale), u in [-1, 1) a hash of the value's
+    own bits and the seed: a change at the level of float32 rounding (scale 2^-22: a few units in the last place)
+    that, like any CPU's rounding, is a function of what is computed, so equal features (every image a network maps
+    to the same output, e.g. its bias) stay equal. A fresh random draw per entry would split such duplicates, which
+    no machine does, and move k* far more than another CPU can. Returns float32."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    bits = v.view(np.uint32).astype(np.uint64)
+    h = (bits * np.uint64(2654435761) + np.uint64(seed) * np.uint64(40503)) % np.uint64(1 << 32)
+    u = h.astype(np.float64) / float(1 << 31) - 1.0
+    return (v.astype(np.float64) * (1.0 + u * scale)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- table columns

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 #: when this module was imported, i.e. while the session collected its tests, before any notebook of it ran
@@ -26,19 +25,19 @@ def reference(name: str) -> pd.DataFrame:
 
 
 def perturb_features(index_csv: Path, out_dir: Path, *, seed: int, scale: float) -> Path:
-    """Copies of every features file of a features index with each feature multiplied by (1 + u scale), u uniform
-    in [-1, 1] (seeded), under out_dir/features, and their index as out_dir/tables/features_index.csv (returned).
+    """Copies of every features file of a features index with each feature multiplied by (1 + u scale), u in
+    [-1, 1] a hash of the feature's value and the seed (pipeline.baseline.rounding_perturbation), under out_dir/features, and their index as out_dir/tables/features_index.csv (returned).
     Relative paths in the index are the notebooks' (their working directory is notebooks/)."""
     from kstar_utils.io import cache
     from kstar_utils.pipeline.features import load_features, save_features
 
+    from kstar_utils.pipeline.baseline import rounding_perturbation
+
     index = pd.read_csv(index_csv)
-    rng = np.random.default_rng(seed)
     paths, shas = [], []
     for path in index["features_path"]:
         fs = load_features(NOTEBOOKS / path)  # an absolute path stays as it is
-        x = fs.features.astype(np.float64)
-        moved = (x * (1.0 + rng.uniform(-1.0, 1.0, size=x.shape) * scale)).astype(np.float32)
+        moved = rounding_perturbation(fs.features, seed=seed, scale=scale)
         target = out_dir / "features" / Path(path).name
         sidecar = {k: v for k, v in fs.meta.items() if k != "sha256"}
         save_features(target, moved, fs.labels, fs.class_names, sidecar)

@@ -3,7 +3,7 @@
 Part of the slow tier (make test-slow, after make test: it starts from the features that run extracted).
 
 The notebooks 02-08 run again (through papermill, with every output under a temporary folder) on copies of this
-session's features with every feature multiplied by (1 + u 2^-22), u uniform in [-1, 1]: a few units in the last
+session's features with every feature multiplied by (1 + u 2^-22), u in [-1, 1] a hash of its value: a few units in the last
 place, what separates CPUs with different vector instructions. The seed is not one of those the tolerances were
 measured with (benchmarks/regression_sensitivity.py uses 1-3). Notebook 07's input-noise study computes its own
 features from the images, unperturbed here (the sensitivity measurement perturbs those too).
