@@ -123,8 +123,11 @@ def rounding_perturbation(values: np.ndarray, *, seed: int, scale: float) -> np.
     to the same output, e.g. its bias) stay equal. A fresh random draw per entry would split such duplicates, which
     no machine does, and move k* far more than another CPU can. Returns float32."""
     v = np.ascontiguousarray(values, dtype=np.float32)
-    bits = v.view(np.uint32).astype(np.uint64)
-    h = (bits * np.uint64(2654435761) + np.uint64(seed) * np.uint64(40503)) % np.uint64(1 << 32)
+    mask = np.uint64((1 << 32) - 1)
+    key = np.uint64((seed * 0x9E3779B9 + 0x7F4A7C15) & ((1 << 32) - 1))  # the seed changes every bit of the hash
+    h = (v.view(np.uint32).astype(np.uint64) ^ key) * np.uint64(2654435761) & mask
+    h = (h ^ (h >> np.uint64(15))) * np.uint64(2246822519) & mask
+    h ^= h >> np.uint64(13)
     u = h.astype(np.float64) / float(1 << 31) - 1.0
     return (v.astype(np.float64) * (1.0 + u * scale)).astype(np.float32)
 
