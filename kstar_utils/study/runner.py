@@ -105,6 +105,17 @@ def check_jobs(jobs: Sequence[Job], output_dir: str | Path, *, pending: Sequence
     return list(items.values())
 
 
+def _completed(results, poll: float = 0.2):
+    """The futures of a distributed.as_completed as they finish, waiting in short sleeps: a blocking wait would hold
+    the main thread in a lock until the next job ends, and a Ctrl-C that the kernel hands to another thread of this
+    process (Dask's event loop) would then wait for it as well."""
+    while not results.is_empty():
+        batch = results.next_batch(block=False)
+        if not batch:
+            time.sleep(poll)
+        yield from batch
+
+
 @contextlib.contextmanager
 def _sigint_ignored():
     """SIGINT is ignored inside the block (only the main thread can change signal handlers; elsewhere a no-op)."""
@@ -340,7 +351,7 @@ def run_jobs(jobs: Sequence[Job], output_dir: str | Path, *, cluster: ClusterOpt
                 fut = client.submit(_announced_job, job, topic, key=f"kstar-job-{job.job_id}", retries=retries,
                                     pure=False, resources={"GPU": 1} if job.device == "cuda" else None)
                 futures[fut] = job
-            for fut in as_completed(futures):
+            for fut in _completed(as_completed(futures)):
                 job = futures[fut]
                 ended.add(job.job_id)
                 seconds = round(time.perf_counter() - t0, 2)
