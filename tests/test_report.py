@@ -109,3 +109,30 @@ def test_a_caption_falls_back_to_the_file_name(tmp_path):
     assert str(report._caption(path)) == "depth profile digits"
     (tmp_path / report.CAPTIONS).write_text(json.dumps({path.name: "Γ' layer by layer, γ_c <b>"}))
     assert str(report._caption(path)) == "Γ&#39; layer by layer, γ<sub>c</sub> &lt;b&gt;"  # escaped, γ_c as in print
+
+
+def test_a_study_of_inner_layers_draws_its_depth_profile_against_depth(tmp_path):
+    names = ["cifar-resnet:resnet20", "abcrown:cnn-a-adv"]
+    study = study_from_dict({"name": "d", "models": names, "datasets": ["cifar10-sample"],
+                             "layers": ["inner", "penultimate"], "output_dir": str(tmp_path / "o"),
+                             "cache_dir": str(tmp_path / "c"), "n_boot": 9}, base_dir=tmp_path)
+    jobs = expand_jobs(study)
+    rows = []
+    for m in names:
+        layers = models.expand_layers(m, ["inner", "penultimate"])
+        for i, layer in enumerate(layers):
+            rows.append({"model": m, "dataset": "cifar10-sample", "split": "test", "layer": layer, "metric": "euclidean",
+                         "depth": models.layer_depth(m, layer), "true_skewness": 2.0 - i, "approx_skewness": 1.5 - i,
+                         "skew_spread": 0.5, "n_classes": 10, "n_fractured": 5, "n_overlapped": 4, "n_clustered": 1,
+                         "clean_acc": 0.9, "status": "ok", "features_sha256": f"{m}/{layer}"})
+    summary = pd.DataFrame(rows)
+    original = report._compare_pair
+    report._compare_pair = lambda *a: None
+    try:
+        figures = report.study_figures(study, jobs, summary, pd.DataFrame(), tmp_path / "o" / "figures")
+    finally:
+        report._compare_pair = original
+    depth = [f for f in figures if "depth_profile" in str(f)]
+    assert depth, "no depth profile for a study of inner layers (their names differ between the models)"
+    captions = json.loads((tmp_path / "o" / "figures" / "captions.json").read_text())
+    assert any("depth" in text and "first inner layer" in text for text in captions.values())

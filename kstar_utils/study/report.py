@@ -39,6 +39,7 @@ def study_figures(study: Study, jobs: Sequence[Job], summary: pd.DataFrame, stat
     from kstar_utils.io.index import indexed_kstar
     from kstar_utils.plotting import (plot_depth_profile, plot_gamma_vs_gamma_prime, plot_kstar_side_by_side,
                                       plot_metric_vs_accuracy, save_figure)
+    from kstar_utils.models import INNER
     from kstar_utils.plotting import study as sp
     from kstar_utils.plotting.models import accuracy_panels, plot_family_panels
     from kstar_utils.plotting.style import SKEW_LIMIT, model_looks
@@ -120,11 +121,15 @@ def study_figures(study: Study, jobs: Sequence[Job], summary: pd.DataFrame, stat
                  f"the colour scale ±{SKEW_LIMIT:g} shared by every skewness heatmap (values beyond it are written "
                  f"out); blank: no result.")
         first = str(ok["dataset"].iloc[0])
-        layers = [lay for lay in study.layers if lay in set(ok["layer"])]
-        if len(layers) > 1:
+        # "inner" stands for each model's own inner layers: models of different architectures are drawn against depth
+        by_depth = INNER in study.layers and "depth" in ok.columns and ok["depth"].notna().any()
+        layers = None if by_depth else [lay for lay in study.layers if lay in set(ok["layer"])]
+        if by_depth or len(layers) > 1:
+            where = ("against each layer's depth (0: the model's first inner layer, 1: its output)" if by_depth
+                     else "layer by layer")
             save(plot_depth_profile(ok[ok["dataset"] == first], layers=layers, title=f"depth profile · {first}"),
                  f"depth_profile_{first}",
-                 f"Γ' layer by layer on {first} (left, {_HOW}) and each layer's count of Fractured / Overlapped / "
+                 f"Γ' {where} on {first} (left, {_HOW}) and each layer's count of Fractured / Overlapped / "
                  f"Clustered classes (right; colour: Fractured classes on one scale from 0 to the number of "
                  f"classes). A layer that repeats another's features is drawn once; its cell says which.")
         pair = _compare_pair(study, ok, layer)
