@@ -119,20 +119,14 @@ def run_variant(variant: str, work: Path, *, scale: float, fresh: bool) -> Path:
         (ipy / "profile_default" / "startup").mkdir(parents=True)
         (ipy / "profile_default" / "startup" / "00-variant.py").write_text(code)
         env["IPYTHONDIR"] = str(ipy)
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the notebook kernels inherit this process's environment
-    try:
+    from kstar_utils.models._common import environ_set
+
+    with environ_set(**env):  # the notebook kernels inherit this process's environment
         t0 = time.perf_counter()
         print(f"{variant}: running the notebooks into {out}", flush=True)
         tables = baseline.run_workbook(out, notebooks_dir=ROOT / "notebooks")
         seconds = time.perf_counter() - t0
         print(f"{variant}: {seconds:.0f} s", flush=True)
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     done.write_text(f"{dt.datetime.now(dt.timezone.utc).isoformat()} {seconds:.0f}\n")
     return tables
 
