@@ -70,7 +70,7 @@ study: $(STAMP)
 # run nine times: other CPU instruction sets, convolution algorithms, float64, last-place noise) and write the
 # regression tolerances: tests/baseline/tolerances.csv and tests/baseline/SENSITIVITY.md
 sensitivity: $(STAMP)
-	$(BIN)/python benchmarks/regression_sensitivity.py --write
+	$(BIN)/python benchmarks/regression_sensitivity.py --earlier tests/baseline/ten-resnets/tolerances.csv --write
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kstar.py

@@ -30,7 +30,9 @@ that wraps `kstar_utils.pipeline.features.forward_layers`, the one function thro
 Every table the default run writes (pipeline.baseline.table_names) is then compared with the base run's, column by column
 (pipeline.baseline.column_changes): the largest absolute change of a number, the number of rows that differ in a
 label. The tolerance of a column is --margin times the largest change of any variant (0, i.e. exact, for a column
-no variant moved); label tolerances are rounded up to whole rows.
+no variant moved); label tolerances are rounded up to whole rows. A number column's few rows that moved more than --gap
+times every other row (one model's tie-prone features) get a tolerance of their own, and the column's comes from the
+rest (rows_of_their_own). --earlier folds in an earlier measurement: each column keeps the larger tolerance.
 
 The machine's load changes times, not these numbers. Runs already finished under --work are reused (--fresh reruns
 them).
@@ -190,6 +192,18 @@ def nbval_differences(base: Path, other: Path, sanitize: Path) -> list[str]:
     return found
 
 
+def rows_of_their_own(changes: pd.Series, gap: float) -> pd.Series:
+    """The rows of a number column that get a tolerance of their own: the fewest largest changes that stand more than
+    `gap` times above every other row's (which moved at all), at most a twentieth of the rows; empty when no such gap.
+    Such rows are a property of one model's features (near-duplicate vectors whose ties the rounding splits), and a
+    column tolerance wide enough for them would hide a real change of every other row."""
+    moved = changes[changes > 0].sort_values(ascending=False)
+    for j in range(1, min(len(moved) - 1, max(1, len(changes) // 20)) + 1):
+        if moved.iloc[j - 1] > gap * moved.iloc[j]:
+            return moved.iloc[:j]
+    return moved.iloc[:0]
+
+
 def tolerance(kind: str, measured: float, margin: float) -> float:
     if measured == 0:
         return 0.0
@@ -226,6 +240,11 @@ def main(argv=None) -> int:
                    help="count this machine's base run against the stored reference tables as one more variant "
                         "(on a machine other than the one that stored them, and only when they come from the "
                         "current code: otherwise the difference is not rounding)")
+    p.add_argument("--gap", type=float, default=10.0,
+                   help="a row whose change stands more than GAP times above every other row's gets a tolerance "
+                        "of its own (rows_of_their_own)")
+    p.add_argument("--earlier", help="a tolerances.csv of an earlier measurement (other models or variants): each "
+                                     "column keeps the larger of its tolerance there and here")
     p.add_argument("--fresh", action="store_true", help="rerun variants already finished under --work")
     p.add_argument("--write", action="store_true", help="write tests/baseline/tolerances.csv and SENSITIVITY.md")
     args = p.parse_args(argv)
@@ -240,11 +259,13 @@ def main(argv=None) -> int:
 
     names = baseline.table_names(ROOT / "notebooks")
     reference_dir = ROOT / "tests" / "baseline" / "tables"
+    earlier = baseline.read_tolerances(args.earlier) if args.earlier else {}
     rows = []
     for name in names:
         base = pd.read_csv(tables["base"] / name)
         per_variant = {v: baseline.column_changes(base, pd.read_csv(tables[v] / name), name=f"{v}/{name}")
                        for v in others}
+        per_row = [baseline.row_changes(base, pd.read_csv(tables[v] / name), name=f"{v}/{name}") for v in others]
         stored = None
         if (reference_dir / name).is_file():
             try:
@@ -255,10 +276,22 @@ def main(argv=None) -> int:
             kind = per_variant[others[0]][col][0]
             changes = {v: per_variant[v][col][1] for v in others}
             from_stored = stored[col][1] if stored and col in stored else float("nan")
-            measured = max([*changes.values(), *([from_stored] if args.with_stored and stored else [])])
-            rows.append({"table": name, "column": col, "kind": kind, **changes, "measured": measured,
-                         "tolerance": tolerance(kind, measured, args.margin),
-                         "stored": from_stored})
+            own = pd.Series(dtype=float)
+            if kind == "number":
+                own = rows_of_their_own(pd.concat([r[col] for r in per_row], axis=1).max(axis=1), args.gap)
+            if len(own):  # the column line holds the other rows; each row of its own has a line
+                changes = {v: float(r[col].drop(own.index).to_numpy().max(initial=0.0)) for v, r in zip(others, per_row)}
+            rest = max([*changes.values(), *([from_stored] if args.with_stored and stored else [])])
+            tol = tolerance(kind, rest, args.margin)
+            before = earlier.get(name, {}).get(col)
+            kept = before is not None and before.tolerance > tol
+            if kept:
+                rest, tol = max(rest, before.measured), before.tolerance
+            rows.append({"table": name, "column": col, "kind": kind, **changes, "measured": rest,
+                         "tolerance": tol, "stored": from_stored, "earlier": kept, "row": ""})
+            rows += [{"table": name, "column": col, "kind": kind, **{v: float(r[col][row]) for v, r in zip(others, per_row)},
+                      "measured": change, "tolerance": max(tol, tolerance(kind, change, args.margin)),
+                      "stored": float("nan"), "earlier": False, "row": row} for row, change in own.items()]
     result = pd.DataFrame(rows)
     moves = {v: feature_change(tables["base"], tables[v]) for v in others}
     nbval = {v: nbval_differences(work / "base", work / v, ROOT / "tests" / "nbval_sanitize.cfg") for v in others}
@@ -288,6 +321,7 @@ def _fmt(v: float, kind: str) -> str:
 
 
 def markdown(result: pd.DataFrame, others, moves, nbval, args, started, seconds) -> str:
+    own = result[result["row"] != ""].assign(model=lambda t: t["row"].str.extract(r"model=([^;]*)", expand=False))
     lines = [
         "# Sensitivity of the regression baseline to rounding-level changes of the features",
         "",
@@ -298,8 +332,8 @@ def markdown(result: pd.DataFrame, others, moves, nbval, args, started, seconds)
         f"machine (load changes times, not these numbers).",
         f"- Machine: {machine()}.",
         f"- Command: `benchmarks/regression_sensitivity.py --variants {' '.join(args.variants)} --seeds "
-        f"{' '.join(map(str, args.seeds))} --wide-seeds {' '.join(map(str, args.wide_seeds))} --margin {args.margin:g}{' --with-stored' if args.with_stored else ''} "
-        f"--write`.",
+        f"{' '.join(map(str, args.seeds))} --wide-seeds {' '.join(map(str, args.wide_seeds))} --margin {args.margin:g} --gap {args.gap:g}"
+        f"{' --with-stored' if args.with_stored else ''}{f' --earlier {args.earlier}' if args.earlier else ''} --write`.",
         "- nbval (the notebooks' shown outputs, after `tests/nbval_sanitize.cfg`), cells that differ from the base run: "
         + "; ".join(f"{v} {len(d)}" for v, d in nbval.items()) + "."
         + "".join(f"\n  - {v}: {d}" for v, ds in nbval.items() for d in ds),
@@ -309,13 +343,28 @@ def markdown(result: pd.DataFrame, others, moves, nbval, args, started, seconds)
         "rounded up); 0 (exact) where no variant moved a column. Numbers: largest absolute change; labels: rows "
         "that differ. `stored`: this run's base against the stored reference tables (another machine, or older "
         "code: " + ("counted, --with-stored" if args.with_stored else "shown, not used") + ").",
+        f"- Rows of their own: in a number column, the fewest rows whose change stands more than {args.gap:g} times "
+        "above every other row's (at most a twentieth of the rows) get their own tolerance, "
+        f"{args.margin:g} x their change, and the column's tolerance comes from the other rows "
+        f"({own.shape[0]} such rows in all, from {own['model'].nunique()} model(s): "
+        + (", ".join(sorted(own["model"].unique())) or "none") + "). Such a row's k* "
+        "turns on many near-ties at that layer (near-duplicate vectors), which the rounding splits; a column "
+        "tolerance wide enough for it would let a real change of every other model through.",
+    ]
+    if args.earlier:
+        kept = result[result["earlier"]]
+        lines.append(f"- Each column keeps the larger of this tolerance and the one in `{args.earlier}` (an earlier "
+                     f"measurement, described beside it); the earlier one is in force for {len(kept)} column(s): "
+                     + ", ".join(f"{t} {c}" for t, c in zip(kept["table"], kept["column"])) + ".")
+    lines += [
         "",
         "| table | column | kind | " + " | ".join(others) + " | largest | tolerance | stored |",
         "|---|---|---|" + "---:|" * (len(others) + 3),
     ]
     for r in result.to_dict("records"):
         k = r["kind"]
-        lines.append(f"| {r['table']} | {r['column']} | {k} | " + " | ".join(_fmt(r[v], k) for v in others)
+        col = f"{r['column']}, only at {r['row']}" if r["row"] else r["column"]
+        lines.append(f"| {r['table']} | {col} | {k} | " + " | ".join(_fmt(r[v], k) for v in others)
                      + f" | {_fmt(r['measured'], k)} | {_fmt(r['tolerance'], k)} | {_fmt(r['stored'], k)} |")
     return "\n".join(lines) + "\n"
 

@@ -223,6 +223,17 @@ def test_machine_columns_are_not_compared():
     assert compare_table("t", ref, ref.assign(kstar_path="/b", kstar_sha256="y"), TOL) == []
 
 
+def test_a_row_of_its_own_is_allowed_more_and_only_that_row():
+    own = {**TOL, "value": Tolerance("number", 0.1, 0.03, (("model=b; layer=l", 0.3),))}
+    assert compare_table("t", _table(), _table(values=(0.5, 0.45, -1.0)), own) == []   # b moved 0.2 <= 0.3
+    problems = compare_table("t", _table(), _table(values=(0.5, 0.65, -1.0)), own)       # b moved 0.4 > 0.3
+    assert len(problems) == 1 and "change 0.4 > tolerance 0.3 at model=b; layer=l" in problems[0]
+    problems = compare_table("t", _table(), _table(values=(0.5, 0.25, -0.8)), own)       # c moved 0.2 > 0.03
+    assert len(problems) == 1 and "change 0.2 > tolerance 0.03 at model=c; layer=l" in problems[0]
+    # NaN where a number was is no finite change, whatever the row's tolerance
+    assert compare_table("t", _table(), _table(values=(0.5, np.nan, -1.0)), own)
+
+
 def test_tolerances_file_round_trip_and_checks(tmp_path):
     rows = [{"table": "t.csv", "column": "value", "kind": "number", "measured": 0.01, "tolerance": 0.03},
             {"table": "t.csv", "column": "pattern", "kind": "label", "measured": 1, "tolerance": 3}]
@@ -230,7 +241,17 @@ def test_tolerances_file_round_trip_and_checks(tmp_path):
     path.write_text(baseline.tolerances_csv(rows))
     assert read_tolerances(path) == {"t.csv": {"value": Tolerance("number", 0.01, 0.03),
                                                "pattern": Tolerance("label", 1.0, 3.0)}}
-    path.write_text(path.read_text().replace("label", "text"))
+    # a row of its own follows its column's line; a file without the row column (older) still reads
+    rows.insert(1, {"table": "t.csv", "column": "value", "kind": "number", "measured": 0.2, "tolerance": 0.6,
+                    "row": "model=b; layer=l"})
+    path.write_text(baseline.tolerances_csv(rows))
+    assert read_tolerances(path)["t.csv"]["value"] == Tolerance("number", 0.2, 0.03, (("model=b; layer=l", 0.6),))
+    path.write_text(baseline.tolerances_csv(rows[1:]))
+    with pytest.raises(ValueError, match="must follow its column's line"):
+        read_tolerances(path)
+    path.write_text("table,column,kind,measured,tolerance\nt.csv,value,number,0.01,0.03\n")
+    assert read_tolerances(path) == {"t.csv": {"value": Tolerance("number", 0.01, 0.03)}}
+    path.write_text(baseline.tolerances_csv(rows).replace("label", "text"))
     with pytest.raises(ValueError, match="kind must be number or label"):
         read_tolerances(path)
     with pytest.raises(FileNotFoundError, match="regression_sensitivity"):

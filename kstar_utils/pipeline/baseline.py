@@ -13,7 +13,10 @@ checks a run against the stored tables within them.
     problems = compare_table(name, reference, executed, tolerances[name])                    # [] when within them
 
 A column is a *key* (rows are matched on it: model, layer, metric, class, ...), a *number* (compared by its largest
-absolute change) or a *label* (text, flags and sample numbers: compared by how many rows differ).
+absolute change) or a *label* (text, flags and sample numbers: compared by how many rows differ). A number column may
+name rows of its own (`Tolerance.rows`): a row whose features are far more tie-prone than the rest (near-duplicate
+vectors) moves far more at rounding level, and a tolerance wide enough for it would let a real change of every other
+row through.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ KEY_COLUMNS = ("model", "dataset", "split", "layer", "metric", "reference", "lab
                "draw")
 #: integer columns that number samples: which sample, not how many, so compared as labels
 SAMPLE_COLUMNS = ("index", "enemy")
-TOLERANCE_FIELDS = ("table", "column", "kind", "measured", "tolerance")
+TOLERANCE_FIELDS = ("table", "column", "kind", "measured", "tolerance", "row")
 
 
 #: notebooks whose tables are not in the regression baseline: the sample-size notebook sends all 10,000 test images
@@ -185,13 +188,33 @@ def _aligned(reference: pd.DataFrame, other: pd.DataFrame, name: str) -> tuple[p
     return ref, got.loc[ref.index]
 
 
-def _number_change(a: pd.Series, b: pd.Series) -> float:
+def _number_changes(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """|a - b| row by row: 0 where equal (NaN and equal infinities included), inf where a number meets NaN or the
+    opposite infinity (no finite change)."""
     x, y = a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64)
     same = (x == y) | (np.isnan(x) & np.isnan(y))  # equal infinities included
     with np.errstate(invalid="ignore"):
         d = np.where(same, 0.0, np.abs(x - y))
-    d = np.where(np.isnan(d), np.inf, d)  # a number against NaN, or opposite infinities: no finite change
-    return float(d.max(initial=0.0))
+    return np.where(np.isnan(d), np.inf, d)
+
+
+def _number_change(a: pd.Series, b: pd.Series) -> float:
+    return float(_number_changes(a, b).max(initial=0.0))
+
+
+def row_name(keys: Sequence[str], values: Any) -> str:
+    """How a tolerance file names one row: its key columns and values, "model=a; layer=b"."""
+    values = values if isinstance(values, tuple) else (values,)
+    return "; ".join(f"{k}={v}" for k, v in zip(keys, values))
+
+
+def row_changes(reference: pd.DataFrame, other: pd.DataFrame, *, name: str = "table") -> dict[str, pd.Series]:
+    """{number column: |change| of each row, indexed by row_name} of `other` against `reference`, rows matched on the
+    key columns (what column_changes reduces to its largest)."""
+    ref, got = _aligned(reference_frame(reference), reference_frame(other), name)
+    names = [row_name(ref.index.names, k) for k in ref.index]
+    return {col: pd.Series(_number_changes(ref[col], got[col]), index=names)
+            for col in ref.columns if column_kind(col, ref[col]) == "number"}
 
 
 def _label_change(a: pd.Series, b: pd.Series) -> int:
@@ -217,43 +240,60 @@ def column_changes(reference: pd.DataFrame, other: pd.DataFrame, *, name: str = 
 @dataclass(frozen=True)
 class Tolerance:
     """How far one column may move: kind "number" (largest absolute change) or "label" (rows that differ);
-    measured: the largest change seen at rounding level; tolerance: what the comparison allows."""
+    measured: the largest change seen at rounding level; tolerance: what the comparison allows; rows: number columns
+    only, ((row_name, tolerance), ...) for rows allowed more than the rest (a tie-prone model's row)."""
 
     kind: str
     measured: float
     tolerance: float
+    rows: tuple[tuple[str, float], ...] = ()
+
+    def allowed(self, names: Sequence[str]) -> np.ndarray:
+        """The tolerance of each named row."""
+        own = dict(self.rows)
+        return np.array([own.get(n, self.tolerance) for n in names], dtype=np.float64)
 
 
 def read_tolerances(path: str | os.PathLike) -> dict[str, dict[str, Tolerance]]:
-    """{table: {column: Tolerance}} from a CSV with columns table, column, kind, measured, tolerance."""
+    """{table: {column: Tolerance}} from a CSV with columns table, column, kind, measured, tolerance and row (empty:
+    the column's tolerance; a row_name: that row's own, after the column's line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tolerances not found: {path} (written by benchmarks/regression_sensitivity.py)")
     out: dict[str, dict[str, Tolerance]] = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in TOLERANCE_FIELDS if c not in (reader.fieldnames or [])]
+        missing = [c for c in TOLERANCE_FIELDS if c != "row" and c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: lacks columns {missing}")
         for row in reader:
-            kind = row["kind"]
+            table, column, kind, which = row["table"], row["column"], row["kind"], (row.get("row") or "").strip()
             if kind not in ("number", "label"):
-                raise ValueError(f"{path}: kind must be number or label; got {kind!r} for {row['table']} "
-                                 f"{row['column']}")
-            tol = Tolerance(kind, float(row["measured"]), float(row["tolerance"]))
-            if not (tol.tolerance >= 0 and math.isfinite(tol.tolerance)):
-                raise ValueError(f"{path}: tolerance of {row['table']} {row['column']} must be a finite number >= 0")
-            out.setdefault(row["table"], {})[row["column"]] = tol
+                raise ValueError(f"{path}: kind must be number or label; got {kind!r} for {table} {column}")
+            measured, tolerance = float(row["measured"]), float(row["tolerance"])
+            if not (tolerance >= 0 and math.isfinite(tolerance)):
+                raise ValueError(f"{path}: tolerance of {table} {column} {which} must be a finite number >= 0")
+            columns = out.setdefault(table, {})
+            if not which:
+                columns[column] = Tolerance(kind, measured, tolerance)
+                continue
+            own = columns.get(column)
+            if own is None or own.kind != "number" or kind != "number":
+                raise ValueError(f"{path}: the row {which!r} of {table} {column} must follow its column's line, "
+                                 f"and only number columns have rows of their own")
+            columns[column] = Tolerance(kind, max(own.measured, measured), own.tolerance,
+                                        own.rows + ((which, tolerance),))
     return out
 
 
 def tolerances_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The CSV text of tolerance rows (table, column, kind, measured, tolerance)."""
+    """The CSV text of tolerance rows (table, column, kind, measured, tolerance, row: empty for a column's own)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=TOLERANCE_FIELDS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (repr(float(r[k])) if k in ("measured", "tolerance") else r[k]) for k in TOLERANCE_FIELDS})
+        w.writerow({k: (repr(float(r[k])) if k in ("measured", "tolerance") else r.get(k) or "")
+                    for k in TOLERANCE_FIELDS})
     return buf.getvalue()
 
 
@@ -268,7 +308,7 @@ def compare_table(name: str, reference: pd.DataFrame, executed: pd.DataFrame,
         changes = column_changes(reference, executed, name=name)
     except ValueError as e:
         return [str(e)]
-    problems = []
+    problems, rows = [], None
     for col, (kind, change) in changes.items():
         tol = tolerances.get(col)
         if tol is None:
@@ -276,6 +316,14 @@ def compare_table(name: str, reference: pd.DataFrame, executed: pd.DataFrame,
                             f"benchmarks/regression_sensitivity.py")
         elif tol.kind != kind:
             problems.append(f"{name}: column {col!r} is a {kind} column, its tolerance is for a {tol.kind}")
+        elif tol.rows:
+            d = rows[col] if rows else (rows := row_changes(reference, executed, name=name))[col]
+            over = d.to_numpy() > tol.allowed(d.index)
+            if over.any():
+                worst = d[over].idxmax()
+                allowed = dict(tol.rows).get(worst, tol.tolerance)
+                problems.append(f"{name}: column {col!r}: change {d[worst]:.6g} > tolerance {allowed:.6g} at "
+                                f"{worst} ({int(over.sum())} row(s) beyond their tolerance)")
         elif change > tol.tolerance:
             what = "largest change" if kind == "number" else "rows that differ"
             problems.append(f"{name}: column {col!r}: {what} {change:.6g} > tolerance {tol.tolerance:.6g} "

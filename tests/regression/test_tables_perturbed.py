@@ -50,35 +50,40 @@ def test_rounding_level_changes_of_the_features_pass(perturbed, tolerances):
 def test_gamma_prime_off_by_ten_tolerances_fails(perturbed, tolerances):
     tables, _ = perturbed
     t = pd.read_csv(tables / "skewness_models.csv")
-    tol = tolerances["skewness_models.csv"]["approx_skewness"].tolerance
-    t.loc[3, "approx_skewness"] += 10 * max(tol, 1e-3)
+    tol = tolerances["skewness_models.csv"]["approx_skewness"]
+    t.loc[3, "approx_skewness"] += 10 * max(tol.tolerance, *(t for _, t in tol.rows), 1e-3)
     problems = compare_table("skewness_models.csv", reference("skewness_models.csv"), t,
                              tolerances["skewness_models.csv"])
     assert len(problems) == 1 and "'approx_skewness'" in problems[0]
 
 
-def test_a_changed_kstar_of_one_model_fails(perturbed, tolerances):
-    """One model's k* at one layer changed as a bug would (the k* of a tenth of one class's samples raised by 5):
-    its summary row no longer matches."""
+def test_a_changed_kstar_of_any_one_model_fails(perturbed, tolerances):
+    """One model's k* at one layer changed as a bug would (the k* of a tenth of one class's samples raised by 5, about
+    a twentieth of the class's size): its summary row no longer matches, whichever model it is. (With one tolerance
+    per column, wide enough for the most tie-prone model, 15 of the 30 such changes passed unseen: the rows of their own
+    in tolerances.csv are what makes this hold.)"""
     from kstar_utils.method.skewness import summarize_skewness
     from kstar_utils.io.index import indexed_kstar
 
     tables, _ = perturbed
     index = pd.read_csv(tables / "kstar_index.csv")
-    row = index[index["layer"] == "penultimate"].iloc[1]
-    res = indexed_kstar(row)
-    k = res.kstar.copy()
-    members = np.flatnonzero(res.labels == 0)
-    k[members[: max(1, members.size // 10)]] += 5
-    changed = summarize_skewness(k, res.named_labels).to_dict()
-    t = pd.read_csv(tables / "skewness_models.csv")
-    at = (t["model"] == row["model"]) & (t["layer"] == "penultimate")
-    for col, value in changed.items():
-        if col in t.columns:
-            t.loc[at, col] = value
-    problems = compare_table("skewness_models.csv", reference("skewness_models.csv"), t,
-                             tolerances["skewness_models.csv"])
-    assert problems and any("'approx_skewness'" in p or "'true_skewness'" in p for p in problems)
+    missed = []
+    for _, row in index[index["layer"] == "penultimate"].iterrows():
+        res = indexed_kstar(row)
+        k = res.kstar.copy()
+        members = np.flatnonzero(res.labels == 0)
+        k[members[: max(1, members.size // 10)]] += 5
+        changed = summarize_skewness(k, res.named_labels).to_dict()
+        t = pd.read_csv(tables / "skewness_models.csv")
+        at = (t["model"] == row["model"]) & (t["layer"] == "penultimate")
+        for col, value in changed.items():
+            if col in t.columns:
+                t.loc[at, col] = value
+        problems = compare_table("skewness_models.csv", reference("skewness_models.csv"), t,
+                                 tolerances["skewness_models.csv"])
+        if not any("'approx_skewness'" in p or "'true_skewness'" in p for p in problems):
+            missed.append(row["model"])
+    assert not missed, f"a changed k* passed unseen for {missed}"
 
 
 def test_a_flipped_label_fails(perturbed, tolerances):
