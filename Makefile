@@ -9,6 +9,9 @@ EXECUTED := outputs/executed
 # all 10,000 test images through seven networks: run by the slow tier (nbval; its tables are not in the regression
 # baseline, pipeline.baseline.UNCOMPARED)
 SLOW_NOTEBOOK := notebooks/09_sample_size.ipynb
+# the fast tier's unit tests run in parallel, one worker per core (pytest-xdist; a test file stays on one worker, so
+# its module fixtures are built once); TEST_WORKERS=0 runs them in this process
+TEST_WORKERS ?= auto
 PYTEST_NB := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-kernel-name $(KERNEL)
 
 .PHONY: venv demo test test-slow test-all lab notebooks sensitivity bench zoo study clean
@@ -35,7 +38,7 @@ demo: $(STAMP)
 # text and tables, numbers masked) and, in the same session, the tables they wrote against the reference tables
 # within measured tolerances (tests/regression; tests/baseline/SENSITIVITY.md)
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -q -m "not slow"
+	$(BIN)/python -m pytest tests -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 	$(BIN)/python -m pytest notebooks tests/regression/test_tables.py $(PYTEST_NB) -q --ignore=$(SLOW_NOTEBOOK)
 
 # the slow tier alone: Dask studies, Ctrl-C, AutoAttack at full strength, real-weights sweeps, large N; the
