@@ -9,8 +9,8 @@ EXECUTED := outputs/executed
 # all 10,000 test images through seven networks: run by the slow tier (nbval; its tables are not in the regression
 # baseline, pipeline.baseline.UNCOMPARED)
 SLOW_NOTEBOOK := notebooks/09_sample_size.ipynb
-# the fast tier's unit tests run in parallel, one worker per core (pytest-xdist; a test file stays on one worker, so
-# its module fixtures are built once); TEST_WORKERS=0 runs them in this process
+# unit tests run in parallel, one worker per core (pytest-xdist; a test file stays on one worker, so its module
+# fixtures are built once); TEST_WORKERS=0 runs them in this process
 TEST_WORKERS ?= auto
 PYTEST_NB := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-kernel-name $(KERNEL)
 
@@ -45,7 +45,7 @@ test: $(STAMP)
 # notebooks 02-08 again on the fast tier's features moved at float32-rounding level (the tolerances hold; run after
 # make test); the sample-size notebook (all 10,000 test images through seven networks)
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest tests -q -m slow
+	$(BIN)/python -m pytest tests -q -m slow -n $(TEST_WORKERS) --dist loadfile --durations=15
 	$(BIN)/python -m pytest tests/regression/test_tables_perturbed.py -q
 	$(BIN)/python -m pytest $(SLOW_NOTEBOOK) $(PYTEST_NB) -q
 

@@ -424,6 +424,12 @@ def test_plan_of_the_embedded_study_computes_nothing(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- Ctrl-C
+def _as_at_a_terminal() -> None:
+    """SIGINT at its default in the child, as for a command typed at a terminal: a test suite started in the background
+    of a non-interactive shell (nohup ... &) inherits SIGINT ignored, and a Python started so keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _kernel_started(proc, psutil) -> list:
     """The descendants of `proc` once one of them is a Jupyter kernel (a job is running), else []."""
     try:
@@ -449,7 +455,8 @@ def test_ctrl_c_stops_the_run_cleanly(tmp_path, target, workers):
     path = _write_small_study(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "kstar_utils.cli", "run", str(path), "--workers", "1",
                              "--retries", "0", *(["--threads"] if workers == "threads" else [])], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 240
         while not (started := _kernel_started(proc, psutil)):
