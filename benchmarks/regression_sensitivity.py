@@ -196,7 +196,8 @@ def rows_of_their_own(changes: pd.Series, gap: float) -> pd.Series:
     """The rows of a number column that get a tolerance of their own: the fewest largest changes that stand more than
     `gap` times above every other row's (which moved at all), at most a twentieth of the rows; empty when no such gap.
     Such rows are a property of one model's features (near-duplicate vectors whose ties the rounding splits), and a
-    column tolerance wide enough for them would hide a real change of every other row."""
+    column tolerance wide enough for them would hide a real change of every other row. A column where one row alone
+    moved keeps it: with no other row to say how far rounding moves the rest, they get that tolerance, not 0."""
     moved = changes[changes > 0].sort_values(ascending=False)
     for j in range(1, min(len(moved) - 1, max(1, len(changes) // 20)) + 1):
         if moved.iloc[j - 1] > gap * moved.iloc[j]:
@@ -260,28 +261,40 @@ def main(argv=None) -> int:
     names = baseline.table_names(ROOT / "notebooks")
     reference_dir = ROOT / "tests" / "baseline" / "tables"
     earlier = baseline.read_tolerances(args.earlier) if args.earlier else {}
+    earlier_rows: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}  # (table, column): {row: (measured, tol)}
+    if args.earlier:
+        for r in pd.read_csv(args.earlier, keep_default_na=False).to_dict("records"):
+            if str(r.get("row") or ""):
+                earlier_rows.setdefault((r["table"], r["column"]), {})[r["row"]] = (float(r["measured"]),
+                                                                                   float(r["tolerance"]))
     rows = []
     for name in names:
         base = pd.read_csv(tables["base"] / name)
         per_variant = {v: baseline.column_changes(base, pd.read_csv(tables[v] / name), name=f"{v}/{name}")
                        for v in others}
         per_row = [baseline.row_changes(base, pd.read_csv(tables[v] / name), name=f"{v}/{name}") for v in others]
-        stored = None
+        stored = stored_rows = None
         if (reference_dir / name).is_file():
             try:
-                stored = baseline.column_changes(pd.read_csv(reference_dir / name), base, name=f"stored/{name}")
+                ref = pd.read_csv(reference_dir / name)
+                stored = baseline.column_changes(ref, base, name=f"stored/{name}")
+                stored_rows = baseline.row_changes(ref, base, name=f"stored/{name}")
             except ValueError as e:
                 print(f"stored reference {name} not comparable: {e}")
+        counted = [*per_row, *([stored_rows] if args.with_stored and stored_rows is not None else [])]
         for col in next(iter(per_variant.values())):
             kind = per_variant[others[0]][col][0]
             changes = {v: per_variant[v][col][1] for v in others}
             from_stored = stored[col][1] if stored and col in stored else float("nan")
             own = pd.Series(dtype=float)
             if kind == "number":
-                own = rows_of_their_own(pd.concat([r[col] for r in per_row], axis=1).max(axis=1), args.gap)
+                own = rows_of_their_own(pd.concat([r[col] for r in counted], axis=1).max(axis=1), args.gap)
+            rest = max([float(r[col].drop(own.index).to_numpy().max(initial=0.0)) if kind == "number"
+                        else changes[v] for v, r in zip(others, per_row)]
+                       + ([float(stored_rows[col].drop(own.index).to_numpy().max(initial=0.0))
+                           if kind == "number" else from_stored] if len(counted) > len(per_row) else []))
             if len(own):  # the column line holds the other rows; each row of its own has a line
                 changes = {v: float(r[col].drop(own.index).to_numpy().max(initial=0.0)) for v, r in zip(others, per_row)}
-            rest = max([*changes.values(), *([from_stored] if args.with_stored and stored else [])])
             tol = tolerance(kind, rest, args.margin)
             before = earlier.get(name, {}).get(col)
             kept = before is not None and before.tolerance > tol
@@ -289,9 +302,17 @@ def main(argv=None) -> int:
                 rest, tol = max(rest, before.measured), before.tolerance
             rows.append({"table": name, "column": col, "kind": kind, **changes, "measured": rest,
                          "tolerance": tol, "stored": from_stored, "earlier": kept, "row": ""})
-            rows += [{"table": name, "column": col, "kind": kind, **{v: float(r[col][row]) for v, r in zip(others, per_row)},
-                      "measured": change, "tolerance": max(tol, tolerance(kind, change, args.margin)),
-                      "stored": float("nan"), "earlier": False, "row": row} for row, change in own.items()]
+            # rows of their own, here or in the earlier measurement: each keeps the larger tolerance of the two
+            earlier_own = earlier_rows.get((name, col), {})
+            for row in dict.fromkeys([*own.index, *earlier_own]):
+                change = float(own.get(row, 0.0))
+                row_tol = max(tol, tolerance(kind, change, args.margin) if change else 0.0)
+                if row in earlier_own:
+                    change, row_tol = max(change, earlier_own[row][0]), max(row_tol, earlier_own[row][1])
+                rows.append({"table": name, "column": col, "kind": kind,
+                             **{v: float(r[col].get(row, float("nan"))) for v, r in zip(others, per_row)},
+                             "measured": change, "tolerance": row_tol, "stored": float("nan"),
+                             "earlier": row in earlier_own, "row": row})
     result = pd.DataFrame(rows)
     moves = {v: feature_change(tables["base"], tables[v]) for v in others}
     nbval = {v: nbval_differences(work / "base", work / v, ROOT / "tests" / "nbval_sanitize.cfg") for v in others}
@@ -352,7 +373,7 @@ def markdown(result: pd.DataFrame, others, moves, nbval, args, started, seconds)
         "tolerance wide enough for it would let a real change of every other model through.",
     ]
     if args.earlier:
-        kept = result[result["earlier"]]
+        kept = result[result["earlier"] & (result["row"] == "")]
         lines.append(f"- Each column keeps the larger of this tolerance and the one in `{args.earlier}` (an earlier "
                      f"measurement, described beside it); the earlier one is in force for {len(kept)} column(s): "
                      + ", ".join(f"{t} {c}" for t, c in zip(kept["table"], kept["column"])) + ".")

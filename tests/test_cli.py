@@ -426,7 +426,9 @@ def test_plan_of_the_embedded_study_computes_nothing(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- Ctrl-C
 def _as_at_a_terminal() -> None:
     """SIGINT at its default in the child, as for a command typed at a terminal: a test suite started in the background
-    of a non-interactive shell (nohup ... &) inherits SIGINT ignored, and a Python started so keeps ignoring it."""
+    of a non-interactive shell (nohup ... &) inherits SIGINT ignored, and a Python started so keeps ignoring it. (It
+    runs between fork and exec, where only async-signal-safe work is sure to be safe in a threaded parent; setting one
+    signal's disposition is.)"""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

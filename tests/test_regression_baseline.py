@@ -232,6 +232,10 @@ def test_a_row_of_its_own_is_allowed_more_and_only_that_row():
     assert len(problems) == 1 and "change 0.2 > tolerance 0.03 at model=c; layer=l" in problems[0]
     # NaN where a number was is no finite change, whatever the row's tolerance
     assert compare_table("t", _table(), _table(values=(0.5, np.nan, -1.0)), own)
+    # a row the table no longer has (a renamed model) is reported, not silently ignored
+    dead = {**TOL, "value": Tolerance("number", 0.1, 0.03, (("model=zzz; layer=l", 0.3),))}
+    problems = compare_table("t", _table(), _table(), dead)
+    assert len(problems) == 1 and "rows the table does not have: ['model=zzz; layer=l']" in problems[0]
 
 
 def test_tolerances_file_round_trip_and_checks(tmp_path):

@@ -318,6 +318,10 @@ def compare_table(name: str, reference: pd.DataFrame, executed: pd.DataFrame,
             problems.append(f"{name}: column {col!r} is a {kind} column, its tolerance is for a {tol.kind}")
         elif tol.rows:
             d = rows[col] if rows else (rows := row_changes(reference, executed, name=name))[col]
+            gone = [r for r, _ in tol.rows if r not in d.index]
+            if gone:  # a renamed model or key: its line would be dead, and the row it meant held to the column's
+                problems.append(f"{name}: column {col!r}: the tolerances name rows the table does not have: "
+                                f"{gone[:3]}; re-measure with benchmarks/regression_sensitivity.py")
             over = d.to_numpy() > tol.allowed(d.index)
             if over.any():
                 worst = d[over].idxmax()

@@ -5,7 +5,7 @@ Part of the slow tier (make test-slow, after make test: it starts from the featu
 The notebooks 02-08 run again (through papermill, with every output under a temporary folder) on copies of this
 session's features with every feature multiplied by (1 + u 2^-22), u in [-1, 1] a hash of its value: a few units in the last
 place, what separates CPUs with different vector instructions. The seed is not one of those the tolerances were
-measured with (benchmarks/regression_sensitivity.py uses 1-3). Notebook 07's input-noise study computes its own
+measured with (benchmarks/regression_sensitivity.py's seeds count from 1). Notebook 07's input-noise study computes its own
 features from the images, unperturbed here (the sensitivity measurement perturbs those too).
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ def test_gamma_prime_off_by_ten_tolerances_fails(perturbed, tolerances):
 
 
 def test_a_changed_kstar_of_any_one_model_fails(perturbed, tolerances):
-    """One model's k* at one layer changed as a bug would (the k* of a tenth of one class's samples raised by 5, about
-    a twentieth of the class's size): its summary row no longer matches, whichever model it is. (With one tolerance
+    """One model's k* at the penultimate layer changed as a bug would (the k* of a tenth of one class's samples raised
+    by 5, about a twentieth of the class's size): its summary row no longer matches, whichever of the thirty it is. (With one tolerance
     per column, wide enough for the most tie-prone model, 15 of the 30 such changes passed unseen: the rows of their own
     in tolerances.csv are what makes this hold.)"""
     from kstar_utils.method.skewness import summarize_skewness
@@ -67,8 +67,9 @@ def test_a_changed_kstar_of_any_one_model_fails(perturbed, tolerances):
 
     tables, _ = perturbed
     index = pd.read_csv(tables / "kstar_index.csv")
-    missed = []
-    for _, row in index[index["layer"] == "penultimate"].iterrows():
+    missed, rows = [], index[index["layer"] == "penultimate"]
+    assert rows["model"].nunique() == 30, "the default run analyses thirty models"
+    for _, row in rows.iterrows():
         res = indexed_kstar(row)
         k = res.kstar.copy()
         members = np.flatnonzero(res.labels == 0)
